@@ -1,0 +1,3 @@
+from dexrl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,23 @@
+"""Grasp types, the pinhole camera model and frame conversions (no simulator imports)."""
+
+from .camera import PHOXI_S, CameraExtrinsics, CameraIntrinsics, look_at_rotation
+from .planner import NoValidGrasps, Planner, PlannerError, PlannerInputError, PlannerUnavailable, PlanResult
+from .types import GraspPoses, ImageGrasps, image_to_world, world_to_image, wrap_half_turn
+
+__all__ = [
+    "PHOXI_S",
+    "CameraExtrinsics",
+    "CameraIntrinsics",
+    "GraspPoses",
+    "NoValidGrasps",
+    "PlanResult",
+    "Planner",
+    "PlannerError",
+    "PlannerInputError",
+    "PlannerUnavailable",
+    "ImageGrasps",
+    "image_to_world",
+    "look_at_rotation",
+    "world_to_image",
+    "wrap_half_turn",
+]

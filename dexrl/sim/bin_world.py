@@ -1,0 +1,411 @@
+"""The randomized bin world: a kit-less Isaac Lab scene of N envs, each a tote on a table with an overhead
+depth camera and a pool of objects of which a random subset is dropped into the bin every round.
+
+All envs advance together; every per-env quantity is a tensor with a leading ``num_envs`` dimension.
+Quaternions follow Isaac Lab 3.0: (x, y, z, w).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+import isaaclab.sim as sim_utils
+from isaaclab.assets import AssetBaseCfg, RigidObjectCfg, RigidObjectCollectionCfg
+from isaaclab.scene import InteractiveScene, InteractiveSceneCfg
+from isaaclab.sensors import CameraCfg
+from isaaclab.utils.math import quat_from_matrix
+from isaaclab_newton.physics import MJWarpSolverCfg, NewtonCfg
+from isaaclab_newton.renderers import NewtonWarpRendererCfg
+
+from dexrl.grasp import CameraExtrinsics, look_at_rotation
+
+from . import randomization
+from .scene_cfg import SceneSettingsCfg
+
+__all__ = ["BinWorld", "PoolObject", "RoundInfo"]
+
+PARK_SHELF_Z = -0.6
+"""Top of the static shelf under the table where unused pool objects wait, out of the camera's view [m]."""
+
+PARK_SPACING = 0.16
+"""Distance between parking spots on the shelf [m]."""
+
+
+@dataclass(frozen=True)
+class PoolObject:
+    """One slot of the per-env object pool.
+
+    Attributes:
+        name: unique name of the shape in its object set.
+        spawn: the Isaac Lab spawner cfg (geometry, collision, default mass).
+        extent: axis-aligned size of the shape in its own frame (x, y, z) [m].
+    """
+
+    name: str
+    spawn: sim_utils.SpawnerCfg
+    extent: tuple[float, float, float]
+
+    @property
+    def radius(self) -> float:
+        """Bounding-sphere radius about the body origin [m] (origin at the shape centre)."""
+        return 0.5 * math.sqrt(sum(e * e for e in self.extent))
+
+
+@dataclass
+class RoundInfo:
+    """What was drawn for one round, per env (tensors on the world's device).
+
+    Attributes:
+        placed: (N, P) bool, which pool objects are in the bin.
+        mass: (N, P) [kg]. static_friction, dynamic_friction, restitution: (N, P).
+        settle_time: (N,) simulated seconds until the env came to rest (the timeout if it did not).
+        settled: (N,) bool, False where the timeout was reached first.
+    """
+
+    placed: torch.Tensor
+    mass: torch.Tensor
+    static_friction: torch.Tensor
+    dynamic_friction: torch.Tensor
+    restitution: torch.Tensor
+    settle_time: torch.Tensor = field(default=None)
+    settled: torch.Tensor = field(default=None)
+
+
+def _static_box(prim_path: str, size, pos, color=(0.6, 0.6, 0.6)) -> AssetBaseCfg:
+    """A static cuboid collider (collision API, no rigid body: Newton attaches it to the world)."""
+    return AssetBaseCfg(
+        prim_path=prim_path,
+        spawn=sim_utils.CuboidCfg(
+            size=tuple(size),
+            collision_props=sim_utils.UsdPhysicsCollisionCfg(),
+            visual_material=sim_utils.PreviewSurfaceCfg(diffuse_color=color),
+        ),
+        init_state=AssetBaseCfg.InitialStateCfg(pos=tuple(pos)),
+    )
+
+
+def park_positions(pool_size: int) -> torch.Tensor:
+    """Env-local (x, y) parking spots on the shelf under the table, (P, 2) [m]."""
+    columns = math.ceil(math.sqrt(pool_size))
+    index = torch.arange(pool_size)
+    x = (index % columns - (columns - 1) / 2) * PARK_SPACING
+    y = (index // columns - (columns - 1) / 2) * PARK_SPACING
+    return torch.stack((x, y), dim=-1)
+
+
+def build_scene_cfg(settings: SceneSettingsCfg, pool: list[PoolObject], extras: dict | None = None) -> InteractiveSceneCfg:
+    """Compose the Isaac Lab scene cfg: table, tote, parking shelf, object pool, camera, plus ``extras``
+    (e.g. the gripper articulation and its contact sensor)."""
+    bin_cfg, cam = settings.bin, settings.camera
+    length, width = bin_cfg.interior_size
+    t, h = bin_cfg.wall_thickness, bin_cfg.wall_height
+    table_x, table_y, table_z = bin_cfg.table_size
+    cfg = InteractiveSceneCfg(num_envs=settings.num_envs, env_spacing=settings.env_spacing, replicate_physics=True)
+    cfg.table = _static_box("{ENV_REGEX_NS}/Table", bin_cfg.table_size, (0.0, 0.0, -table_z / 2), (0.45, 0.35, 0.25))
+    cfg.bin_floor = _static_box(
+        "{ENV_REGEX_NS}/Bin/Floor", (length + 2 * t, width + 2 * t, bin_cfg.floor_thickness), (0, 0, bin_cfg.floor_z / 2)
+    )
+    wall_z = bin_cfg.floor_z + h / 2
+    cfg.bin_wall_xp = _static_box("{ENV_REGEX_NS}/Bin/WallXp", (t, width + 2 * t, h), ((length + t) / 2, 0, wall_z))
+    cfg.bin_wall_xn = _static_box("{ENV_REGEX_NS}/Bin/WallXn", (t, width + 2 * t, h), (-(length + t) / 2, 0, wall_z))
+    cfg.bin_wall_yp = _static_box("{ENV_REGEX_NS}/Bin/WallYp", (length, t, h), (0, (width + t) / 2, wall_z))
+    cfg.bin_wall_yn = _static_box("{ENV_REGEX_NS}/Bin/WallYn", (length, t, h), (0, -(width + t) / 2, wall_z))
+    shelf_side = PARK_SPACING * (math.ceil(math.sqrt(len(pool))) + 1)
+    cfg.park_shelf = _static_box(
+        "{ENV_REGEX_NS}/ParkShelf", (shelf_side, shelf_side, 0.04), (0, 0, PARK_SHELF_Z - 0.02), (0.2, 0.2, 0.2)
+    )
+    spots = park_positions(len(pool))
+    cfg.objects = RigidObjectCollectionCfg(
+        rigid_objects={
+            f"obj_{i:02d}": RigidObjectCfg(
+                prim_path=f"{{ENV_REGEX_NS}}/Pool/obj_{i:02d}",
+                spawn=item.spawn,
+                init_state=RigidObjectCfg.InitialStateCfg(
+                    pos=(float(spots[i, 0]), float(spots[i, 1]), PARK_SHELF_Z + item.radius + 0.005)
+                ),
+            )
+            for i, item in enumerate(pool)
+        }
+    )
+    k = cam.intrinsics
+    cfg.camera = CameraCfg(
+        prim_path="{ENV_REGEX_NS}/DepthCamera",
+        data_types=["distance_to_image_plane"],
+        width=k.width,
+        height=k.height,
+        spawn=sim_utils.PinholeCameraCfg(
+            clipping_range=(cam.near, cam.far),
+            # The OpenCV calibration keeps the off-centre principal point (a plain pinhole cfg centres it).
+            # Newton's ray field measures pixels from the image corner, OpenCV from the centre of pixel
+            # (0, 0): hence the half pixel.
+            distortion=sim_utils.OpenCvPinholeDistortionCfg(
+                fx=k.fx, fy=k.fy, cx=k.cx + 0.5, cy=k.cy + 0.5, image_size=(k.width, k.height),
+                apply_lens_distortion=False,
+            ),
+        ),
+        renderer_cfg=NewtonWarpRendererCfg(use_cuda_graph=settings.physics.use_cuda_graph),
+        update_latest_camera_pose=True,
+    )
+    for name, entity in (extras or {}).items():
+        setattr(cfg, name, entity)
+    return cfg
+
+
+def physics_cfg(settings: SceneSettingsCfg) -> NewtonCfg:
+    """Newton + MuJoCo-Warp settings for grasping in clutter."""
+    p = settings.physics
+    return NewtonCfg(
+        solver_cfg=MJWarpSolverCfg(
+            solver="newton",
+            integrator="implicitfast",
+            njmax=p.njmax,
+            nconmax=p.nconmax,
+            iterations=p.solver_iterations,
+            ls_iterations=p.ls_iterations,
+            cone=p.cone,
+            impratio=p.impratio,
+            use_mujoco_contacts=p.use_mujoco_contacts,
+        ),
+        num_substeps=1,
+        use_cuda_graph=p.use_cuda_graph and settings.device.startswith("cuda"),
+    )
+
+
+class BinWorld:
+    """N randomized bins with overhead depth cameras, stepped together.
+
+    Args:
+        settings: scene settings (validated here).
+        pool: the shapes of the per-env object pool (the same P shapes in every env).
+        extras: additional scene entities (name -> cfg), e.g. a gripper.
+    """
+
+    def __init__(self, settings: SceneSettingsCfg, pool: list[PoolObject], extras: dict | None = None):
+        settings.validate()
+        if len(pool) != settings.objects.pool_size:
+            raise ValueError(f"the pool has {len(pool)} objects, settings.objects.pool_size is {settings.objects.pool_size}")
+        self.settings = settings
+        self.pool = pool
+        self.device = torch.device(settings.device)
+        self.generator = torch.Generator(device="cpu").manual_seed(settings.seed)
+        sim_cfg = sim_utils.SimulationCfg(dt=settings.physics.dt, device=settings.device, physics=physics_cfg(settings))
+        sim_utils.SimulationContext.clear_instance()
+        self.sim = sim_utils.SimulationContext(sim_cfg)
+        self.scene = InteractiveScene(build_scene_cfg(settings, pool, extras))
+        self.sim.reset()
+        self.objects = self.scene["objects"]
+        self.camera = self.scene["camera"]
+        self.num_envs = settings.num_envs
+        self.env_origins = self.scene.env_origins.clone()
+        self.dt = self.sim.get_physics_dt()
+        self._park_pose = self._parking_poses()
+        self.extrinsics = self._aim_cameras()
+        self._default_mass = self.objects.data.body_mass.torch.clone()
+        self._default_inertia = self.objects.data.body_inertia.torch.clone()
+        self.round: RoundInfo | None = None
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def interior_bounds(self) -> torch.Tensor:
+        """Env-local bin interior as (x_min, x_max, y_min, y_max, z_floor, z_top) [m]."""
+        b = self.settings.bin
+        length, width = b.interior_size
+        return torch.tensor([-length / 2, length / 2, -width / 2, width / 2, b.floor_z, b.floor_z + b.wall_height])
+
+    def _parking_poses(self) -> torch.Tensor:
+        spots = park_positions(len(self.pool))
+        pose = torch.zeros(len(self.pool), 7)
+        pose[:, :2] = spots
+        pose[:, 2] = torch.tensor([PARK_SHELF_Z + item.radius + 0.005 for item in self.pool])
+        pose[:, 6] = 1.0
+        return pose.to(self.device)
+
+    def _aim_cameras(self) -> CameraExtrinsics:
+        cam = self.settings.camera
+        targets = self.env_origins.clone()
+        targets[:, 2] = self.settings.bin.floor_z
+        eyes = targets.clone()
+        eyes[:, 2] += cam.height_above_floor
+        # The image's "up" is world +Y: image columns run along +X, rows along -Y. The pose is set from our
+        # rotation in the ROS/OpenCV convention: a look-at from straight above is degenerate for Z-up look-at.
+        rotation = look_at_rotation(eyes, targets, up=(0.0, 1.0, 0.0))
+        self.camera.set_world_poses(positions=eyes, orientations=quat_from_matrix(rotation), convention="ros")
+        return CameraExtrinsics(position=eyes, rotation=rotation)
+
+    # ------------------------------------------------------------------ stepping
+    def step(self, steps: int = 1) -> None:
+        """Advance physics by ``steps`` steps for all envs."""
+        for _ in range(steps):
+            self.scene.write_data_to_sim()
+            self.sim.step(render=False)
+            self.scene.update(self.dt)
+
+    # ------------------------------------------------------------------ rounds
+    def new_round(self, env_ids: torch.Tensor | None = None) -> RoundInfo:
+        """Draw a new heap in the given envs (all by default): choose K objects, randomize them, drop them
+        over the bin with random SO(3) orientations, park the others, then settle. Returns what was drawn."""
+        ids = torch.arange(self.num_envs, device=self.device) if env_ids is None else env_ids.to(self.device)
+        draw = randomization.draw_round(self.settings, self.pool, len(ids), self.generator)
+        poses = self._park_pose.expand(len(ids), -1, -1).clone()
+        drop = randomization.drop_poses(self.settings, self.pool, draw.placed, self.generator)
+        poses[draw.placed.to(self.device)] = drop.to(self.device)[draw.placed.to(self.device)]
+        poses[..., :3] += self.env_origins[ids].unsqueeze(1)
+        self.objects.write_body_pose_to_sim_index(body_poses=poses, env_ids=ids)
+        self.objects.write_body_velocity_to_sim_index(
+            body_velocities=torch.zeros(len(ids), len(self.pool), 6, device=self.device), env_ids=ids
+        )
+        self._apply_materials(ids, draw)
+        self.scene.reset(env_ids=ids)
+        info = RoundInfo(
+            placed=draw.placed.to(self.device),
+            mass=draw.mass.to(self.device),
+            static_friction=draw.static_friction.to(self.device),
+            dynamic_friction=draw.dynamic_friction.to(self.device),
+            restitution=draw.restitution.to(self.device),
+        )
+        info.settle_time, info.settled = self.settle(ids, info.placed)
+        self._store_round(ids, info)
+        return info
+
+    def _apply_materials(self, ids: torch.Tensor, draw: "randomization.RoundDraw") -> None:
+        masses = draw.mass.to(self.device)
+        self.objects.set_masses_index(masses=masses, env_ids=ids)
+        ratio = (masses / self._default_mass[ids]).unsqueeze(-1)
+        self.objects.set_inertias_index(inertias=self._default_inertia[ids] * ratio, env_ids=ids)
+        randomization.write_contact_materials(self, ids, draw)
+
+    def settle(self, env_ids: torch.Tensor, placed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step until every placed object of every env in ``env_ids`` is at rest, or the timeout.
+
+        Rest is judged on motion over a window of ``quiet_time`` (displacement / window below
+        ``linear_speed``, rotation / window below ``angular_speed``) rather than on instantaneous
+        velocities, which chatter in resting contact without the objects going anywhere.
+
+        Returns:
+            settle_time: (len(env_ids),) simulated seconds until each env came to rest (timeout if never).
+            settled: (len(env_ids),) bool, False where the timeout came first.
+        """
+        cfg = self.settings.settle
+        window = max(1, round(cfg.quiet_time / self.dt))
+        num_windows = max(1, round(cfg.timeout / (window * self.dt)))
+        settle_time = torch.full((len(env_ids),), cfg.timeout, device=self.device)
+        done = torch.zeros(len(env_ids), dtype=torch.bool, device=self.device)
+        previous_pos = self.objects.data.body_pos_w.torch[env_ids].clone()
+        previous_quat = self.objects.data.body_quat_w.torch[env_ids].clone()
+        for index in range(1, num_windows + 1):
+            self.step(window)
+            pos = self.objects.data.body_pos_w.torch[env_ids]
+            quat = self.objects.data.body_quat_w.torch[env_ids]
+            speed = torch.linalg.norm(pos - previous_pos, dim=-1) / (window * self.dt)
+            turn = 2 * torch.acos((quat * previous_quat).sum(-1).abs().clamp(max=1.0)) / (window * self.dt)
+            moving = ((speed > cfg.linear_speed) | (turn > cfg.angular_speed) | ~torch.isfinite(speed)) & placed
+            newly = ~moving.any(dim=1) & ~done
+            settle_time = torch.where(newly, torch.full_like(settle_time, index * window * self.dt), settle_time)
+            done |= newly
+            if bool(done.all()):
+                break
+            previous_pos, previous_quat = pos.clone(), quat.clone()
+        return settle_time, done
+
+    def park_objects(self, env_ids: torch.Tensor, slots: torch.Tensor) -> None:
+        """Move one pool object per listed env (``slots[i]`` of ``env_ids[i]``) back to its parking spot."""
+        poses = self.objects.data.body_link_pose_w.torch[env_ids].clone()
+        rows = torch.arange(len(env_ids), device=self.device)
+        poses[rows, slots] = self._park_pose[slots]
+        poses[rows, slots, :3] += self.env_origins[env_ids]
+        velocities = torch.zeros(len(env_ids), len(self.pool), 6, device=self.device)
+        self.objects.write_body_pose_to_sim_index(body_poses=poses, env_ids=env_ids)
+        self.objects.write_body_velocity_to_sim_index(body_velocities=velocities, env_ids=env_ids)
+        self.round.placed[env_ids, slots] = False
+
+    def place_objects(self, env_ids: torch.Tensor, slots: torch.Tensor, poses: torch.Tensor) -> RoundInfo:
+        """Put chosen pool objects at given env-local poses (a scripted heap, e.g. for tests and demos),
+        park all others, keep the default materials, and settle.
+
+        Args:
+            env_ids: (n,) envs. slots: (n, m) pool slots. poses: (n, m, 7) env-local (x, y, z, qx, qy, qz, qw).
+        """
+        n = len(env_ids)
+        all_poses = self._park_pose.expand(n, -1, -1).clone()
+        rows = torch.arange(n, device=self.device).unsqueeze(1)
+        all_poses[rows, slots] = poses.to(self.device)
+        all_poses[..., :3] += self.env_origins[env_ids].unsqueeze(1)
+        self.objects.write_body_pose_to_sim_index(body_poses=all_poses, env_ids=env_ids)
+        self.objects.write_body_velocity_to_sim_index(
+            body_velocities=torch.zeros(n, len(self.pool), 6, device=self.device), env_ids=env_ids
+        )
+        placed = torch.zeros(n, len(self.pool), dtype=torch.bool, device=self.device)
+        placed[rows, slots] = True
+        ones = torch.ones(n, len(self.pool), device=self.device)
+        info = RoundInfo(
+            placed=placed,
+            mass=self._default_mass[env_ids].clone(),
+            static_friction=ones.clone(),
+            dynamic_friction=ones.clone(),
+            restitution=torch.zeros_like(ones),
+        )
+        self.scene.reset(env_ids=env_ids)
+        info.settle_time, info.settled = self.settle(env_ids, placed)
+        self._store_round(env_ids, info)
+        return info
+
+    def _store_round(self, env_ids: torch.Tensor, info: RoundInfo) -> None:
+        if self.round is None:
+            self.round = RoundInfo(**{name: value.clone() for name, value in vars(info).items()})
+            if len(env_ids) != self.num_envs:
+                raise ValueError("the first round must cover all envs")
+            return
+        for name, value in vars(info).items():
+            getattr(self.round, name)[env_ids] = value
+
+    def faulty_envs(self, max_speed: float) -> torch.Tensor:
+        """(N,) bool: non-finite object state, an object faster than ``max_speed`` [m/s], or a placed object
+        outside the bin (beyond the walls, or below the floor)."""
+        pos = self.object_positions()
+        vel = self.objects.data.body_lin_vel_w.torch
+        nonfinite = ~(torch.isfinite(pos).all(dim=-1) & torch.isfinite(vel).all(dim=-1)).all(dim=1)
+        too_fast = (torch.linalg.norm(vel, dim=-1) > max_speed).any(dim=1)
+        x0, x1, y0, y1, z0, _ = self.interior_bounds.tolist()
+        slack = 0.02  # [m] objects leaning on a wall top may overhang it a little
+        outside = (
+            (pos[..., 0] < x0 - slack) | (pos[..., 0] > x1 + slack) | (pos[..., 1] < y0 - slack)
+            | (pos[..., 1] > y1 + slack) | (pos[..., 2] < z0 - 0.01)
+        )
+        thrown_out = (outside & self.round.placed).any(dim=1)
+        return nonfinite | too_fast | thrown_out
+
+    # ------------------------------------------------------------------ sensing
+    def render_depth(self, noise: bool | None = None) -> torch.Tensor:
+        """Depth images of all envs, (N, H, W) float32 [m] along the optical axis; 0 where nothing was hit."""
+        self.camera.update(self.dt, force_recompute=True)
+        depth = self.camera.data.output["distance_to_image_plane"].torch[..., 0].clone()
+        depth = torch.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0)
+        use_noise = self.settings.randomization.depth_noise if noise is None else noise
+        if use_noise:
+            depth = randomization.depth_noise(depth, self.settings.randomization, self.generator)
+        return depth
+
+    def bin_mask(self, depth: torch.Tensor) -> torch.Tensor:
+        """Segmentation mask of the bin interior, (N, H, W) bool, from the scene geometry: pixels whose
+        deprojected 3D point lies inside the interior (walls excluded) at or above the bin floor."""
+        k = self.settings.camera.intrinsics
+        points = self.extrinsics.camera_to_world(k.deproject_image(depth))
+        local = points - self.env_origins.view(-1, 1, 1, 3)
+        x0, x1, y0, y1, z0, _ = self.interior_bounds.tolist()
+        m = 0.003  # [m] keeps the pixels that straddle a wall's inner edge out of the mask
+        inside = (local[..., 0] > x0 + m) & (local[..., 0] < x1 - m) & (local[..., 1] > y0 + m) & (local[..., 1] < y1 - m)
+        return inside & (local[..., 2] > z0 - 0.002) & (depth > 0)
+
+    def object_positions(self) -> torch.Tensor:
+        """Env-local object positions, (N, P, 3) [m]."""
+        return self.objects.data.body_pos_w.torch - self.env_origins.unsqueeze(1)
+
+    def timed_round(self) -> tuple[RoundInfo, float]:
+        """:meth:`new_round` for all envs and the wall-clock seconds it took."""
+        start = time.perf_counter()
+        info = self.new_round()
+        return info, time.perf_counter() - start

@@ -1,0 +1,164 @@
+"""Configuration of the randomized bin scene: tote, table, object pool, depth camera, randomization.
+
+Units: metres, kilograms, seconds, radians. Positions are env-local (Isaac Lab adds each env's origin);
+world Z is up; the table top is at z = 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING
+
+from isaaclab.utils import configclass
+
+from dexrl.config import ConfigError
+from dexrl.grasp import PHOXI_S, CameraIntrinsics
+
+__all__ = [
+    "BinCfg",
+    "CameraSettingsCfg",
+    "ConfigError",
+    "ObjectPoolCfg",
+    "PhysicsSettingsCfg",
+    "RandomizationCfg",
+    "SceneSettingsCfg",
+    "SettleCfg",
+]
+
+
+def _check_range(key: str, value: tuple[float, float], low: float = -math.inf, high: float = math.inf) -> None:
+    if len(value) != 2 or not all(math.isfinite(v) for v in value):
+        raise ConfigError(f"{key} must be a (min, max) pair of finite numbers, got {value!r}")
+    if value[0] > value[1]:
+        raise ConfigError(f"{key}: min {value[0]} is greater than max {value[1]}")
+    if value[0] < low or value[1] > high:
+        raise ConfigError(f"{key} must lie within [{low}, {high}], got {value!r}")
+
+
+@configclass
+class BinCfg:
+    """The tote: a floor and four walls, static colliders built from cuboids (nothing downloaded)."""
+
+    interior_size: tuple[float, float] = (0.40, 0.30)  # [m] inside length (x) and width (y)
+    wall_height: float = 0.12  # [m] above the bin floor
+    wall_thickness: float = 0.015  # [m]
+    floor_thickness: float = 0.01  # [m]; the floor rests on the table top (z = 0)
+    table_size: tuple[float, float, float] = (1.0, 0.8, 0.05)  # [m]; covers the camera's view of z <= 0
+
+    @property
+    def floor_z(self) -> float:
+        """Height of the bin floor's top surface [m]."""
+        return self.floor_thickness
+
+    def validate(self) -> None:
+        for i, size in enumerate(self.interior_size):
+            if not 0.05 <= size <= 2.0:
+                raise ConfigError(f"bin.interior_size[{i}] must lie within [0.05, 2.0] m, got {size}")
+        if not 0.02 <= self.wall_height <= 0.5:
+            raise ConfigError(f"bin.wall_height must lie within [0.02, 0.5] m, got {self.wall_height}")
+
+
+@configclass
+class CameraSettingsCfg:
+    """Overhead depth camera, one per env, looking straight down at the bin centre."""
+
+    height_above_floor: float = 0.60  # [m] optical centre above the bin floor
+    intrinsics: CameraIntrinsics = PHOXI_S
+    near: float = 0.05  # [m] clipping range
+    far: float = 2.0  # [m]
+
+    def validate(self) -> None:
+        if not 0.2 <= self.height_above_floor <= 2.0:
+            raise ConfigError(f"camera.height_above_floor must lie within [0.2, 2.0] m, got {self.height_above_floor}")
+
+
+@configclass
+class ObjectPoolCfg:
+    """Which shapes fill each env's pool, and how many of them go into the bin per round."""
+
+    object_set: str = "seen"  # "seen", "novel", or a folder of meshes
+    pool_size: int = 24  # objects per env; all envs hold the same shapes (Newton clones env 0)
+    rotation: int = 0  # which shapes of the set fill the pool: change it between scene builds
+    count_range: tuple[int, int] = (5, 12)  # objects dropped into the bin per round, inclusive
+
+    def validate(self) -> None:
+        if self.pool_size < 1:
+            raise ConfigError(f"objects.pool_size must be >= 1, got {self.pool_size}")
+        _check_range("objects.count_range", self.count_range, low=1, high=self.pool_size)
+
+
+@configclass
+class RandomizationCfg:
+    """Per env and round domain randomization; every draw comes from the world's seeded generator."""
+
+    mass_range: tuple[float, float] = (0.02, 0.4)  # [kg] per object
+    static_friction_range: tuple[float, float] = (0.5, 1.0)
+    dynamic_friction_range: tuple[float, float] = (0.4, 0.9)  # clipped to <= the static draw
+    restitution_range: tuple[float, float] = (0.0, 0.2)
+    rolling_friction: float = 0.002  # [m] rolling resistance arm; MuJoCo's default lets cylinders roll forever
+    drop_height: float = 0.08  # [m] above the wall tops for the lowest layer of dropped objects
+    drop_margin: float = 0.03  # [m] kept between drop positions and the walls
+    depth_noise: bool = False  # Dex-Net 2.0 noise: multiplicative Gamma + correlated Gaussian
+    gamma_shape: float = 1000.0
+    gaussian_sigma: float = 0.005  # [m]
+    gaussian_rate: float = 0.5  # fraction of pixels with an independent Gaussian sample before upsampling
+
+    def validate(self) -> None:
+        _check_range("randomization.mass_range", self.mass_range, low=1e-4)
+        _check_range("randomization.static_friction_range", self.static_friction_range, low=0.0, high=5.0)
+        _check_range("randomization.dynamic_friction_range", self.dynamic_friction_range, low=0.0, high=5.0)
+        _check_range("randomization.restitution_range", self.restitution_range, low=0.0, high=1.0)
+        if self.dynamic_friction_range[0] > self.static_friction_range[1]:
+            raise ConfigError(
+                "randomization.dynamic_friction_range lies entirely above static_friction_range; "
+                "static friction must be >= dynamic friction"
+            )
+        if self.gamma_shape <= 0:
+            raise ConfigError(f"randomization.gamma_shape must be > 0, got {self.gamma_shape}")
+
+
+@configclass
+class SettleCfg:
+    """A round ends when every placed object is at rest (or at the timeout), not after a fixed wait."""
+
+    linear_speed: float = 0.02  # [m/s]
+    angular_speed: float = 0.5  # [rad/s]
+    quiet_time: float = 0.1  # [s] below both thresholds before an env counts as settled
+    timeout: float = 4.0  # [s] of simulated time
+
+
+@configclass
+class PhysicsSettingsCfg:
+    """Newton / MuJoCo-Warp settings measured to hold parallel-jaw grasps (see docs/physics.md)."""
+
+    dt: float = 1.0 / 120.0  # [s]
+    use_cuda_graph: bool = True  # only used on CUDA devices
+    solver_iterations: int = 100
+    ls_iterations: int = 50
+    njmax: int = 600  # constraint rows per world; cluttered bins need more than the defaults
+    nconmax: int = 200  # contacts per world
+    cone: str = "elliptic"  # friction cone; pyramidal cones let resting objects creep
+    impratio: float = 10.0  # frictional-to-normal impedance ratio; high values stop creep
+    use_mujoco_contacts: bool = False  # Newton's collision pipeline: no fall-through at large scale
+
+
+@configclass
+class SceneSettingsCfg:
+    """Everything that defines the randomized bin scene."""
+
+    num_envs: int = 4
+    env_spacing: float = 2.0  # [m]
+    seed: int = 0
+    device: str = "cpu"
+    bin: BinCfg = BinCfg()
+    camera: CameraSettingsCfg = CameraSettingsCfg()
+    objects: ObjectPoolCfg = ObjectPoolCfg()
+    randomization: RandomizationCfg = RandomizationCfg()
+    settle: SettleCfg = SettleCfg()
+    physics: PhysicsSettingsCfg = PhysicsSettingsCfg()
+
+    def validate(self) -> None:
+        if self.num_envs < 1:
+            raise ConfigError(f"num_envs must be >= 1, got {self.num_envs}")
+        for part in (self.bin, self.camera, self.objects, self.randomization):
+            part.validate()

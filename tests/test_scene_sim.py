@@ -1,0 +1,133 @@
+"""The randomized bin scene with the real kit-less engine (Newton + MuJoCo-Warp, Newton Warp depth renderer)."""
+
+import math
+
+import pytest
+import torch
+
+from dexrl.sim.bin_world import BinWorld
+from dexrl.sim.scene_cfg import SceneSettingsCfg
+from primitive_pools import box, mixed_pool
+
+pytestmark = pytest.mark.sim
+NUM_ENVS = 3
+
+
+@pytest.fixture(scope="module")
+def world():
+    settings = SceneSettingsCfg(num_envs=NUM_ENVS, device="cpu", seed=7)
+    settings.objects.pool_size = 9
+    settings.objects.count_range = (4, 7)
+    pool = mixed_pool(8) + [box((0.04, 0.04, 0.04), "marker")]
+    return BinWorld(settings, pool)
+
+
+def test_objects_settle_inside_the_bin_and_above_the_floor(world):
+    info = world.new_round()
+    assert info.settled.all(), f"settle times {info.settle_time.tolist()}"
+    assert (info.settle_time < world.settings.settle.timeout).all()
+    pos = world.object_positions()[info.placed]
+    x0, x1, y0, y1, floor, _ = world.interior_bounds.tolist()
+    assert (pos[:, 0] > x0).all() and (pos[:, 0] < x1).all()
+    assert (pos[:, 1] > y0).all() and (pos[:, 1] < y1).all()
+    assert (pos[:, 2] > floor).all()
+    counts = info.placed.sum(dim=1)
+    assert ((counts >= 4) & (counts <= 7)).all()
+
+
+def test_randomized_values_lie_in_range_and_differ_between_envs(world):
+    info = world.new_round()
+    rnd = world.settings.randomization
+    placed = info.placed
+    for values, (low, high) in (
+        (info.mass, rnd.mass_range),
+        (info.static_friction, rnd.static_friction_range),
+        (info.dynamic_friction, (rnd.dynamic_friction_range[0], rnd.dynamic_friction_range[1])),
+        (info.restitution, rnd.restitution_range),
+    ):
+        assert (values[placed] >= low).all() and (values[placed] <= high).all()
+    assert (info.dynamic_friction <= info.static_friction).all()
+    assert not torch.equal(info.mass[0], info.mass[1])
+    assert not torch.equal(info.placed[0], info.placed[1]) or not torch.equal(info.mass[0], info.mass[2])
+    # The simulator holds what was drawn.
+    assert torch.allclose(world.objects.data.body_mass.torch, info.mass)
+
+
+def _empty_bin(world: BinWorld):
+    slot = torch.full((world.num_envs, 1), len(world.pool) - 1)
+    far_corner = torch.tensor([0.17, 0.12, 0.03, 0, 0, 0, 1.0]).expand(world.num_envs, 1, 7)
+    return world.place_objects(torch.arange(world.num_envs), slot, far_corner)
+
+
+def test_empty_bin_floor_depth_matches_the_geometry_and_parked_objects_are_invisible(world):
+    _empty_bin(world)  # one marker box in a corner, every other pool object parked under the table
+    depth = world.render_depth(noise=False)
+    mask = world.bin_mask(depth)
+    expected_floor = world.settings.camera.height_above_floor
+    k = world.settings.camera.intrinsics
+    centre = depth[:, round(k.cy) - 20 : round(k.cy) + 20, round(k.cx) - 20 : round(k.cx) + 20]
+    assert torch.allclose(centre, torch.full_like(centre, expected_floor), atol=0.002)
+    # Nothing in view is lower than the table top or farther than the far clip: parked objects never show.
+    table_depth = expected_floor + world.settings.bin.floor_z
+    assert depth.max() <= table_depth + 0.002
+    assert (depth > 0).all(), "the table must fill the whole view"
+    # The mask covers the interior floor and excludes the walls' tops.
+    assert mask[:, round(k.cy), round(k.cx)].all()
+    wall_top_depth = expected_floor - world.settings.bin.wall_height
+    assert not mask[depth < wall_top_depth + 0.003].any()
+
+
+def test_a_known_point_projects_where_the_pinhole_model_says(world):
+    _empty_bin(world)
+    depth = world.render_depth(noise=False)
+    k = world.settings.camera.intrinsics
+    floor = world.settings.camera.height_above_floor
+    marker = world.object_positions()[:, -1]  # where the 4 cm marker box settled, near (0.17, 0.12)
+    centre_world = marker + torch.tensor([0.0, 0.0, 0.02]) + world.env_origins  # centre of its top face
+    predicted = k.project(world.extrinsics.world_to_camera(centre_world.unsqueeze(1)).squeeze(1))
+    # The marker's top face (20 px half-size): pixels at its depth in a +-24 px window that keeps the walls out.
+    box_top = (depth - (floor - 0.04)).abs() < 0.005
+    u, v = (int(c) for c in predicted[0].round())
+    window = torch.zeros_like(box_top)
+    window[:, v - 24 : v + 24, u - 24 : u + 24] = True
+    box_top &= window
+    rows, cols = torch.meshgrid(torch.arange(k.height), torch.arange(k.width), indexing="ij")
+    area = box_top.sum(dim=(1, 2)).float()
+    observed = torch.stack(((cols * box_top).sum((1, 2)) / area, (rows * box_top).sum((1, 2)) / area), dim=-1)
+    assert torch.allclose(observed, predicted.float(), atol=0.75), (observed, predicted)  # centroid of a 40 px square
+    # The top face is 4 cm wide: its area in pixels follows from the focal length.
+    side_px = 0.04 * k.fx / (floor - 0.04)
+    assert torch.allclose(area, torch.full_like(area, side_px**2), rtol=0.08)
+
+
+def test_depth_noise_is_seeded_and_keeps_missing_pixels(world):
+    from dexrl.sim.randomization import depth_noise
+
+    depth = torch.full((2, 40, 50), 0.6)
+    depth[:, :5] = 0.0
+    cfg = world.settings.randomization
+    a = depth_noise(depth, cfg, torch.Generator().manual_seed(3))
+    b = depth_noise(depth, cfg, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    assert (a[:, :5] == 0).all()
+    assert 0.0005 < (a[:, 5:] - 0.6).abs().mean() < 0.05
+    assert not torch.equal(a[0], a[1])
+
+
+def test_same_seed_repeats_the_draws():
+    from dexrl.sim.randomization import draw_round, drop_poses
+
+    settings = SceneSettingsCfg(num_envs=4)
+    pool = [type("P", (), {"radius": 0.03})() for _ in range(24)]
+    first = draw_round(settings, pool, 4, torch.Generator().manual_seed(11))
+    second = draw_round(settings, pool, 4, torch.Generator().manual_seed(11))
+    other = draw_round(settings, pool, 4, torch.Generator().manual_seed(12))
+    for name in ("placed", "mass", "static_friction", "dynamic_friction", "restitution"):
+        assert torch.equal(getattr(first, name), getattr(second, name))
+    assert not torch.equal(first.mass, other.mass)
+    poses = drop_poses(settings, pool, first.placed, torch.Generator().manual_seed(1))
+    quat_norm = poses[..., 3:].norm(dim=-1)
+    assert torch.allclose(quat_norm, torch.ones_like(quat_norm), atol=1e-5)
+    top = settings.bin.floor_z + settings.bin.wall_height
+    assert (poses[first.placed][:, 2] > top).all()
+    assert not math.isclose(float(poses[0, 0, 0]), float(poses[1, 0, 0]))
