@@ -34,6 +34,9 @@ PARK_SHELF_Z = -0.6
 PARK_SPACING = 0.16
 """Distance between parking spots on the shelf [m]."""
 
+FLOOR_EXTRA_DEPTH = 0.05
+"""How far the bin floor's collider extends below the table top [m]."""
+
 
 @dataclass(frozen=True)
 class PoolObject:
@@ -106,8 +109,11 @@ def build_scene_cfg(settings: SceneSettingsCfg, pool: list[PoolObject], extras: 
     table_x, table_y, table_z = bin_cfg.table_size
     cfg = InteractiveSceneCfg(num_envs=settings.num_envs, env_spacing=settings.env_spacing, replicate_physics=True)
     cfg.table = _static_box("{ENV_REGEX_NS}/Table", bin_cfg.table_size, (0.0, 0.0, -table_z / 2), (0.45, 0.35, 0.25))
+    # The floor's collider reaches well below its top (into the static table): objects landing at 2 m/s
+    # move ~2 cm per step, and a thin slab let them pass through (the contact normal flips past its middle).
+    floor_depth = bin_cfg.floor_thickness + FLOOR_EXTRA_DEPTH
     cfg.bin_floor = _static_box(
-        "{ENV_REGEX_NS}/Bin/Floor", (length + 2 * t, width + 2 * t, bin_cfg.floor_thickness), (0, 0, bin_cfg.floor_z / 2)
+        "{ENV_REGEX_NS}/Bin/Floor", (length + 2 * t, width + 2 * t, floor_depth), (0, 0, bin_cfg.floor_z - floor_depth / 2)
     )
     wall_z = bin_cfg.floor_z + h / 2
     cfg.bin_wall_xp = _static_box("{ENV_REGEX_NS}/Bin/WallXp", (t, width + 2 * t, h), ((length + t) / 2, 0, wall_z))
@@ -254,10 +260,7 @@ class BinWorld:
         drop = randomization.drop_poses(self.settings, self.pool, draw.placed, self.generator)
         poses[draw.placed.to(self.device)] = drop.to(self.device)[draw.placed.to(self.device)]
         poses[..., :3] += self.env_origins[ids].unsqueeze(1)
-        self.objects.write_body_pose_to_sim_index(body_poses=poses, env_ids=ids)
-        self.objects.write_body_velocity_to_sim_index(
-            body_velocities=torch.zeros(len(ids), len(self.pool), 6, device=self.device), env_ids=ids
-        )
+        self._write_object_poses(ids, poses)
         self._apply_materials(ids, draw)
         self.scene.reset(env_ids=ids)
         info = RoundInfo(
@@ -317,10 +320,23 @@ class BinWorld:
         rows = torch.arange(len(env_ids), device=self.device)
         poses[rows, slots] = self._park_pose[slots]
         poses[rows, slots, :3] += self.env_origins[env_ids]
-        velocities = torch.zeros(len(env_ids), len(self.pool), 6, device=self.device)
-        self.objects.write_body_pose_to_sim_index(body_poses=poses, env_ids=env_ids)
-        self.objects.write_body_velocity_to_sim_index(body_velocities=velocities, env_ids=env_ids)
+        self._write_object_poses(env_ids, poses)
         self.round.placed[env_ids, slots] = False
+
+    def _write_object_poses(self, env_ids: torch.Tensor, poses: torch.Tensor) -> None:
+        """Write world poses (n, P, 7) of the pool objects of ``env_ids`` and stop them.
+
+        The write covers all envs (the others keep their state): in Isaac Lab 3.0 with Newton, writing the
+        collection's velocities for a subset of envs left some of them without collisions (objects fell
+        through the floor), while full writes behave.
+        """
+        data = self.objects.data
+        all_poses = data.body_link_pose_w.torch.clone()
+        all_poses[env_ids] = poses
+        velocities = torch.cat((data.body_lin_vel_w.torch, data.body_ang_vel_w.torch), dim=-1).clone()
+        velocities[env_ids] = 0.0
+        self.objects.write_body_pose_to_sim_index(body_poses=all_poses)
+        self.objects.write_body_velocity_to_sim_index(body_velocities=velocities)
 
     def place_objects(self, env_ids: torch.Tensor, slots: torch.Tensor, poses: torch.Tensor) -> RoundInfo:
         """Put chosen pool objects at given env-local poses (a scripted heap, e.g. for tests and demos),
@@ -334,10 +350,7 @@ class BinWorld:
         rows = torch.arange(n, device=self.device).unsqueeze(1)
         all_poses[rows, slots] = poses.to(self.device)
         all_poses[..., :3] += self.env_origins[env_ids].unsqueeze(1)
-        self.objects.write_body_pose_to_sim_index(body_poses=all_poses, env_ids=env_ids)
-        self.objects.write_body_velocity_to_sim_index(
-            body_velocities=torch.zeros(n, len(self.pool), 6, device=self.device), env_ids=env_ids
-        )
+        self._write_object_poses(env_ids, all_poses)
         placed = torch.zeros(n, len(self.pool), dtype=torch.bool, device=self.device)
         placed[rows, slots] = True
         ones = torch.ones(n, len(self.pool), device=self.device)

@@ -86,8 +86,10 @@ class AttemptResult:
 
     outcome: torch.Tensor  # (N,) long, Outcome values
     grasped: torch.Tensor  # (N,) long, pool slot of the held object or -1
-    commanded: GraspPoses  # what the executor drove to (TCP pose), after clamping nothing
+    commanded: GraspPoses  # the env-local TCP poses it was asked to reach
+    reached: GraspPoses  # the env-local TCP poses where the fingers started to close (zeros where they did not)
     duration: torch.Tensor  # (N,) simulated seconds
+    depth_after_lift: torch.Tensor | None = None  # (N, H, W) [m] rendered at the end of the hold, if asked
 
 
 class GraspExecutor:
@@ -134,8 +136,10 @@ class GraspExecutor:
         return finite & inside & (local[:, 2] >= self.world.settings.bin.floor_z)
 
     # ------------------------------------------------------------------ attempt
-    def execute(self, poses: GraspPoses) -> AttemptResult:
-        """Run one attempt per env to the world-frame TCP ``poses`` (N grasps) and judge them."""
+    def execute(self, poses: GraspPoses, render_after_lift: bool = False) -> AttemptResult:
+        """Run one attempt per env to the world-frame TCP ``poses`` (N grasps) and judge them.
+
+        ``render_after_lift`` also renders the depth images at the end of the hold (gripper in view)."""
         world, cfg, dt = self.world, self.cfg, self.world.dt
         n, dev = world.num_envs, self.device
         local = GraspPoses(position=poses.position.to(dev) - world.env_origins, yaw=poses.yaw.to(dev), width=poses.width.to(dev))
@@ -168,6 +172,8 @@ class GraspExecutor:
         still_steps = torch.zeros(n, dtype=torch.long, device=dev)
         previous_q = self.robot.data.joint_pos.torch[:, 4:].clone()
         finished_hold = torch.zeros(n, dtype=torch.bool, device=dev)
+        reached_position = torch.zeros(n, 3, device=dev)
+        reached_yaw = torch.zeros(n, device=dev)
 
         max_steps = round(5 * cfg.phase_timeout / dt)
         for step in range(1, max_steps + 1):
@@ -180,8 +186,10 @@ class GraspExecutor:
             target[:, 2] = torch.where(descending, self._ramp(target[:, 2], goal_joint_z, cfg.descend_speed), target[:, 2])
             hit = descending & (force > cfg.contact_force)
             collided = hit & (q[:, 2] - goal_joint_z > cfg.collision_margin)
-            arrived = descending & ((q[:, 2] - goal_joint_z).abs() < 0.002)
+            arrived = descending & ((q[:, 2] - goal_joint_z).abs() < 0.0005)
             to_close = descending & ~collided & (hit | arrived)
+            reached_position = torch.where(to_close.unsqueeze(-1), self.tcp_positions(), reached_position)
+            reached_yaw = torch.where(to_close, wrap_half_turn(q[:, 3] + math.pi / 2), reached_yaw)
             target[:, 2] = torch.where(to_close, q[:, 2], target[:, 2])  # hold where the descent stopped
             outcome = torch.where(collided, torch.full_like(outcome, Outcome.COLLISION), outcome)
             phase = torch.where(collided, torch.full_like(phase, Phase.DONE), phase)
@@ -223,6 +231,7 @@ class GraspExecutor:
             if step % 10 == 0 and bool((phase == Phase.DONE).all()):
                 break
 
+        depth_after_lift = world.render_depth() if render_after_lift else None
         # Judge every finished hold at once; an env that finished early has held its object since.
         grasped = torch.where(finished_hold, self._held_object(object_start, placed), -1)
         success = grasped >= 0
@@ -232,9 +241,12 @@ class GraspExecutor:
         outcome = torch.where(judged & ~success & ~had_object, torch.full_like(outcome, Outcome.EMPTY), outcome)
         outcome = torch.where(outcome < 0, torch.full_like(outcome, Outcome.TIMEOUT), outcome)
         grasped = torch.where(outcome == Outcome.SUCCESS, grasped, -1)
-        self._release(grasped)
+        self._teleport(self.home)  # also makes the gripper state finite again where a fault spoiled it
         outcome = self._handle_faults(outcome)
-        return AttemptResult(outcome=outcome, grasped=grasped, commanded=local, duration=elapsed)
+        grasped = torch.where(outcome == Outcome.FAULT, -1, grasped)
+        self._release(grasped)
+        reached = GraspPoses(position=reached_position, yaw=reached_yaw, width=local.width)
+        return AttemptResult(outcome, grasped, local, reached, elapsed, depth_after_lift)
 
     # ------------------------------------------------------------------ judgement and bookkeeping
     def _held_object(self, object_start: torch.Tensor, placed: torch.Tensor) -> torch.Tensor:
@@ -268,13 +280,12 @@ class GraspExecutor:
         self.robot.actuators.target_command.set_position_index(value=joint_pos)
 
     def _release(self, grasped: torch.Tensor) -> None:
-        """Park grasped objects (they leave the bin), send the gripper home, count the attempt on the heap."""
+        """Park grasped objects (they leave the bin), count the attempt on the heap, re-draw spent heaps."""
         world = self.world
         success = grasped >= 0
         if bool(success.any()):
             envs = success.nonzero().flatten()
             world.park_objects(envs, grasped[envs])
-        self._teleport(self.home)
         world.step()
         self.attempts_on_heap += 1
         empty = ~world.round.placed.any(dim=1)

@@ -1,0 +1,117 @@
+"""The grasp executor with the real kit-less engine: outcomes, no cross-talk, poses, faults."""
+
+import math
+
+import pytest
+import torch
+
+from dexrl.grasp import CameraIntrinsics, GraspPoses, ImageGrasps, image_to_world
+from dexrl.sim.bin_world import BinWorld
+from dexrl.sim.executor import ExecutorCfg, GraspExecutor, Outcome, gripper_entities
+from dexrl.sim.gripper import GripperCfg
+from dexrl.sim.scene_cfg import SceneSettingsCfg
+from primitive_pools import box
+
+pytestmark = pytest.mark.sim
+NUM_ENVS = 4
+BOX = (0.03, 0.07, 0.04)  # [m] narrow side 3 cm (graspable), wide side 7 cm (wider than the 5 cm opening)
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory):
+    settings = SceneSettingsCfg(num_envs=NUM_ENVS, device="cpu", seed=3)
+    settings.objects.pool_size = 1
+    settings.objects.count_range = (1, 1)
+    gripper = GripperCfg()
+    world = BinWorld(settings, [box(BOX)], extras=gripper_entities(gripper, tmp_path_factory.mktemp("gripper")))
+    executor = GraspExecutor(world, gripper, ExecutorCfg(attempts_per_heap=1000))
+    return world, executor
+
+
+def _box_in_the_middle(world: BinWorld):
+    pose = torch.tensor([0.0, 0.0, world.settings.bin.floor_z + BOX[2] / 2, 0, 0, 0, 1.0])
+    world.place_objects(torch.arange(world.num_envs), torch.zeros(world.num_envs, 1, dtype=torch.long), pose.expand(world.num_envs, 1, 7))
+
+
+NARROW = (0.0, 0.0, 0.0)  # (x, y, jaw yaw): across the 3 cm side (the jaw axis along x)
+BESIDE = (0.0, 0.08, 0.0)  # 5 cm clear of the box's side
+WIDE = (0.0, 0.0, math.pi / 2)  # across the 7 cm side
+WALL = (0.2075, 0.0, 0.0)  # onto the +x wall
+
+
+def _grasps(world: BinWorld, plan) -> GraspPoses:
+    z = world.settings.bin.floor_z + BOX[2] / 2
+    position = torch.tensor([[x, y, z] for x, y, _ in plan]) + world.env_origins
+    yaw = torch.tensor([a for _, _, a in plan])
+    return GraspPoses(position=position, yaw=yaw, width=torch.full((len(plan),), 0.05))
+
+
+def test_each_env_gets_the_outcome_of_its_own_grasp(rig):
+    world, executor = rig
+    for plan in ([NARROW, BESIDE, WIDE, WALL], [WALL, WIDE, BESIDE, NARROW]):
+        _box_in_the_middle(world)
+        result = executor.execute(_grasps(world, plan))
+        outcomes = [Outcome(int(o)) for o in result.outcome]
+        expected = {NARROW: Outcome.SUCCESS, BESIDE: Outcome.EMPTY, WALL: Outcome.COLLISION}
+        for grasp, outcome in zip(plan, outcomes):
+            if grasp == WIDE:
+                assert outcome != Outcome.SUCCESS, "a 7 cm side does not fit a 5 cm opening"
+            else:
+                assert outcome == expected[grasp], (plan, outcomes)
+        success_env = plan.index(NARROW)
+        assert int(result.grasped[success_env]) == 0
+        assert (result.grasped[[i for i in range(NUM_ENVS) if i != success_env]] == -1).all()
+        # The grasped object left the bin, which was then empty and re-drawn; the other heaps stayed.
+        others = [i for i in range(NUM_ENVS) if i != success_env]
+        assert int(executor.attempts_on_heap[success_env]) == 0
+        assert (executor.attempts_on_heap[others] > 0).all()
+        assert world.round.placed.all()
+
+
+def test_the_executor_drives_to_the_deprojected_image_grasp(rig):
+    world, executor = rig
+    _box_in_the_middle(world)
+    k = world.settings.camera.intrinsics
+    # An empty spot of the bin floor: the gripper reaches the commanded depth without touching anything.
+    grasps = ImageGrasps(
+        center=torch.tensor([[130.0, 200.0]] * NUM_ENVS),  # 12 cm left of the box, clear of the walls
+        angle=torch.tensor([0.3, -0.7, 1.2, -1.5]),
+        depth=torch.full((NUM_ENVS,), world.settings.camera.height_above_floor - 0.03),
+        width=torch.full((NUM_ENVS,), 0.05),
+        q=torch.ones(NUM_ENVS),
+    )
+    poses = image_to_world(grasps, k, world.extrinsics)
+    result = executor.execute(poses)
+    assert (result.outcome == Outcome.EMPTY).all()
+    error = torch.linalg.norm(result.reached.position - (poses.position - world.env_origins), dim=-1)
+    assert (error < 0.001).all(), error
+    yaw_error = torch.remainder(result.reached.yaw - poses.yaw + math.pi / 2, math.pi) - math.pi / 2
+    assert (yaw_error.abs() < math.radians(1.0)).all(), yaw_error
+
+
+def test_unreachable_pose_is_invalid(rig):
+    world, executor = rig
+    _box_in_the_middle(world)
+    poses = _grasps(world, [NARROW] * NUM_ENVS)
+    poses.position[1, 2] = -0.2  # below the bin floor
+    poses.position[2, 0] += 5.0  # beyond the gantry's travel
+    poses.position[3, 1] = float("nan")
+    result = executor.execute(poses)
+    assert [Outcome(int(o)) for o in result.outcome[1:]] == [Outcome.INVALID] * 3
+    assert Outcome(int(result.outcome[0])) == Outcome.SUCCESS
+
+
+def test_a_non_finite_state_resets_only_that_env(rig):
+    world, executor = rig
+    _box_in_the_middle(world)
+    poses = world.objects.data.body_link_pose_w.torch.clone()
+    poses[2, 0, :3] = float("nan")
+    world.objects.write_body_pose_to_sim_index(body_poses=poses[2:3], env_ids=torch.tensor([2]))
+    before = executor.fault_count
+    result = executor.execute(_grasps(world, [NARROW] * NUM_ENVS))
+    outcomes = [Outcome(int(o)) for o in result.outcome]
+    assert outcomes[2] == Outcome.FAULT
+    assert outcomes[0] == outcomes[1] == outcomes[3] == Outcome.SUCCESS
+    assert executor.fault_count == before + 1
+    assert torch.isfinite(world.object_positions()).all()  # env 2 was re-drawn
+    assert world.round.placed[2].all()
