@@ -1,3 +1,3 @@
-from dexrl.cli import main
+from dexrl.cli import console_main
 
-raise SystemExit(main())
+console_main()

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-__all__ = ["main"]
+__all__ = ["console_main", "main"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "Build randomized bins, plan and execute grasps, write pictures (the README's demo)."),
@@ -45,3 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     module.configure(command_parser)
     args = command_parser.parse_args(rest)
     return int(module.run(args) or 0)
+
+
+def console_main() -> None:
+    """Entry point of the ``dexrl`` script.
+
+    Exits with ``os._exit`` once the command has finished and flushed its output: after a simulation, the
+    interpreter's own teardown of Warp/Newton objects can abort the process ("munmap_chunk(): invalid pointer",
+    exit status 134) although all work is done and written.
+    """
+    import os  # noqa: PLC0415
+
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["CameraIntrinsics", "CameraExtrinsics", "PHOXI_S", "look_at_rotation"]
+__all__ = ["CameraIntrinsics", "CameraExtrinsics", "PHOXI_S", "deproject_per_camera", "look_at_rotation"]
 
 
 @dataclass
@@ -85,6 +85,15 @@ class CameraIntrinsics:
     @classmethod
     def from_dict(cls, data: dict) -> "CameraIntrinsics":
         return cls(**{k: data[k] for k in ("fx", "fy", "cx", "cy", "width", "height")})
+
+
+def deproject_per_camera(cameras: list[CameraIntrinsics], pixels: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """Deproject pixels (B, ..., 2) with depths (B, ...) [m], one camera per leading index, to (B, ..., 3)."""
+    params = torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in cameras], dtype=pixels.dtype, device=pixels.device)
+    params = params.view(len(cameras), *([1] * (depth.dim() - 1)), 4)
+    x = (pixels[..., 0] - params[..., 2]) * depth / params[..., 0]
+    y = (pixels[..., 1] - params[..., 3]) * depth / params[..., 1]
+    return torch.stack((x, y, depth), dim=-1)
 
 
 PHOXI_S = CameraIntrinsics(fx=552.5, fy=552.5, cx=255.5, cy=191.75, width=516, height=386)

@@ -34,6 +34,9 @@ PARK_SHELF_Z = -0.6
 PARK_SPACING = 0.16
 """Distance between parking spots on the shelf [m]."""
 
+MAX_REDRAWS = 3
+"""How often a heap whose physics failed while settling is drawn again."""
+
 FLOOR_EXTRA_DEPTH = 0.05
 """How far the bin floor's collider extends below the table top [m]."""
 
@@ -191,7 +194,7 @@ class BinWorld:
     """
 
     def __init__(self, settings: SceneSettingsCfg, pool: list[PoolObject], extras: dict | None = None):
-        settings.validate()
+        settings.check()
         if len(pool) != settings.objects.pool_size:
             raise ValueError(f"the pool has {len(pool)} objects, settings.objects.pool_size is {settings.objects.pool_size}")
         self.settings = settings
@@ -213,6 +216,7 @@ class BinWorld:
         self._default_mass = self.objects.data.body_mass.torch.clone()
         self._default_inertia = self.objects.data.body_inertia.torch.clone()
         self.round: RoundInfo | None = None
+        self.heap_faults = 0
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -253,18 +257,33 @@ class BinWorld:
     # ------------------------------------------------------------------ rounds
     def new_round(self, env_ids: torch.Tensor | None = None) -> RoundInfo:
         """Draw a new heap in the given envs (all by default): choose K objects, randomize them, drop them
-        over the bin with random SO(3) orientations, park the others, then settle. Returns what was drawn."""
+        over the bin with random SO(3) orientations, park the others, then settle. Returns what was drawn.
+
+        A heap whose physics fails while settling (a non-finite state, or an object thrown out of the bin) is
+        drawn again, up to ``MAX_REDRAWS`` times; ``self.heap_faults`` counts those redraws.
+        """
         ids = torch.arange(self.num_envs, device=self.device) if env_ids is None else env_ids.to(self.device)
+        self._draw_and_settle(ids)
+        for _ in range(MAX_REDRAWS):
+            failed = self.faulty_envs(max_speed=20.0)[ids]
+            if not bool(failed.any()):
+                break
+            self.heap_faults += int(failed.sum())
+            self._draw_and_settle(ids[failed])
+        return RoundInfo(**{name: value[ids].clone() for name, value in vars(self.round).items()})
+
+    def _draw_and_settle(self, ids: torch.Tensor) -> RoundInfo:
         draw = randomization.draw_round(self.settings, self.pool, len(ids), self.generator)
         poses = self._park_pose.expand(len(ids), -1, -1).clone()
         drop = randomization.drop_poses(self.settings, self.pool, draw.placed, self.generator)
-        poses[draw.placed.to(self.device)] = drop.to(self.device)[draw.placed.to(self.device)]
+        placed = draw.placed.to(self.device)
+        poses[placed] = drop.to(self.device)[placed]
         poses[..., :3] += self.env_origins[ids].unsqueeze(1)
         self._write_object_poses(ids, poses)
         self._apply_materials(ids, draw)
         self.scene.reset(env_ids=ids)
         info = RoundInfo(
-            placed=draw.placed.to(self.device),
+            placed=placed,
             mass=draw.mass.to(self.device),
             static_friction=draw.static_friction.to(self.device),
             dynamic_friction=draw.dynamic_friction.to(self.device),
@@ -409,7 +428,7 @@ class BinWorld:
         points = self.extrinsics.camera_to_world(k.deproject_image(depth))
         local = points - self.env_origins.view(-1, 1, 1, 3)
         x0, x1, y0, y1, z0, _ = self.interior_bounds.tolist()
-        m = 0.003  # [m] keeps the pixels that straddle a wall's inner edge out of the mask
+        m = 0.008  # [m] keeps the walls' inner faces, seen at a grazing angle near the corners, out of the mask
         inside = (local[..., 0] > x0 + m) & (local[..., 0] < x1 - m) & (local[..., 1] > y0 + m) & (local[..., 1] < y1 - m)
         return inside & (local[..., 2] > z0 - 0.002) & (depth > 0)
 

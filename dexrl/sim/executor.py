@@ -112,6 +112,8 @@ class GraspExecutor:
         self.home = self.robot.data.default_joint_pos.torch.clone()
         self.attempts_on_heap = torch.zeros(world.num_envs, dtype=torch.long, device=self.device)
         self.fault_count = 0
+        self._teleport(self.home)  # the articulation starts at zero joint positions, in the camera's view
+        world.step()
 
     # ------------------------------------------------------------------ geometry
     def tcp_height_at(self, joint_z: torch.Tensor) -> torch.Tensor:

@@ -33,8 +33,9 @@ def outline(mask: np.ndarray) -> np.ndarray:
 
 
 def write_depth_png(path: str | Path, depth: np.ndarray, mask: np.ndarray | None = None) -> None:
-    """Write the colour-mapped depth with the mask's outline in red."""
-    rgb = depth_to_rgb(depth)
+    """Write the colour-mapped depth with the mask's outline in red; the colours span the depths in the mask."""
+    inside = depth[mask & (depth > 0)] if mask is not None else np.empty(0)
+    rgb = depth_to_rgb(depth, *(float(inside.min()), float(inside.max())) if inside.size else (None, None))
     if mask is not None:
         rgb[outline(mask)] = (255, 40, 40)
     Image.fromarray(rgb).save(path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from .bin_world import PoolObject
-from .contact_props import with_condim
 from .objects import load_object_set, spawner_cfg
 from .scene_cfg import SceneSettingsCfg
 
@@ -14,17 +13,14 @@ POOL_SPAWN_MASS = 0.1
 
 
 def build_pool(settings: SceneSettingsCfg) -> list[PoolObject]:
-    """Select ``pool_size`` shapes of the object set by (seed, rotation) and make their spawners.
-
-    Objects resist rolling (MuJoCo condim 6), otherwise round shapes never settle.
-    """
+    """Select ``pool_size`` shapes of the object set by (seed, rotation) and make their spawners."""
     objects = settings.objects
     object_set = load_object_set(objects.object_set, seed=settings.seed)
     shapes = object_set.select_pool(objects.pool_size, rotation=objects.rotation, seed=settings.seed)
     return [
         PoolObject(
             name=shape.name,
-            spawn=with_condim(spawner_cfg(shape, mass=POOL_SPAWN_MASS), condim=6),
+            spawn=spawner_cfg(shape, mass=POOL_SPAWN_MASS),
             extent=tuple(float(e) for e in shape.size),
         )
         for shape in shapes

@@ -68,10 +68,11 @@ def drop_poses(
     n, num_pool = placed.shape
     length, width = settings.bin.interior_size
     margin = settings.randomization.drop_margin
-    columns = max(1, int((length - 2 * margin) // 0.12))
-    rows = max(1, int((width - 2 * margin) // 0.12))
-    cells_per_layer = columns * rows
     radius = torch.tensor([item.radius for item in pool])
+    cell = 2 * float(radius.max()) + 0.005  # [m] no two objects of a layer can touch, whatever their rotation
+    columns = max(1, int((length - 2 * margin) // cell))
+    rows = max(1, int((width - 2 * margin) // cell))
+    cells_per_layer = columns * rows
     # Order of the placed objects in each env decides their cell and layer.
     order = torch.cumsum(placed.long(), dim=1) - 1
     cell = order % cells_per_layer

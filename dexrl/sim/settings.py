@@ -29,6 +29,6 @@ def load_scene_settings(overrides: Iterable[str] = (), **options) -> SceneSettin
         if value is not None:
             set_value(settings, key, value)
     apply_overrides(settings, overrides)
-    settings.validate()
+    settings.check()
     return settings
 

@@ -1,0 +1,94 @@
+"""Bins, planner and executor together: render -> plan -> deproject -> execute -> tally, for all envs at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dexrl.grasp import NoValidGrasps, Planner, PlanResult, image_to_world
+from dexrl.stats import format_rate
+
+from .executor import AttemptResult, ExecutorCfg, GraspExecutor, Outcome, gripper_entities
+from .gripper import GripperCfg
+from .scene_cfg import SceneSettingsCfg
+from .world_factory import make_world
+
+__all__ = ["ASSET_DIR", "AttemptBatch", "GraspRunner", "OutcomeTally"]
+
+ASSET_DIR = Path(__file__).resolve().parents[2] / "assets"
+"""The repository's ``assets/`` folder (generated gripper USD files live in ``assets/gripper``)."""
+
+
+class OutcomeTally:
+    """Counts of attempt outcomes."""
+
+    def __init__(self):
+        self.counts = torch.zeros(len(Outcome), dtype=torch.long)
+
+    def add(self, outcomes: torch.Tensor) -> None:
+        self.counts += torch.bincount(outcomes.cpu(), minlength=len(Outcome))
+
+    @property
+    def attempts(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def successes(self) -> int:
+        return int(self.counts[Outcome.SUCCESS])
+
+    def as_dict(self) -> dict[str, int]:
+        return {outcome.name.lower(): int(self.counts[outcome]) for outcome in Outcome}
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{name} {count}" for name, count in self.as_dict().items() if count)
+        return f"success {format_rate(self.successes, self.attempts)}; outcomes: {parts}"
+
+
+@dataclass
+class AttemptBatch:
+    """One attempt per env: what the planner saw and proposed, and how it ended."""
+
+    depth: torch.Tensor  # (N, H, W) [m]
+    mask: torch.Tensor  # (N, H, W) bool
+    plan: PlanResult
+    result: AttemptResult
+
+
+class GraspRunner:
+    """Owns the bin world with the gantry gripper, an executor and a planner."""
+
+    def __init__(
+        self,
+        settings: SceneSettingsCfg,
+        planner: Planner,
+        gripper: GripperCfg | None = None,
+        executor_cfg: ExecutorCfg | None = None,
+        asset_dir: Path = ASSET_DIR / "gripper",
+    ):
+        self.gripper = gripper or GripperCfg()
+        self.world = make_world(settings, extras=gripper_entities(self.gripper, asset_dir))
+        self.world.new_round()
+        self.executor = GraspExecutor(self.world, self.gripper, executor_cfg)
+        self.planner = planner
+        self.tally = OutcomeTally()
+
+    def attempt(self, render_after_lift: bool = False) -> AttemptBatch:
+        """Render all bins, plan the best grasp per env, execute them all, and tally the outcomes."""
+        world = self.world
+        depth = world.render_depth()
+        mask = world.bin_mask(depth)
+        intrinsics = world.settings.camera.intrinsics
+        try:
+            plan = self.planner.plan(depth, intrinsics, mask, k=1)
+        except NoValidGrasps:
+            # Some bin shows nothing graspable: start fresh heaps and plan again.
+            world.new_round()
+            depth = world.render_depth()
+            mask = world.bin_mask(depth)
+            plan = self.planner.plan(depth, intrinsics, mask, k=1)
+        poses = image_to_world(plan.best.to(world.device), intrinsics, world.extrinsics)
+        result = self.executor.execute(poses, render_after_lift=render_after_lift)
+        self.tally.add(result.outcome)
+        return AttemptBatch(depth, mask, plan, result)
