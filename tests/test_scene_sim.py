@@ -128,6 +128,6 @@ def test_same_seed_repeats_the_draws():
     poses = drop_poses(settings, pool, first.placed, torch.Generator().manual_seed(1))
     quat_norm = poses[..., 3:].norm(dim=-1)
     assert torch.allclose(quat_norm, torch.ones_like(quat_norm), atol=1e-5)
-    top = settings.bin.floor_z + settings.bin.wall_height
-    assert (poses[first.placed][:, 2] > top).all()
+    lowest = settings.bin.floor_z + settings.randomization.drop_height
+    assert (poses[first.placed][:, 2] > lowest).all()
     assert not math.isclose(float(poses[0, 0, 0]), float(poses[1, 0, 0]))

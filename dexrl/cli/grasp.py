@@ -30,6 +30,15 @@ def make_planner(name: str, weights: Path | None, device: str):
     return load_planner(weights, device=device)
 
 
+def default_planner(device: str):
+    """FC-GQ-CNN with the shipped weights when they load, else the baseline planner; and its name."""
+    try:
+        return make_planner("fcgqcnn", None, device), "fcgqcnn"
+    except (ImportError, FileNotFoundError, OSError) as error:
+        print(f"[dexrl] FC-GQ-CNN unavailable ({error}); using the baseline planner")
+        return make_planner("baseline", None, device), "baseline"
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm  # noqa: PLC0415
 

@@ -15,6 +15,9 @@ from .scene_cfg import RandomizationCfg, SceneSettingsCfg
 if TYPE_CHECKING:
     from .bin_world import BinWorld, PoolObject
 
+LAYER_GAP = 0.01
+"""Vertical clearance between layers of dropped objects [m]."""
+
 __all__ = ["RoundDraw", "draw_round", "drop_poses", "random_quaternions", "depth_noise", "write_contact_materials"]
 
 
@@ -82,7 +85,7 @@ def drop_poses(
     for i in range(num_layers):  # a handful of layers, not envs
         in_layer = placed & (layer == i)
         layer_height[:, i] = torch.where(in_layer, 2 * radius, torch.zeros(())).amax(dim=1)
-    layer_base = torch.cumsum(layer_height, dim=1) - layer_height + 0.01 * torch.arange(num_layers)
+    layer_base = torch.cumsum(layer_height, dim=1) - layer_height + LAYER_GAP * torch.arange(num_layers)
     cell_w, cell_h = (length - 2 * margin) / columns, (width - 2 * margin) / rows
     cx = -length / 2 + margin + (cell % columns + 0.5) * cell_w
     cy = -width / 2 + margin + (cell // columns + 0.5) * cell_h
@@ -90,7 +93,7 @@ def drop_poses(
     slack_x = (cell_w / 2 - radius).clamp(min=0.0)
     slack_y = (cell_h / 2 - radius).clamp(min=0.0)
     jitter = torch.rand((n, num_pool, 2), generator=generator) * 2 - 1
-    top = settings.bin.floor_z + settings.bin.wall_height + settings.randomization.drop_height
+    top = settings.bin.floor_z + settings.randomization.drop_height
     poses = torch.zeros(n, num_pool, 7)
     poses[..., 0] = cx + jitter[..., 0] * slack_x
     poses[..., 1] = cy + jitter[..., 1] * slack_y

@@ -96,7 +96,8 @@ class RandomizationCfg:
     dynamic_friction_range: tuple[float, float] = (0.4, 0.9)  # clipped to <= the static draw
     restitution_range: tuple[float, float] = (0.0, 0.2)
     rolling_friction: float = 0.002  # [m] rolling resistance arm; MuJoCo's default lets cylinders roll forever
-    drop_height: float = 0.08  # [m] above the wall tops for the lowest layer of dropped objects
+    drop_height: float = 0.06  # [m] of the lowest dropped layer above the bin floor; drops from above the
+    # walls (2+ m/s impacts) set objects spinning until MuJoCo's explicit gyroscopic terms blew them up
     drop_margin: float = 0.03  # [m] kept between drop positions and the walls
     depth_noise: bool = False  # Dex-Net 2.0 noise: multiplicative Gamma + correlated Gaussian
     gamma_shape: float = 1000.0

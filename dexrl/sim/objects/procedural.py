@@ -105,8 +105,11 @@ def _seen_parts(kind: str, size: float, rng: np.random.Generator) -> list[Part]:
         cone = trimesh.creation.cone(radius=radius, height=height, sections=16)
         return [_hull(cone.vertices - np.array([0, 0, height / 2]))]
     if kind == "hull":
-        points = rng.normal(size=(12, 3)) * np.array([1.0, ratio(0.4, 1.0), ratio(0.3, 0.9)])
-        points *= size / (points.max(0) - points.min(0)).max()
+        # Random points, stretched per axis to the wanted aspect ratios: a sliver of a hull (one extent far
+        # below the others) spins up without bound in MuJoCo once it lies on the floor.
+        points = rng.normal(size=(14, 3))
+        points /= points.max(0) - points.min(0)
+        points *= np.array([1.0, ratio(0.55, 1.0), ratio(0.45, 0.9)]) * size
         return [_hull(points)]
     # Compound L and T shapes: two boxes in the XY plane.
     thickness, bar = size * ratio(0.2, 0.35), size * ratio(0.2, 0.3)

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# On an offline GPU host with the Isaac Lab wheels staged (see docs/gpu.md): install them, then run the
+# benchmarks and write their JSON figures and logs to $OUT (default ./out/device).
+#   scripts/device_bench.sh STAGE_DIR [ENVS]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+stage=$1; envs=${2:-1024}; out=${OUT:-out/device}
+mkdir -p "$out"
+site=${SITE:-$HOME/site}
+if [ ! -d "$site/isaaclab" ]; then  # join the size-capped parts (big wheels were cut in pieces) and install
+  wheels=$(mktemp -d)
+  for piece in "$stage"/p*/*; do
+    name=$(basename "$piece")
+    case $name in *.whl.part*) cat "$piece" >> "$wheels/${name%.part*}" ;; *) cp "$piece" "$wheels/" ;; esac
+  done
+  python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$wheels"/*.whl
+fi
+export PYTHONPATH="$site:$PWD" WARP_CACHE_PATH=${WARP_CACHE_PATH:-$HOME/warpcache}
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+python3 -m dexrl bench scene --envs "$envs" --count 10 --device cuda:0 --json "$out/bench_scene.json" 2>&1 | grep -v Warning | tail -20 | tee "$out/bench_scene.log"
+python3 -m dexrl bench grasp --envs "$envs" --batches 2 --device cuda:0 --json "$out/bench_grasp.json" 2>&1 | grep -v Warning | tail -20 | tee "$out/bench_grasp.log"
