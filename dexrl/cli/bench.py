@@ -21,7 +21,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     for name, (module, help_text) in TARGETS.items():
         target_parser = sub.add_parser(name, help=help_text, description=help_text)
         target_parser.set_defaults(_module=module)
-        importlib.import_module(module).configure(target_parser)
+        try:
+            importlib.import_module(module).configure(target_parser)
+        except ModuleNotFoundError as error:  # a part of DexRL that this checkout does not have yet
+            target_parser.description = f"{help_text} (unavailable: {error})"
 
 
 def run(args: argparse.Namespace) -> int:
