@@ -1,0 +1,237 @@
+"""``dexrl bench bridge``: what the websocket bridge adds to a plan call, next to a seed-style HTTP service.
+
+Both services run in one child process and serve the same planner; this process is the client. Overhead is
+the client's round trip minus the planner call the server timed and reported, so it covers encoding,
+transfer, decoding, queueing and the thread hand-offs, but not inference. The baseline, built here for
+comparison only, is what a first prototype typically does: HTTP POST of JSON with base64 depth, hex-encoded
+arrays back.
+
+Top-level imports stay light: ``dexrl bench`` imports every target's module to build its help.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["configure", "run"]
+
+TARGET_P50_MS, TARGET_P99_MS, TARGET_SPEEDUP = 1.0, 3.0, 20.0
+_WARMUP = 3
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--iterations", type=int, default=300, help="timed requests of one image per service (default 300)"
+    )
+    parser.add_argument("--batch", type=int, default=64, help="images in the batched case (default 64)")
+    parser.add_argument(
+        "--batch-iterations", type=int, default=20, help="timed batched requests per service (default 20)"
+    )
+    parser.add_argument(
+        "--planner",
+        choices=("highest-object", "fcgqcnn"),
+        default="highest-object",
+        help="served planner (default highest-object)",
+    )
+    parser.add_argument("--weights", default=None, help="FC-GQ-CNN weights (with --planner fcgqcnn)")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="where the served planner runs (default: cuda:0 if available, else cpu)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic depth images (default 0)")
+
+
+def _bin_images(batch: int, seed: int):
+    """(batch, 386, 516) float32 depth [m]: a bin floor at 0.7 m with one box per image, plus sensor noise."""
+    import numpy as np  # noqa: PLC0415
+
+    from dexrl.grasp import PHOXI_S  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    depth = np.full((batch, PHOXI_S.height, PHOXI_S.width), 0.7, np.float32)
+    for image in depth:
+        v, u = rng.integers(40, 300), rng.integers(40, 420)
+        image[v : v + 60, u : u + 80] = rng.uniform(0.6, 0.66)
+    return depth + rng.normal(0, 5e-4, depth.shape).astype(np.float32)
+
+
+# --- the seed-style baseline ------------------------------------------------------------------------------
+
+
+def _start_baseline(planner):
+    """A threaded ``http.server`` answering ``POST /plan`` (JSON, base64 depth) with hex-encoded arrays."""
+    import base64  # noqa: PLC0415
+    import json  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+    import time  # noqa: PLC0415
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    from dexrl.grasp import CameraIntrinsics  # noqa: PLC0415
+
+    class SeedStyleHandler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as a requests.Session client would use
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            depth = np.frombuffer(base64.b64decode(body["depth"]), np.float32).reshape(body["shape"])
+            started = time.perf_counter()
+            result = planner.plan(
+                torch.from_numpy(depth.copy()), CameraIntrinsics.from_dict(body["intrinsics"]), k=body["k"]
+            )
+            inference_s = time.perf_counter() - started
+            arrays = {
+                name: getattr(result.grasps, name) for name in ("center", "angle", "depth", "width", "q")
+            }
+            arrays.update(valid=result.valid, position_cam=result.positions_cam)
+            reply = {
+                "inference_s": inference_s,
+                "arrays": {
+                    n: {"shape": list(t.shape), "hex": t.numpy().tobytes().hex()} for n, t in arrays.items()
+                },
+            }
+            data = json.dumps(reply).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args) -> None:  # quiet: one line per request would swamp the figures
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SeedStyleHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _host_services(pipe, planner_name: str, weights: str | None, device: str | None) -> None:
+    """Child process: serve one planner through the bridge and the baseline until told to stop."""
+    import torch  # noqa: PLC0415
+
+    from .backends import load_backend  # noqa: PLC0415
+    from .server import ServerConfig, ServerThread  # noqa: PLC0415
+
+    torch.set_num_threads(1)  # idle OpenMP workers spin after each call and would take the client's CPU
+    backend = load_backend(planner_name, weights=weights, device=device)
+    bridge = ServerThread(backend, ServerConfig(port=0)).start()
+    baseline = _start_baseline(backend.planner)
+    pipe.send((bridge.url, baseline.server_address[1], backend.model_id, backend.device))
+    pipe.recv()
+    baseline.shutdown()
+    bridge.stop()
+
+
+# --- measuring --------------------------------------------------------------------------------------------
+
+
+def _bridge_overheads(url: str, depth, iterations: int) -> list[float]:
+    import torch  # noqa: PLC0415
+
+    from dexrl.grasp import PHOXI_S  # noqa: PLC0415
+
+    from .client import RemotePlanner  # noqa: PLC0415
+
+    images = torch.from_numpy(depth)
+    overheads = []
+    with RemotePlanner(url, timeout_s=600) as planner:
+        for _ in range(_WARMUP + iterations):
+            timings = planner.plan(images, PHOXI_S).timings
+            overheads.append(timings["round_trip"] - timings["inference"])
+    return overheads[_WARMUP:]
+
+
+def _baseline_overheads(port: int, depth, iterations: int) -> list[float]:
+    import base64  # noqa: PLC0415
+    import http.client  # noqa: PLC0415
+    import json  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    from dexrl.grasp import PHOXI_S  # noqa: PLC0415
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    overheads = []
+    for _ in range(_WARMUP + iterations):
+        started = time.perf_counter()
+        body = {
+            "depth": base64.b64encode(depth.tobytes()).decode(),
+            "shape": list(depth.shape),
+            "intrinsics": PHOXI_S.to_dict(),
+            "k": 1,
+        }
+        connection.request("POST", "/plan", json.dumps(body).encode(), {"Content-Type": "application/json"})
+        reply = json.loads(connection.getresponse().read())
+        arrays = {
+            n: np.frombuffer(bytes.fromhex(a["hex"]), np.float32 if n != "valid" else np.bool_).reshape(
+                a["shape"]
+            )
+            for n, a in reply["arrays"].items()
+        }
+        assert arrays["q"].shape == (depth.shape[0], 1)
+        overheads.append(time.perf_counter() - started - reply["inference_s"])
+    connection.close()
+    return overheads[_WARMUP:]
+
+
+def run(args: argparse.Namespace) -> int:
+    import multiprocessing  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import platform  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    torch.set_num_threads(1)
+    context = multiprocessing.get_context("spawn")
+    pipe, child_pipe = context.Pipe()
+    host = context.Process(
+        target=_host_services, args=(child_pipe, args.planner, args.weights, args.device), daemon=True
+    )
+    host.start()
+    url, baseline_port, model_id, device = pipe.recv()
+    rows = []
+    try:
+        for label, batch, iterations in (
+            ("1 image", 1, args.iterations),
+            (f"{args.batch} images", args.batch, args.batch_iterations),
+        ):
+            depth = _bin_images(batch, args.seed)
+            bridge = 1e3 * np.array(_bridge_overheads(url, depth, iterations))
+            baseline = 1e3 * np.array(_baseline_overheads(baseline_port, depth, iterations))
+            rows.append(
+                (label, iterations, np.percentile(bridge, [50, 99]), np.percentile(baseline, [50, 99]))
+            )
+    finally:
+        pipe.send("stop")
+        host.join(timeout=30)
+
+    print(
+        "bridge overhead = round trip - server-timed inference; 386x516 float32 depth, k=1; "
+        f"planner {model_id} on {device}"
+    )
+    print(
+        f"client and services on one {platform.machine()} machine with {os.cpu_count()} CPUs; "
+        "one torch thread per process"
+    )
+    header = ("case", "n", "bridge p50 ms", "p99 ms", "baseline p50 ms", "p99 ms", "p50 ratio")
+    print(f"{header[0]:<11}{header[1]:>5}" + "".join(f"{title:>17}" for title in header[2:]))
+    for label, iterations, (bridge_p50, bridge_p99), (base_p50, base_p99) in rows:
+        figures = (f"{bridge_p50:.3f}", f"{bridge_p99:.3f}", f"{base_p50:.1f}", f"{base_p99:.1f}")
+        ratio = f"{base_p50 / bridge_p50:.1f}x"
+        print(f"{label:<11}{iterations:>5}" + "".join(f"{figure:>17}" for figure in (*figures, ratio)))
+    (_, _, (p50, p99), (base_p50, _)) = rows[0]
+    verdict = (
+        "met"
+        if p50 <= TARGET_P50_MS and p99 <= TARGET_P99_MS and base_p50 / p50 >= TARGET_SPEEDUP
+        else "NOT met"
+    )
+    print(
+        f"targets for 1 image (p50 <= {TARGET_P50_MS} ms, p99 <= {TARGET_P99_MS} ms, "
+        f">= {TARGET_SPEEDUP:.0f}x under the baseline): {verdict}"
+    )
+    return 0
