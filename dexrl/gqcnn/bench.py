@@ -1,0 +1,207 @@
+"""``dexrl bench planner``: FC-GQ-CNN planning time per 386x516 image (16 depth x 16 angle bins, 2.0M grasps)
+per inference path and batch size, with agreement checks against the float32 reference.
+
+Paths (``--modes``):
+
+- ``reference``: float32, every depth bin through the whole network, the whole image (the naive version);
+- ``fp32``: conv1_1 shared across depth bins (exact by linearity) and only the mask's bounding box evaluated;
+- ``tf32``: as fp32 with TensorFloat-32 convolutions (CUDA only);
+- ``bf16``: as fp32 with bfloat16 after conv1_1 and channels-last tensors;
+- ``bf16-compiled``: bf16 under ``torch.compile`` (CUDA; compiling takes tens of seconds).
+
+Times are whole ``plan()`` calls (inpainting, depth bins, network, top-k selection; CUDA synchronised), as median
+and minimum ms per image. Agreement: the share of images whose top grasp (cell, angle bin, depth bin) equals the
+reference's, and the largest difference of the top grasp's q. Images are synthetic bins (PhoXi S camera) with a
+bin-interior mask. Without ``--weights`` the network has seeded random weights, fc5 scaled so q spreads over
+(0, 1) instead of saturating; trained weights give peakier maps.
+
+Top-level imports stay light: ``dexrl bench`` imports every target's module to build its help.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["configure", "run"]
+
+MODES = ("reference", "fp32", "tf32", "bf16", "bf16-compiled")
+TARGET_GPU_MS, TARGET_CPU_MS, TARGET_AGREEMENT = 1.0, 400.0, 0.99
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu or cuda:N (default cpu)")
+    parser.add_argument("--batch", type=int, nargs="+", default=None, help="batch sizes (default: 1 on cpu, 1 8 32 on cuda)")
+    parser.add_argument("--iters", type=int, default=None, help="timed calls per mode and batch (default: 3 on cpu, 20 on cuda)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=None, help="paths to time (default: all that the device supports, compiled only on cuda)")
+    parser.add_argument("--images", type=int, default=None, help="distinct images for timing and agreement (default: 4 on cpu, 64 on cuda)")
+    parser.add_argument("--weights", default=None, help="FC-GQ-CNN weights file (default: seeded random weights)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the images and random weights (default 0)")
+    parser.add_argument("--json", type=str, default=None, help="also write the results to this JSON file")
+
+
+def bin_images(count: int, seed: int):
+    """(count, 386, 516) float32 depth [m] of heaps in a bin seen by a PhoXi S 0.7 m above the floor, and the bin
+    interior masks (count, 386, 516) bool. Boxes and cylinders 2-8 cm tall; 0.5 mm noise; a few missing patches."""
+    import torch  # noqa: PLC0415
+
+    from dexrl.grasp import PHOXI_S  # noqa: PLC0415
+
+    generator = torch.Generator().manual_seed(seed)
+    height, width = PHOXI_S.height, PHOXI_S.width
+    rows = torch.arange(height, dtype=torch.float32)[:, None]
+    cols = torch.arange(width, dtype=torch.float32)[None, :]
+    depth = torch.full((count, height, width), 0.80)  # the floor around the bin
+    interior = (rows >= 40) & (rows < 346) & (cols >= 50) & (cols < 466)
+    rim = (rows >= 28) & (rows < 358) & (cols >= 38) & (cols < 478) & ~interior
+    depth[:, rim] = 0.60
+    depth[:, interior] = 0.70
+
+    def uniform(low: float, high: float) -> float:
+        return low + (high - low) * torch.rand((), generator=generator).item()
+
+    for image in depth:
+        for _ in range(int(uniform(6, 14))):
+            u, v, top = uniform(80, 436), uniform(70, 316), uniform(0.62, 0.68)
+            size_u, size_v, angle = uniform(12, 45), uniform(12, 45), uniform(0, 3.1416)
+            du, dv = cols - u, rows - v
+            along = du * torch.cos(torch.tensor(angle)) + dv * torch.sin(torch.tensor(angle))
+            across = -du * torch.sin(torch.tensor(angle)) + dv * torch.cos(torch.tensor(angle))
+            if uniform(0, 1) < 0.5:
+                shape = (along.abs() < size_u) & (across.abs() < size_v)
+            else:
+                shape = (du / size_u) ** 2 + (dv / size_u) ** 2 < 1
+            image[shape] = torch.minimum(image[shape], torch.tensor(top))
+        for _ in range(3):
+            u, v = int(uniform(60, 450)), int(uniform(50, 330))
+            image[v : v + 6, u : u + 10] = 0.0
+    noise = 0.0005 * torch.randn(depth.shape, generator=generator)
+    depth = torch.where(depth > 0, depth + noise, depth)
+    return depth, interior.expand(count, height, width).clone()
+
+
+def _random_network(seed: int):
+    import torch  # noqa: PLC0415
+
+    from .model import FCGQCNN  # noqa: PLC0415
+
+    torch.manual_seed(seed)
+    network = FCGQCNN()
+    with torch.no_grad():
+        network.fc5.weight.mul_(0.1)
+    return network
+
+
+def _options(mode: str):
+    from .policy import PlannerOptions  # noqa: PLC0415
+
+    if mode == "reference":
+        return PlannerOptions(share_first_conv=False, crop_to_mask=False)
+    if mode in ("fp32", "tf32"):
+        return PlannerOptions(precision=mode)
+    return PlannerOptions(
+        precision="bf16", channels_last=True, compile_mode="max-autotune-no-cudagraphs" if mode == "bf16-compiled" else None
+    )
+
+
+def _plan_all(planner, depth, masks, camera, batch: int):
+    """Top grasps (cell u, v, angle, depth as a tuple per image) and their q, planning ``batch`` images at a time."""
+    import torch  # noqa: PLC0415
+
+    keys, qs = [], []
+    for start in range(0, depth.shape[0], batch):
+        best = planner.plan(depth[start : start + batch], camera, masks[start : start + batch]).best.to("cpu")
+        keys += list(zip(best.center[:, 0].tolist(), best.center[:, 1].tolist(), best.angle.tolist(), best.depth.tolist()))
+        qs.append(best.q)
+    return keys, torch.cat(qs)
+
+
+def _time(planner, depth, masks, camera, batch: int, iters: int) -> tuple[list[float], list[float]]:
+    """Seconds per call and per network pass of ``iters`` timed calls after one warm-up call."""
+    import time  # noqa: PLC0415
+
+    totals, networks = [], []
+    for call in range(iters + 1):
+        start = (call * batch) % max(1, depth.shape[0] - batch + 1)
+        begin = time.perf_counter()
+        result = planner.plan(depth[start : start + batch], camera, masks[start : start + batch])
+        elapsed = time.perf_counter() - begin  # plan() synchronises CUDA before it returns its timings
+        if call:
+            totals.append(elapsed)
+            networks.append(result.timings["network"])
+    return totals, networks
+
+
+def run(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+    import statistics  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    from dexrl.grasp import PHOXI_S  # noqa: PLC0415
+
+    from . import load_planner  # noqa: PLC0415
+    from .policy import FCGQCNNPlanner  # noqa: PLC0415
+
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batches = args.batch or ([1, 8, 32] if cuda else [1])
+    iters = args.iters or (20 if cuda else 3)
+    modes = args.modes or [m for m in MODES if cuda or m not in ("tf32", "bf16-compiled")]
+    if not cuda and "tf32" in modes:
+        print("tf32 needs CUDA; skipped")
+        modes = [m for m in modes if m != "tf32"]
+    depth, masks = bin_images(max(args.images or (64 if cuda else 4), max(batches)), args.seed)
+    depth, masks = depth.to(device), masks.to(device)
+    network = None if args.weights else _random_network(args.seed)
+    device_name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    print(f"FC-GQ-CNN planner on {device_name}: {depth.shape[0]} images 386x516, 16 depth x 16 angle bins, "
+          f"weights: {args.weights or 'random (seeded)'}")
+
+    def planner_for(mode: str) -> FCGQCNNPlanner:
+        if network is None:
+            return load_planner(args.weights, str(device), _options(mode))
+        return FCGQCNNPlanner(network, device, _options(mode))
+
+    reference_keys, reference_q = _plan_all(planner_for("reference"), depth, masks, PHOXI_S, max(batches))
+    rows = []
+    header = f"{'mode':<14}{'batch':>6}{'ms/image':>10}{'min':>9}{'network':>10}{'images/s':>10}{'top-1 same':>12}{'max |dq|':>10}"
+    print(header)
+    print("-" * len(header))
+    for mode in modes:
+        planner = planner_for(mode)
+        keys, q = _plan_all(planner, depth, masks, PHOXI_S, max(batches))
+        same = sum(a == b for a, b in zip(keys, reference_keys)) / len(keys)
+        dq = (q - reference_q).abs().max().item()
+        for batch in batches:
+            totals, networks = _time(planner, depth, masks, PHOXI_S, batch, iters)
+            per_image = [1000 * t / batch for t in totals]
+            row = {
+                "mode": mode, "batch": batch, "ms_per_image_median": statistics.median(per_image),
+                "ms_per_image_min": min(per_image), "network_ms_per_image": 1000 * statistics.median(networks) / batch,
+                "images_per_s": 1000 / statistics.median(per_image), "top1_same": same, "top1_max_abs_dq": dq,
+            }
+            rows.append(row)
+            print(f"{mode:<14}{batch:>6}{row['ms_per_image_median']:>10.1f}{row['ms_per_image_min']:>9.1f}"
+                  f"{row['network_ms_per_image']:>10.1f}{row['images_per_s']:>10.1f}{same:>12.1%}{dq:>10.2e}")
+    target = TARGET_GPU_MS if cuda else TARGET_CPU_MS
+    fastest = min((r for r in rows if r["batch"] == 1 and r["top1_same"] >= TARGET_AGREEMENT), default=None,
+                  key=lambda r: r["ms_per_image_median"])
+    if fastest:
+        verdict = "meets" if fastest["ms_per_image_median"] <= target else "misses"
+        print(f"fastest path at batch 1 with >= {TARGET_AGREEMENT:.0%} top-1 agreement: {fastest['mode']} "
+              f"{fastest['ms_per_image_median']:.1f} ms/image; {verdict} the {target:g} ms target")
+    if args.json:
+        record = {
+            "device": device_name, "torch": torch.__version__, "images": depth.shape[0], "iters": iters,
+            "weights": args.weights or "random (seeded)", "seed": args.seed, "target_ms_per_image": target, "rows": rows,
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(record, indent=2))
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,176 @@
+"""Sharded grasp datasets for training FC-GQ-CNN: NPZ shards listed in a ``manifest.json``.
+
+A dataset is a folder::
+
+    manifest.json
+    shard_00000.npz
+    shard_00001.npz
+    ...
+
+Each shard is an uncompressed numpy ``.npz`` of N examples:
+
+=========  ================  =======================================================================
+``crops``  (N, 96, 96) f4    depth crops [m] centred on the grasp centre, not rotated (the FC network
+                             sees every angle in one crop), missing depth already filled
+``depths`` (N,) f4           grasp depth along the optical axis [m]
+``angles`` (N,) f4           jaw axis angle in the image [rad], as :class:`dexrl.grasp.ImageGrasps`
+``labels`` (N,) u1           1 = the grasp succeeded, 0 = it failed
+=========  ================  =======================================================================
+
+``manifest.json``::
+
+    {"format": "dexrl-grasp-shards", "version": 1, "crop_size": 96,
+     "shards": [{"file": "shard_00000.npz", "count": N, "positives": P, "meta": {...}}, ...]}
+
+``meta`` is whatever the writer passed (seed, object set, camera, ...). Write shards with :func:`write_shard`,
+one writer per folder at a time; it keeps the manifest up to date.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .grid import CROP_SIZE
+
+__all__ = ["MANIFEST", "GraspBatch", "ShardInfo", "iterate_batches", "read_manifest", "write_shard"]
+
+MANIFEST = "manifest.json"
+_FORMAT = "dexrl-grasp-shards"
+_VERSION = 1
+_FIELDS = ("crops", "depths", "angles", "labels")
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One shard as listed in the manifest: file name (relative to the dataset folder) and example counts."""
+
+    file: str
+    count: int
+    positives: int
+    meta: dict[str, Any]
+
+
+@dataclass
+class GraspBatch:
+    """A batch of training examples as tensors: crops (N, 1, 96, 96) [m], depths (N,) [m], angles (N,) [rad],
+    labels (N,) long."""
+
+    crops: torch.Tensor
+    depths: torch.Tensor
+    angles: torch.Tensor
+    labels: torch.Tensor
+
+    def to(self, device: torch.device | str) -> GraspBatch:
+        return GraspBatch(*(getattr(self, name).to(device) for name in _FIELDS))
+
+
+def _write_atomically(path: Path, write) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as f:
+        write(f)
+    os.replace(temporary, path)
+
+
+def read_manifest(root: str | Path) -> list[ShardInfo]:
+    """The shards of a dataset folder; raises FileNotFoundError or ValueError with the reason."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"no {MANIFEST} in {root}: not a DexRL grasp dataset")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != _FORMAT or manifest.get("version") != _VERSION:
+        raise ValueError(f"{path}: format {manifest.get('format')!r} v{manifest.get('version')}, expected {_FORMAT!r} v{_VERSION}")
+    if manifest.get("crop_size") != CROP_SIZE:
+        raise ValueError(f"{path}: crops are {manifest.get('crop_size')} px, the network needs {CROP_SIZE}")
+    return [ShardInfo(**entry) for entry in manifest["shards"]]
+
+
+def write_shard(
+    path: str | Path,
+    crops: np.ndarray,
+    depths: np.ndarray,
+    angles: np.ndarray,
+    labels: np.ndarray,
+    **meta: Any,
+) -> ShardInfo:
+    """Write one shard ``path`` (e.g. ``data/shard_00003.npz``) and list it in the folder's manifest.
+
+    Args:
+        crops: (N, 96, 96) float32 depth crops [m]. depths: (N,) grasp depths [m]. angles: (N,) jaw angles [rad].
+        labels: (N,) 0/1. meta: JSON-serialisable facts about the shard, stored in the manifest.
+
+    A shard of the same file name already in the manifest is replaced.
+    """
+    path = Path(path)
+    arrays = {
+        "crops": np.asarray(crops, np.float32),
+        "depths": np.asarray(depths, np.float32).reshape(-1),
+        "angles": np.asarray(angles, np.float32).reshape(-1),
+        "labels": np.asarray(labels).reshape(-1),
+    }
+    count = arrays["crops"].shape[0]
+    if arrays["crops"].shape != (count, CROP_SIZE, CROP_SIZE):
+        raise ValueError(f"crops must be (N, {CROP_SIZE}, {CROP_SIZE}), got {arrays['crops'].shape}")
+    if any(arrays[name].shape != (count,) for name in ("depths", "angles", "labels")):
+        raise ValueError(f"depths, angles and labels must hold one value per crop ({count})")
+    if not np.isin(arrays["labels"], (0, 1)).all():
+        raise ValueError("labels must be 0 or 1")
+    arrays["labels"] = arrays["labels"].astype(np.uint8)
+    if not all(np.isfinite(arrays[name]).all() for name in ("crops", "depths", "angles")):
+        raise ValueError("crops, depths and angles must be finite")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, lambda f: np.savez(f, **arrays))
+    info = ShardInfo(path.name, count, int(arrays["labels"].sum()), meta)
+    manifest_path = path.parent / MANIFEST
+    shards = read_manifest(path.parent) if manifest_path.is_file() else []
+    shards = [shard for shard in shards if shard.file != path.name] + [info]
+    manifest = {"format": _FORMAT, "version": _VERSION, "crop_size": CROP_SIZE, "shards": [vars(s) for s in shards]}
+    _write_atomically(manifest_path, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    return info
+
+
+def _load_shard(root: Path, shard: ShardInfo) -> dict[str, np.ndarray]:
+    with np.load(root / shard.file) as data:
+        arrays = {name: data[name] for name in _FIELDS}
+    if len(arrays["labels"]) != shard.count:
+        raise ValueError(f"{root / shard.file} holds {len(arrays['labels'])} examples, the manifest says {shard.count}")
+    return arrays
+
+
+def iterate_batches(
+    root: str | Path, shards: Sequence[ShardInfo], batch_size: int, rng: np.random.Generator | None = None
+) -> Iterator[GraspBatch]:
+    """Batches over ``shards``, loading one shard at a time; shuffled (shard order and examples) when ``rng`` is
+    given, else in manifest order. The last batch may be smaller."""
+    root = Path(root)
+    order = rng.permutation(len(shards)) if rng is not None else range(len(shards))
+    pending: dict[str, np.ndarray] | None = None
+    for index in order:
+        arrays = _load_shard(root, shards[index])
+        if rng is not None:
+            permutation = rng.permutation(shards[index].count)
+            arrays = {name: value[permutation] for name, value in arrays.items()}
+        if pending is not None:
+            arrays = {name: np.concatenate((pending[name], arrays[name])) for name in _FIELDS}
+        full = len(arrays["labels"]) // batch_size * batch_size
+        for start in range(0, full, batch_size):
+            yield _to_batch({name: value[start : start + batch_size] for name, value in arrays.items()})
+        pending = {name: value[full:] for name, value in arrays.items()}
+    if pending is not None and len(pending["labels"]):
+        yield _to_batch(pending)
+
+
+def _to_batch(arrays: dict[str, np.ndarray]) -> GraspBatch:
+    return GraspBatch(
+        crops=torch.from_numpy(np.ascontiguousarray(arrays["crops"])).unsqueeze(1),
+        depths=torch.from_numpy(np.ascontiguousarray(arrays["depths"])),
+        angles=torch.from_numpy(np.ascontiguousarray(arrays["angles"])),
+        labels=torch.from_numpy(arrays["labels"].astype(np.int64)),
+    )

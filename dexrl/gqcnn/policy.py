@@ -1,0 +1,301 @@
+"""The FC-GQ-CNN grasping policy: depth images -> ranked parallel-jaw grasps (a :class:`dexrl.grasp.Planner`).
+
+Per batch of B images, without a Python loop over images:
+
+1. fill missing depth (:func:`dexrl.gqcnn.preprocess.inpaint`) and map the mask onto the output grid;
+2. D depth bins per image: z_i = zmin + (i + 1/2)(zmax - zmin)/D with zmin the nearest depth inside the mask and
+   zmax the farthest depth in the image;
+3. one network pass over all images and depth bins (only the bounding box of the admissible cells when
+   ``crop_to_mask``; conv1_1 shared across depth bins), q = P(success) per (depth bin, angle bin, cell);
+4. keep grasps whose centre cell is in the mask and that pass the optional filters, take the top k by q
+   (optionally at least ``min_distance_px`` apart), and deproject them with each image's camera.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from dexrl.grasp import CameraIntrinsics, ImageGrasps, NoValidGrasps, PlannerInputError, PlanResult, deproject_per_camera
+from dexrl.grasp.baseline import validate_planner_input
+
+from .grid import CROP_SIZE, STRIDE, bin_to_angle, cell_centers, grid_mask
+from .model import FCGQCNN
+from .preprocess import inpaint
+from .weights import ModelCard
+
+__all__ = ["FCGQCNNPlanner", "PlannerOptions", "depth_bin_centers"]
+
+Precision = Literal["fp32", "tf32", "bf16"]
+
+
+@dataclass(frozen=True)
+class PlannerOptions:
+    """How :class:`FCGQCNNPlanner` plans.
+
+    Attributes:
+        depth_bins: D, grasp depths evaluated per image (16 in the released policy).
+        gripper_width: jaw opening reported with each grasp and used by the jaw filters [m].
+        inpaint: fill missing depth (0) before planning.
+        min_distance_px: returned grasps of one image have centres at least this far apart [px]; 0 = off.
+        jaws_inside_mask: both jaw tips (centre +- width/2 along the axis) must lie inside the mask as well.
+        jaw_clearance: when set, the surface seen at both jaw tips must lie at least this far beyond (deeper than)
+            the grasp depth [m], so the descending jaws clear bin walls and neighbouring objects; None = off.
+        precision: ``fp32``; ``tf32`` (CUDA only: TensorFloat-32 convolutions); ``bf16`` (bfloat16 after conv1_1).
+        crop_to_mask: evaluate the network only on the bounding box of the admissible cells (exact for those
+            cells; elsewhere the q-map is 0).
+        share_first_conv: compute conv1_1 once per image instead of once per depth bin (exact by linearity).
+        channels_last: use the channels-last memory format (faster with bf16 on recent CPUs and GPUs).
+        compile_mode: ``torch.compile`` the network with this mode (e.g. ``"max-autotune-no-cudagraphs"``);
+            None runs eagerly. The first calls of each input shape are slow.
+    """
+
+    depth_bins: int = 16
+    gripper_width: float = 0.05
+    inpaint: bool = True
+    min_distance_px: float = 0.0
+    jaws_inside_mask: bool = False
+    jaw_clearance: float | None = None
+    precision: Precision = "fp32"
+    crop_to_mask: bool = True
+    share_first_conv: bool = True
+    channels_last: bool = False
+    compile_mode: str | None = None
+
+
+def depth_bin_centers(depth: torch.Tensor, mask: torch.Tensor, bins: int) -> torch.Tensor:
+    """Grasp depths (B, bins) [m]: centres of ``bins`` equal bins from the nearest valid depth inside the mask to
+    the farthest depth of the image. Raises :class:`NoValidGrasps` if a mask holds no valid depth."""
+    inside = mask & (depth > 0)
+    empty = ~inside.flatten(1).any(dim=1)
+    if empty.any():
+        raise NoValidGrasps(f"no valid depth inside the mask of image(s) {empty.nonzero().flatten().tolist()}")
+    nearest = torch.where(inside, depth, torch.inf).flatten(1).amin(dim=1)
+    farthest = depth.flatten(1).amax(dim=1)
+    fractions = (torch.arange(bins, device=depth.device, dtype=depth.dtype) + 0.5) / bins
+    return nearest[:, None] + fractions * (farthest - nearest)[:, None]
+
+
+@contextmanager
+def _cuda_fp32_precision(device: torch.device, precision: Precision) -> Iterator[None]:
+    """Set cuDNN / cuBLAS float32 math to TF32 or IEEE for the duration (process-wide flags, restored after)."""
+    if device.type != "cuda":
+        yield
+        return
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    saved = conv.fp32_precision, matmul.fp32_precision
+    conv.fp32_precision = matmul.fp32_precision = "tf32" if precision == "tf32" else "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = saved
+
+
+class FCGQCNNPlanner:
+    """Plans parallel-jaw grasps with an FC-GQ-CNN (implements :class:`dexrl.grasp.Planner`).
+
+    Args:
+        model: the network; an :class:`FCGQCNN` (a crop network converted by ``FCGQCNN.from_crop_network``
+            plans horizontal jaw axes only).
+        device: where the network runs; inputs are moved there and results stay there.
+        options: see :class:`PlannerOptions`.
+        card: the weights' model card, kept for provenance (e.g. shown by the bridge).
+    """
+
+    def __init__(
+        self,
+        model: FCGQCNN,
+        device: str | torch.device = "cpu",
+        options: PlannerOptions | None = None,
+        *,
+        card: ModelCard | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.options = options or PlannerOptions()
+        if self.options.precision == "tf32" and self.device.type != "cuda":
+            raise ValueError("precision 'tf32' needs a CUDA device")
+        memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=memory_format).eval()
+        self._network = self.model if self.options.compile_mode is None else torch.compile(self.model, mode=self.options.compile_mode)
+        self.card = card
+
+    @torch.inference_mode()
+    def quality(self, depth: torch.Tensor, grasp_depth: torch.Tensor) -> torch.Tensor:
+        """Grasp quality q = P(success) (B, D, A, h, w) of filled depth images (B, H, W) [m] at depths (B, D) [m]."""
+        options = self.options
+        images = depth.unsqueeze(1)
+        if options.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with _cuda_fp32_precision(self.device, options.precision):
+            logits = self._network(
+                images,
+                grasp_depth,
+                share_first_conv=options.share_first_conv,
+                autocast_dtype=torch.bfloat16 if options.precision == "bf16" else None,
+            )
+        return torch.softmax(logits, dim=3)[:, :, :, 1]
+
+    @torch.inference_mode()
+    def plan(
+        self,
+        depth: torch.Tensor,
+        intrinsics: CameraIntrinsics | Sequence[CameraIntrinsics],
+        mask: torch.Tensor | None = None,
+        k: int = 1,
+        return_q_map: bool = False,
+    ) -> PlanResult:
+        """Top-k grasps per image; see :meth:`dexrl.grasp.Planner.plan`. The q-map is (B, A, h, w): per angle
+        bin, the best q over depth bins, on the output grid of :mod:`dexrl.gqcnn.grid`."""
+        start = time.perf_counter()
+        cameras = validate_planner_input(depth, intrinsics, mask)
+        batch, height, width = depth.shape
+        if height < CROP_SIZE or width < CROP_SIZE:
+            raise PlannerInputError(f"images must be at least {CROP_SIZE}x{CROP_SIZE} pixels, got {height}x{width}")
+        if k < 1:
+            raise PlannerInputError(f"k must be at least 1, got {k}")
+        options = self.options
+        depth = depth.to(self.device, torch.float32)
+        mask = torch.ones_like(depth, dtype=torch.bool) if mask is None else mask.to(self.device)
+        cells = grid_mask(mask)
+        no_cells = ~cells.flatten(1).any(dim=1)
+        if no_cells.any():
+            raise NoValidGrasps(
+                f"the mask of image(s) {no_cells.nonzero().flatten().tolist()} leaves no grasp centre at least "
+                f"{CROP_SIZE // 2} px inside the image"
+            )
+        filled = inpaint(depth) if options.inpaint else depth
+        grasp_depth = depth_bin_centers(filled, mask, options.depth_bins)
+        timings = {"preprocess": self._elapsed(start)}
+
+        rows, cols = self._evaluated_cells(cells)
+        window = filled[:, rows.start * STRIDE : (rows.stop - 1) * STRIDE + CROP_SIZE,
+                        cols.start * STRIDE : (cols.stop - 1) * STRIDE + CROP_SIZE]
+        q = self.quality(window, grasp_depth)  # (B, D, A, rows, cols)
+        timings["network"] = self._elapsed(start) - timings["preprocess"]
+
+        admissible = cells[:, None, None, rows, cols] & self._jaw_filters(filled, mask, grasp_depth, cameras, rows, cols, q.shape[2])
+        scores = torch.where(admissible, q, -1.0)
+        values, flat = self._top_k(scores, k)
+        grasps, valid, positions = self._grasps(values, flat, scores.shape[1:], rows, cols, grasp_depth, cameras)
+        no_grasp = ~valid[:, 0]
+        if no_grasp.any():
+            raise NoValidGrasps(f"no grasp in image(s) {no_grasp.nonzero().flatten().tolist()} passes the mask and filters")
+        q_map = None
+        if return_q_map:
+            q_map = torch.zeros(batch, q.shape[2], *cells.shape[1:], device=self.device)
+            q_map[..., rows, cols] = q.amax(dim=1)
+        timings["select"] = self._elapsed(start) - timings["network"] - timings["preprocess"]
+        timings["total"] = self._elapsed(start)
+        return PlanResult(grasps, valid, positions, q_map, timings)
+
+    def _elapsed(self, start: float) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
+
+    def _evaluated_cells(self, cells: torch.Tensor) -> tuple[slice, slice]:
+        """Rows and columns of the output grid to evaluate: the whole grid, or the admissible cells' bounding box
+        over the batch (a crop aligned to the stride, so its cells equal the full image's)."""
+        if not self.options.crop_to_mask:
+            return slice(0, cells.shape[1]), slice(0, cells.shape[2])
+        used_rows = cells.any(dim=2).any(dim=0).nonzero().flatten()
+        used_cols = cells.any(dim=1).any(dim=0).nonzero().flatten()
+        return (slice(int(used_rows[0]), int(used_rows[-1]) + 1), slice(int(used_cols[0]), int(used_cols[-1]) + 1))
+
+    def _jaw_filters(
+        self,
+        depth: torch.Tensor,
+        mask: torch.Tensor,
+        grasp_depth: torch.Tensor,
+        cameras: list[CameraIntrinsics],
+        rows: slice,
+        cols: slice,
+        angle_bins: int,
+    ) -> torch.Tensor:
+        """The optional jaw filters, broadcastable to (B, D, A, rows, cols); True where a grasp passes."""
+        options = self.options
+        passes = torch.ones((), dtype=torch.bool, device=self.device)
+        if not options.jaws_inside_mask and options.jaw_clearance is None:
+            return passes
+        batch, height, width = depth.shape
+        fx = torch.tensor([c.fx for c in cameras], device=self.device)
+        half_width_px = 0.5 * options.gripper_width * fx[:, None] / grasp_depth  # (B, D)
+        angle = bin_to_angle(torch.arange(angle_bins), angle_bins).to(self.device)
+        du = (half_width_px[..., None] * torch.cos(angle))[..., None, None]  # (B, D, A, 1, 1)
+        dv = (half_width_px[..., None] * torch.sin(angle))[..., None, None]
+        grid_rows = torch.arange(rows.start, rows.stop, device=self.device)
+        grid_cols = torch.arange(cols.start, cols.stop, device=self.device)
+        centers = cell_centers(grid_rows[:, None], grid_cols[None, :])  # (rows, cols, 2)
+        image = torch.arange(batch, device=self.device)[:, None, None, None, None]
+        for sign in (-1.0, 1.0):
+            u = torch.round(centers[..., 0] + sign * du).long()
+            v = torch.round(centers[..., 1] + sign * dv).long()
+            inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+            u, v = u.clamp(0, width - 1), v.clamp(0, height - 1)
+            passes = passes & inside
+            if options.jaws_inside_mask:
+                passes = passes & mask[image, v, u]
+            if options.jaw_clearance is not None:
+                passes = passes & (depth[image, v, u] >= grasp_depth[:, :, None, None, None] + options.jaw_clearance)
+        return passes
+
+    def _top_k(self, scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k best scores per image (B, k) and their flat indices into (D, A, rows, cols); inadmissible = -1."""
+        flat_scores = scores.flatten(1)
+        if self.options.min_distance_px <= 0:
+            values, indices = flat_scores.topk(min(k, flat_scores.shape[1]), dim=1)
+        else:
+            values, indices = self._top_k_apart(scores, k)
+        if values.shape[1] < k:  # fewer grasps on the grid than asked for
+            pad = k - values.shape[1]
+            values = torch.cat((values, values.new_full((values.shape[0], pad), -1.0)), dim=1)
+            indices = torch.cat((indices, indices.new_zeros((indices.shape[0], pad))), dim=1)
+        return values, indices
+
+    def _top_k_apart(self, scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy top-k with centres at least ``min_distance_px`` apart: the best grasp per cell, then k rounds of
+        take-the-best and drop the cells too close to it (a loop over k, batched over images)."""
+        batch, bins, angles, rows, cols = scores.shape
+        per_cell, best_bin = scores.flatten(1, 2).max(dim=1)  # (B, rows, cols), index into D * A
+        per_cell, best_bin = per_cell.flatten(1), best_bin.flatten(1)
+        cell_rows = torch.arange(rows, device=scores.device).repeat_interleave(cols)
+        cell_cols = torch.arange(cols, device=scores.device).repeat(rows)
+        min_cells_sq = (self.options.min_distance_px / STRIDE) ** 2
+        values, indices = [], []
+        for _ in range(k):
+            value, cell = per_cell.max(dim=1)
+            values.append(value)
+            indices.append(best_bin.gather(1, cell[:, None])[:, 0] * (rows * cols) + cell)
+            distance_sq = (cell_rows - cell_rows[cell][:, None]) ** 2 + (cell_cols - cell_cols[cell][:, None]) ** 2
+            per_cell = torch.where(distance_sq < min_cells_sq, -1.0, per_cell)
+        return torch.stack(values, dim=1), torch.stack(indices, dim=1)
+
+    def _grasps(
+        self,
+        values: torch.Tensor,
+        flat: torch.Tensor,
+        shape: torch.Size,
+        rows: slice,
+        cols: slice,
+        grasp_depth: torch.Tensor,
+        cameras: list[CameraIntrinsics],
+    ) -> tuple[ImageGrasps, torch.Tensor, torch.Tensor]:
+        """Decode flat indices into (depth bin, angle bin, cell) grasps; rows past the valid ones hold zeros."""
+        depth_bin, angle_bin, row, col = torch.unravel_index(flat, tuple(shape))
+        valid = values >= 0
+        keep = valid.to(torch.float32)
+        center = cell_centers(row + rows.start, col + cols.start) * keep[..., None]
+        depth = grasp_depth.gather(1, depth_bin) * keep
+        grasps = ImageGrasps(
+            center=center,
+            angle=bin_to_angle(angle_bin, shape[1]).to(self.device) * keep,
+            depth=depth,
+            width=torch.full_like(depth, self.options.gripper_width) * keep,
+            q=values.clamp(min=0),
+        )
+        return grasps, valid, deproject_per_camera(cameras, center, depth) * keep[..., None]
