@@ -89,10 +89,11 @@ class ImageStream(nn.Module):
         return self.after_first_conv(F.relu(self.conv1_1(x)))
 
     def after_first_conv(self, h: torch.Tensor) -> torch.Tensor:
-        """The stream from ReLU(conv1_1) (N, 16, H - 8, W - 8) on, so callers may compute conv1_1 their way."""
-        h = self.pool(F.relu(self.conv1_2(h)))
-        h = F.relu(self.conv2_1(h))
-        return self.pool(F.relu(self.conv2_2(h)))
+        """The stream from ReLU(conv1_1) (N, 16, H - 8, W - 8) on, so callers may compute conv1_1 their way.
+        ReLU follows the pools here: max-pooling and ReLU commute, and the pooled tensors are 4 times smaller."""
+        h = F.relu(self.pool(self.conv1_2(h)), inplace=True)
+        h = F.relu(self.conv2_1(h), inplace=True)
+        return F.relu(self.pool(self.conv2_2(h)), inplace=True)
 
 
 class PoseStream(nn.Module):
@@ -158,7 +159,7 @@ class FCGQCNN(nn.Module):
             :mod:`dexrl.gqcnn.grid` for where cells and bins lie in the image.
         """
         batch, bins = grasp_depth.shape
-        first = self._first_conv(depth, grasp_depth, share_first_conv)
+        first = self._first_conv(depth, grasp_depth, share_first_conv, autocast_dtype or torch.float32)
         precision = nullcontext() if autocast_dtype is None else torch.autocast(depth.device.type, dtype=autocast_dtype)
         with precision:
             fc4 = self.fc4(F.relu(self.fc3(self.image_stream.after_first_conv(first))))
@@ -171,9 +172,10 @@ class FCGQCNN(nn.Module):
             logits = self.fc5(with_depth)
         return logits.float().unflatten(0, (batch, bins)).unflatten(2, (self.angle_bins, 2))
 
-    def _first_conv(self, depth: torch.Tensor, grasp_depth: torch.Tensor, share: bool) -> torch.Tensor:
-        """ReLU(conv1_1(normalised input)) in float32: per image (B, 16, H - 8, W - 8) with a pose stream, else
-        per image and grasp depth (B * D, 16, H - 8, W - 8) with x = (I - z - mean) / std."""
+    def _first_conv(self, depth: torch.Tensor, grasp_depth: torch.Tensor, share: bool, dtype: torch.dtype) -> torch.Tensor:
+        """ReLU(conv1_1(normalised input)): per image (B, 16, H - 8, W - 8) with a pose stream, else per image and
+        grasp depth (B * D, 16, H - 8, W - 8) with x = (I - z - mean) / std. The convolution runs in float32; with a
+        shared convolution, the per-depth shift and the ReLU run in ``dtype`` (the trunk's)."""
         conv, norm = self.image_stream.conv1_1, self.normalization
         if self.pose_stream is not None:
             return F.relu(conv((depth - norm.image_mean) / norm.image_std))
@@ -186,7 +188,8 @@ class FCGQCNN(nn.Module):
         kernel_sums = conv.weight.sum(dim=(1, 2, 3)) / norm.image_std  # (16,)
         offsets = grasp_depth - reference[:, None] + norm.image_mean  # (B, D)
         shifts = conv.bias - offsets[..., None] * kernel_sums  # (B, D, 16)
-        return F.relu(shared.unsqueeze(1) + shifts[..., None, None]).flatten(0, 1)
+        shifted = shared.to(dtype).unsqueeze(1) + shifts.to(dtype)[..., None, None]  # (B, D, 16, ., .)
+        return F.relu(shifted.flatten(0, 1), inplace=True)
 
     @classmethod
     def from_crop_network(cls, crop: GQCNN) -> FCGQCNN:

@@ -29,7 +29,7 @@ from .model import FCGQCNN
 from .preprocess import inpaint
 from .weights import ModelCard
 
-__all__ = ["FCGQCNNPlanner", "PlannerOptions", "depth_bin_centers"]
+__all__ = ["FCGQCNNPlanner", "GraspQuality", "PlannerOptions", "depth_bin_centers"]
 
 Precision = Literal["fp32", "tf32", "bf16"]
 
@@ -79,6 +79,28 @@ def depth_bin_centers(depth: torch.Tensor, mask: torch.Tensor, bins: int) -> tor
     farthest = depth.flatten(1).amax(dim=1)
     fractions = (torch.arange(bins, device=depth.device, dtype=depth.dtype) + 0.5) / bins
     return nearest[:, None] + fractions * (farthest - nearest)[:, None]
+
+
+@dataclass
+class GraspQuality:
+    """The quality of every grasp on the output grid of a batch, as :meth:`FCGQCNNPlanner.evaluate` returns it.
+
+    Attributes:
+        q: (B, D, A, h, w) P(success) per depth bin, angle bin and cell; 0 outside the evaluated window.
+        grasp_depth: (B, D) the depth bins [m].
+        admissible: (B, h, w) cells whose centre lies in the mask, at least 48 px inside the image.
+        depth: (B, H, W) the depth images after inpainting [m]. mask: (B, H, W) bool.
+        cameras: one camera per image.
+        timings: seconds spent on ``preprocess`` and ``network``.
+    """
+
+    q: torch.Tensor
+    grasp_depth: torch.Tensor
+    admissible: torch.Tensor
+    depth: torch.Tensor
+    mask: torch.Tensor
+    cameras: list[CameraIntrinsics]
+    timings: dict[str, float]
 
 
 @contextmanager
@@ -141,6 +163,41 @@ class FCGQCNNPlanner:
         return torch.softmax(logits, dim=3)[:, :, :, 1]
 
     @torch.inference_mode()
+    def evaluate(
+        self,
+        depth: torch.Tensor,
+        intrinsics: CameraIntrinsics | Sequence[CameraIntrinsics],
+        mask: torch.Tensor | None = None,
+    ) -> GraspQuality:
+        """Validate, pre-process and run the network: the quality of every grasp on the grid (steps 1-3 of the
+        policy). Arguments and errors as :meth:`plan`."""
+        start = time.perf_counter()
+        cameras = validate_planner_input(depth, intrinsics, mask)
+        batch, height, width = depth.shape
+        if height < CROP_SIZE or width < CROP_SIZE:
+            raise PlannerInputError(f"images must be at least {CROP_SIZE}x{CROP_SIZE} pixels, got {height}x{width}")
+        depth = depth.to(self.device, torch.float32)
+        mask = torch.ones_like(depth, dtype=torch.bool) if mask is None else mask.to(self.device)
+        cells = grid_mask(mask)
+        no_cells = ~cells.flatten(1).any(dim=1)
+        if no_cells.any():
+            raise NoValidGrasps(
+                f"the mask of image(s) {no_cells.nonzero().flatten().tolist()} leaves no grasp centre at least "
+                f"{CROP_SIZE // 2} px inside the image"
+            )
+        filled = inpaint(depth) if self.options.inpaint else depth
+        grasp_depth = depth_bin_centers(filled, mask, self.options.depth_bins)
+        timings = {"preprocess": self._elapsed(start)}
+        rows, cols = self._evaluated_cells(cells)
+        window = filled[:, rows.start * STRIDE : (rows.stop - 1) * STRIDE + CROP_SIZE,
+                        cols.start * STRIDE : (cols.stop - 1) * STRIDE + CROP_SIZE]
+        window_q = self.quality(window, grasp_depth)
+        q = window_q.new_zeros(*window_q.shape[:3], *cells.shape[1:])
+        q[..., rows, cols] = window_q
+        timings["network"] = self._elapsed(start) - timings["preprocess"]
+        return GraspQuality(q, grasp_depth, cells, filled, mask, cameras, timings)
+
+    @torch.inference_mode()
     def plan(
         self,
         depth: torch.Tensor,
@@ -152,45 +209,19 @@ class FCGQCNNPlanner:
         """Top-k grasps per image; see :meth:`dexrl.grasp.Planner.plan`. The q-map is (B, A, h, w): per angle
         bin, the best q over depth bins, on the output grid of :mod:`dexrl.gqcnn.grid`."""
         start = time.perf_counter()
-        cameras = validate_planner_input(depth, intrinsics, mask)
-        batch, height, width = depth.shape
-        if height < CROP_SIZE or width < CROP_SIZE:
-            raise PlannerInputError(f"images must be at least {CROP_SIZE}x{CROP_SIZE} pixels, got {height}x{width}")
         if k < 1:
             raise PlannerInputError(f"k must be at least 1, got {k}")
-        options = self.options
-        depth = depth.to(self.device, torch.float32)
-        mask = torch.ones_like(depth, dtype=torch.bool) if mask is None else mask.to(self.device)
-        cells = grid_mask(mask)
-        no_cells = ~cells.flatten(1).any(dim=1)
-        if no_cells.any():
-            raise NoValidGrasps(
-                f"the mask of image(s) {no_cells.nonzero().flatten().tolist()} leaves no grasp centre at least "
-                f"{CROP_SIZE // 2} px inside the image"
-            )
-        filled = inpaint(depth) if options.inpaint else depth
-        grasp_depth = depth_bin_centers(filled, mask, options.depth_bins)
-        timings = {"preprocess": self._elapsed(start)}
-
-        rows, cols = self._evaluated_cells(cells)
-        window = filled[:, rows.start * STRIDE : (rows.stop - 1) * STRIDE + CROP_SIZE,
-                        cols.start * STRIDE : (cols.stop - 1) * STRIDE + CROP_SIZE]
-        q = self.quality(window, grasp_depth)  # (B, D, A, rows, cols)
-        timings["network"] = self._elapsed(start) - timings["preprocess"]
-
-        admissible = cells[:, None, None, rows, cols] & self._jaw_filters(filled, mask, grasp_depth, cameras, rows, cols, q.shape[2])
-        scores = torch.where(admissible, q, -1.0)
-        values, flat = self._top_k(scores, k)
-        grasps, valid, positions = self._grasps(values, flat, scores.shape[1:], rows, cols, grasp_depth, cameras)
+        quality = self.evaluate(depth, intrinsics, mask)
+        admissible = quality.admissible[:, None, None] & self._jaw_filters(quality)
+        values, flat = self._top_k(torch.where(admissible, quality.q, -1.0), k)
+        grasps, valid, positions = self._grasps(values, flat, quality)
         no_grasp = ~valid[:, 0]
         if no_grasp.any():
             raise NoValidGrasps(f"no grasp in image(s) {no_grasp.nonzero().flatten().tolist()} passes the mask and filters")
-        q_map = None
-        if return_q_map:
-            q_map = torch.zeros(batch, q.shape[2], *cells.shape[1:], device=self.device)
-            q_map[..., rows, cols] = q.amax(dim=1)
-        timings["select"] = self._elapsed(start) - timings["network"] - timings["preprocess"]
+        q_map = quality.q.amax(dim=1) if return_q_map else None
+        timings = dict(quality.timings)
         timings["total"] = self._elapsed(start)
+        timings["select"] = timings["total"] - timings["network"] - timings["preprocess"]
         return PlanResult(grasps, valid, positions, q_map, timings)
 
     def _elapsed(self, start: float) -> float:
@@ -207,30 +238,24 @@ class FCGQCNNPlanner:
         used_cols = cells.any(dim=1).any(dim=0).nonzero().flatten()
         return (slice(int(used_rows[0]), int(used_rows[-1]) + 1), slice(int(used_cols[0]), int(used_cols[-1]) + 1))
 
-    def _jaw_filters(
-        self,
-        depth: torch.Tensor,
-        mask: torch.Tensor,
-        grasp_depth: torch.Tensor,
-        cameras: list[CameraIntrinsics],
-        rows: slice,
-        cols: slice,
-        angle_bins: int,
-    ) -> torch.Tensor:
-        """The optional jaw filters, broadcastable to (B, D, A, rows, cols); True where a grasp passes."""
+    def _jaw_filters(self, quality: GraspQuality) -> torch.Tensor:
+        """The optional jaw filters, broadcastable to (B, D, A, h, w); True where a grasp passes."""
         options = self.options
         passes = torch.ones((), dtype=torch.bool, device=self.device)
         if not options.jaws_inside_mask and options.jaw_clearance is None:
             return passes
+        depth, grasp_depth = quality.depth, quality.grasp_depth
         batch, height, width = depth.shape
-        fx = torch.tensor([c.fx for c in cameras], device=self.device)
+        fx = torch.tensor([c.fx for c in quality.cameras], device=self.device)
         half_width_px = 0.5 * options.gripper_width * fx[:, None] / grasp_depth  # (B, D)
+        angle_bins = quality.q.shape[2]
         angle = bin_to_angle(torch.arange(angle_bins), angle_bins).to(self.device)
         du = (half_width_px[..., None] * torch.cos(angle))[..., None, None]  # (B, D, A, 1, 1)
         dv = (half_width_px[..., None] * torch.sin(angle))[..., None, None]
-        grid_rows = torch.arange(rows.start, rows.stop, device=self.device)
-        grid_cols = torch.arange(cols.start, cols.stop, device=self.device)
-        centers = cell_centers(grid_rows[:, None], grid_cols[None, :])  # (rows, cols, 2)
+        rows, cols = quality.admissible.shape[1:]
+        grid_rows = torch.arange(rows, device=self.device)
+        grid_cols = torch.arange(cols, device=self.device)
+        centers = cell_centers(grid_rows[:, None], grid_cols[None, :])  # (h, w, 2)
         image = torch.arange(batch, device=self.device)[:, None, None, None, None]
         for sign in (-1.0, 1.0):
             u = torch.round(centers[..., 0] + sign * du).long()
@@ -239,7 +264,7 @@ class FCGQCNNPlanner:
             u, v = u.clamp(0, width - 1), v.clamp(0, height - 1)
             passes = passes & inside
             if options.jaws_inside_mask:
-                passes = passes & mask[image, v, u]
+                passes = passes & quality.mask[image, v, u]
             if options.jaw_clearance is not None:
                 passes = passes & (depth[image, v, u] >= grasp_depth[:, :, None, None, None] + options.jaw_clearance)
         return passes
@@ -276,26 +301,19 @@ class FCGQCNNPlanner:
         return torch.stack(values, dim=1), torch.stack(indices, dim=1)
 
     def _grasps(
-        self,
-        values: torch.Tensor,
-        flat: torch.Tensor,
-        shape: torch.Size,
-        rows: slice,
-        cols: slice,
-        grasp_depth: torch.Tensor,
-        cameras: list[CameraIntrinsics],
+        self, values: torch.Tensor, flat: torch.Tensor, quality: GraspQuality
     ) -> tuple[ImageGrasps, torch.Tensor, torch.Tensor]:
         """Decode flat indices into (depth bin, angle bin, cell) grasps; rows past the valid ones hold zeros."""
-        depth_bin, angle_bin, row, col = torch.unravel_index(flat, tuple(shape))
+        depth_bin, angle_bin, row, col = torch.unravel_index(flat, tuple(quality.q.shape[1:]))
         valid = values >= 0
         keep = valid.to(torch.float32)
-        center = cell_centers(row + rows.start, col + cols.start) * keep[..., None]
-        depth = grasp_depth.gather(1, depth_bin) * keep
+        center = cell_centers(row, col) * keep[..., None]
+        depth = quality.grasp_depth.gather(1, depth_bin) * keep
         grasps = ImageGrasps(
             center=center,
-            angle=bin_to_angle(angle_bin, shape[1]).to(self.device) * keep,
+            angle=bin_to_angle(angle_bin, quality.q.shape[2]).to(self.device) * keep,
             depth=depth,
             width=torch.full_like(depth, self.options.gripper_width) * keep,
             q=values.clamp(min=0),
         )
-        return grasps, valid, deproject_per_camera(cameras, center, depth) * keep[..., None]
+        return grasps, valid, deproject_per_camera(quality.cameras, center, depth) * keep[..., None]

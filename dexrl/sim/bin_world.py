@@ -8,6 +8,7 @@ Quaternions follow Isaac Lab 3.0: (x, y, z, w).
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -213,6 +214,7 @@ class BinWorld:
         self.dt = self.sim.get_physics_dt()
         self._park_pose = self._parking_poses()
         self.extrinsics = self._aim_cameras()
+        self.pool_shapes = self._pool_shape_index()
         self._default_mass = self.objects.data.body_mass.torch.clone()
         self._default_inertia = self.objects.data.body_inertia.torch.clone()
         self.round: RoundInfo | None = None
@@ -225,6 +227,21 @@ class BinWorld:
         b = self.settings.bin
         length, width = b.interior_size
         return torch.tensor([-length / 2, length / 2, -width / 2, width / 2, b.floor_z, b.floor_z + b.wall_height])
+
+    def _pool_shape_index(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(shape ids, env, pool slot) of every collision shape of the pool objects, from the model's labels."""
+        model = self.sim.physics_manager.get_model()
+        pattern = re.compile(r"env_(\d+)/Pool/obj_(\d+)$")
+        owner = [pattern.search(label) for label in model.body_label]
+        shape_body = model.shape_body.numpy()
+        ids, envs, slots = [], [], []
+        for shape, body in enumerate(shape_body):  # once, at start-up
+            match = owner[body] if body >= 0 else None
+            if match:
+                ids.append(shape)
+                envs.append(int(match.group(1)))
+                slots.append(int(match.group(2)))
+        return torch.tensor(ids), torch.tensor(envs), torch.tensor(slots)
 
     def _parking_poses(self) -> torch.Tensor:
         spots = park_positions(len(self.pool))

@@ -103,7 +103,8 @@ def drop_poses(
 
 
 def write_contact_materials(world: "BinWorld", env_ids: torch.Tensor, draw: RoundDraw) -> None:
-    """Write friction and restitution of every pool object's shapes for the given envs.
+    """Write friction, rolling friction and restitution of every collision shape of the pool objects of
+    ``env_ids``, through the (env, slot) of each shape's body (objects may have several convex pieces).
 
     Newton has one friction coefficient per shape: it gets the *dynamic* draw (the conservative value for
     holding a grasp). Restitution is written to Newton's shape material; MuJoCo-Warp ignores it (its
@@ -114,17 +115,18 @@ def write_contact_materials(world: "BinWorld", env_ids: torch.Tensor, draw: Roun
 
     manager = world.sim.physics_manager
     model = manager.get_model()
-    view = world.objects.root_view
-    mu = wp.to_torch(view.get_attribute("shape_material_mu", model))
-    restitution = wp.to_torch(view.get_attribute("shape_material_restitution", model))
-    if mu.shape[1] != len(world.pool):
-        raise RuntimeError(f"expected shape materials laid out per pool object, got {tuple(mu.shape)}")
-    rows = env_ids.long().to(mu.device)
-    per_shape = (len(rows), len(world.pool)) + (1,) * (mu.dim() - 2)
-    mu[rows] = draw.dynamic_friction.view(per_shape).expand_as(mu[rows]).to(mu)
-    restitution[rows] = draw.restitution.view(per_shape).expand_as(restitution[rows]).to(restitution)
-    rolling = wp.to_torch(view.get_attribute("shape_material_mu_rolling", model))
-    rolling[rows] = world.settings.randomization.rolling_friction
+    shape_ids, shape_env, shape_slot = (t.to(world.device) for t in world.pool_shapes)
+    row_of_env = torch.full((world.num_envs,), -1, dtype=torch.long, device=world.device)
+    row_of_env[env_ids.long()] = torch.arange(len(env_ids), device=world.device)
+    rows = row_of_env[shape_env]
+    chosen = rows >= 0
+    ids, rows, slots = shape_ids[chosen], rows[chosen], shape_slot[chosen]
+    mu = wp.to_torch(model.shape_material_mu)
+    mu[ids.to(mu.device)] = draw.dynamic_friction.to(mu.device)[rows, slots].to(mu.dtype)
+    restitution = wp.to_torch(model.shape_material_restitution)
+    restitution[ids.to(mu.device)] = draw.restitution.to(mu.device)[rows, slots].to(restitution.dtype)
+    rolling = wp.to_torch(model.shape_material_mu_rolling)
+    rolling[ids.to(mu.device)] = world.settings.randomization.rolling_friction
     manager.add_model_change(ModelFlags.SHAPE_PROPERTIES)
 
 
