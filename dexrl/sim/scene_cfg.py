@@ -136,8 +136,8 @@ class PhysicsSettingsCfg:
     use_cuda_graph: bool = True  # only used on CUDA devices
     solver_iterations: int = 100
     ls_iterations: int = 50
-    njmax: int = 1500  # constraint rows per world; a heap of 12 objects with condim-6 contacts needs ~700
-    nconmax: int = 300  # contacts per world
+    njmax: int = 3000  # constraint rows per world; a novel-set pool of 24 needed ~3,000 (condim-6 contacts)
+    nconmax: int = 500  # contacts per world; ~430 measured for a novel-set pool of 24
     cone: str = "pyramidal"  # friction cone; elliptic with impratio 10 ejected re-dropped objects (measured)
     impratio: float = 1.0  # frictional-to-normal impedance ratio
     # Newton's collision pipeline: in the probes it rested boxes at their true height and had no fall-through
