@@ -24,7 +24,13 @@ def test_q_map_overlay_colours_each_cell_around_its_centre():
 
 def test_grasps_are_drawn_in_the_colour_of_their_quality():
     rgb = depth_to_gray(np.full((60, 80), 0.7, np.float32))
-    out = draw_grasps(rgb, np.array([[20.0, 30.0], [60.0, 30.0]]), np.array([0.0, 1.2]), np.array([16.0, 16.0]), np.array([0.05, 0.95]))
+    out = draw_grasps(
+        rgb,
+        np.array([[20.0, 30.0], [60.0, 30.0]]),
+        np.array([0.0, 1.2]),
+        np.array([16.0, 16.0]),
+        np.array([0.05, 0.95]),
+    )
     assert out.shape == rgb.shape and not np.array_equal(out, rgb)
     red, green = out[30, 20], out[30, 60]
     assert red[0] > red[1] and green[1] > green[0]  # low q red, high q green
@@ -55,8 +61,21 @@ def test_plan_command_writes_the_overlay_and_the_grasps(tmp_path, capsys):
     np.save(tmp_path / "mask.npy", mask)
     camera = {"fx": 552.5, "fy": 552.5, "cx": 79.5, "cy": 64.5, "width": 160, "height": 130}
     (tmp_path / "camera.json").write_text(json.dumps(camera))
-    args = ["plan", "--depth", str(tmp_path / "scene.npy"), "--mask", str(tmp_path / "mask.npy"), "--intrinsics",
-            str(tmp_path / "camera.json"), "--weights", str(tmp_path / "w.safetensors"), "--k", "5", "--out", str(tmp_path / "out")]
+    args = [
+        "plan",
+        "--depth",
+        str(tmp_path / "scene.npy"),
+        "--mask",
+        str(tmp_path / "mask.npy"),
+        "--intrinsics",
+        str(tmp_path / "camera.json"),
+        "--weights",
+        str(tmp_path / "w.safetensors"),
+        "--k",
+        "5",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert dexrl_main(args) == 0
     assert "5 grasps" in capsys.readouterr().out
     picture = np.asarray(Image.open(tmp_path / "out" / "scene_plan.png"))
@@ -70,7 +89,18 @@ def test_plan_command_writes_the_overlay_and_the_grasps(tmp_path, capsys):
 
 def test_plan_command_explains_missing_weights_and_bad_images(tmp_path, capsys):
     np.save(tmp_path / "scene.npy", np.full((386, 516), 0.7, np.float32))
-    assert dexrl_main(["plan", "--depth", str(tmp_path / "scene.npy"), "--weights", str(tmp_path / "absent.safetensors")]) == 1
+    assert (
+        dexrl_main(
+            [
+                "plan",
+                "--depth",
+                str(tmp_path / "scene.npy"),
+                "--weights",
+                str(tmp_path / "absent.safetensors"),
+            ]
+        )
+        == 1
+    )
     assert "dexrl train-gqcnn" in capsys.readouterr().err
     np.save(tmp_path / "stack.npy", np.full((2, 386, 516), 0.7, np.float32))
     assert dexrl_main(["plan", "--depth", str(tmp_path / "stack.npy")]) == 1
@@ -80,7 +110,9 @@ def test_plan_command_explains_missing_weights_and_bad_images(tmp_path, capsys):
 def test_benchmark_options_and_scenes():
     parser = argparse.ArgumentParser()
     bench.configure(parser)
-    args = parser.parse_args(["--device", "cuda:0", "--batch", "1", "8", "--iters", "5", "--json", "out.json"])
+    args = parser.parse_args(
+        ["--device", "cuda:0", "--batch", "1", "8", "--iters", "5", "--json", "out.json"]
+    )
     assert args.batch == [1, 8] and args.iters == 5 and args.json == "out.json"
     depth, masks = bench.bin_images(2, seed=0)
     assert depth.shape == masks.shape == (2, 386, 516) and masks.dtype == torch.bool

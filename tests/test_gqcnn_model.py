@@ -1,4 +1,4 @@
-"""FC-GQ-CNN and GQ-CNN networks: sizes, the dense-to-convolution equivalence, the exact fast paths, weights files."""
+"""FC-GQ-CNN and GQ-CNN: sizes, the dense-to-convolution equivalence, the exact fast paths, weights files."""
 
 import json
 
@@ -32,7 +32,7 @@ def test_parameter_counts_match_the_released_models():
     assert count_parameters(FCGQCNN()) == 633_200
     assert count_parameters(GQCNN()) == 631_410
     assert FCGQCNNWeights.DEFAULT is FCGQCNNWeights.DEXRL_V1
-    assert FCGQCNNWeights.DEFAULT.value["num_params"] == count_parameters(fc_gqcnn_4_0_pj())
+    assert FCGQCNNWeights.DEFAULT.value.num_params == count_parameters(fc_gqcnn_4_0_pj())
     assert count_parameters(gqcnn_4_0_pj()) == 631_410
 
 
@@ -67,11 +67,13 @@ def test_fc_map_at_a_cell_equals_the_crop_network_on_the_crop_centred_there():
             grasp_depth.repeat_interleave(3, dim=1).reshape(-1),
         ).reshape(2, 2, 3, 2)  # (image, depth, cell, logit)
     expected = crop_logits.permute(0, 2, 1, 3)  # (image, cell, depth, logit)
-    torch.testing.assert_close(fc_logits[:, :, 0, :, rows, cols].permute(0, 3, 1, 2), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        fc_logits[:, :, 0, :, rows, cols].permute(0, 3, 1, 2), expected, rtol=1e-4, atol=1e-4
+    )
 
 
 def test_fc_map_is_the_network_on_each_cells_crop():
-    """The 4-pixel stride and the 96-pixel receptive field: a cell of the image's map equals the map of its crop."""
+    """Stride 4 and the 96-pixel receptive field: a cell of the image's map equals the map of its crop."""
     torch.manual_seed(2)
     network = FCGQCNN().eval()
     depth = _depth(1, 120, 136, seed=2)
@@ -127,7 +129,9 @@ def test_weights_round_trip_through_safetensors_and_the_model_card(tmp_path):
     path = tmp_path / "net.safetensors"
     card = save_network(network, path, {"source": "test"})
     assert json.loads((tmp_path / "net.json").read_text())["architecture"] == {
-        "network": "fc_gqcnn", "angle_bins": 8, "depth_input": "subtract"
+        "network": "fc_gqcnn",
+        "angle_bins": 8,
+        "depth_input": "subtract",
     }
     loaded, loaded_card = load_network(path)
     assert isinstance(loaded, FCGQCNN) and loaded.angle_bins == 8 and loaded_card == card
@@ -136,7 +140,7 @@ def test_weights_round_trip_through_safetensors_and_the_model_card(tmp_path):
     crop_path = tmp_path / "crop.safetensors"
     save_network(GQCNN(), crop_path, {})
     assert isinstance(gqcnn_4_0_pj(weights=crop_path), GQCNN)
-    with pytest.raises(ValueError, match="crop network"):
+    with pytest.raises(TypeError, match="crop network"):
         fc_gqcnn_4_0_pj(weights=crop_path)
 
 

@@ -25,7 +25,8 @@ def network():
 
 
 def _scene(batch: int = 1, seed: int = 0):
-    """Depth (B, H, W) [m]: bin floor 0.7 m inside walls 0.55 m high and 30 px thick, two boxes; a missing patch.
+    """Depth (B, H, W) [m]: bin floor 0.7 m inside walls 0.55 m high and 30 px thick, two boxes; a missing
+    patch.
     Mask: the bin interior."""
     generator = torch.Generator().manual_seed(seed)
     depth = torch.full((batch, HEIGHT, WIDTH), 0.55)
@@ -66,10 +67,14 @@ def test_grasps_lie_inside_the_mask_and_are_sorted_by_q(network):
 
 def test_fast_paths_equal_the_plain_planner(network):
     depth, mask = _scene(seed=1)
-    plain = _planner(network, crop_to_mask=False, share_first_conv=False).plan(depth, CAMERA, mask, k=10, return_q_map=True)
+    plain = _planner(network, crop_to_mask=False, share_first_conv=False).plan(
+        depth, CAMERA, mask, k=10, return_q_map=True
+    )
     fast = _planner(network).plan(depth, CAMERA, mask, k=10, return_q_map=True)
     assert torch.equal(fast.grasps.center, plain.grasps.center)
-    assert torch.equal(fast.grasps.angle, plain.grasps.angle) and torch.equal(fast.grasps.depth, plain.grasps.depth)
+    assert torch.equal(fast.grasps.angle, plain.grasps.angle) and torch.equal(
+        fast.grasps.depth, plain.grasps.depth
+    )
     torch.testing.assert_close(fast.grasps.q, plain.grasps.q, rtol=0, atol=1e-5)
     cells = grid_mask(mask)[:, None].expand_as(plain.q_map)
     torch.testing.assert_close(fast.q_map[cells], plain.q_map[cells], rtol=0, atol=1e-5)
@@ -128,7 +133,8 @@ def test_jaws_inside_the_mask(network):
 
 
 def _clear_of_walls(depth, result, clearance: float) -> torch.Tensor:
-    """Per grasp: both jaw tips inside the image and seeing depth at least ``clearance`` beyond the grasp depth."""
+    """Per grasp: both jaw tips inside the image and seeing depth at least ``clearance`` beyond the grasp
+    depth."""
     clear = torch.ones(result.grasps.q.shape[1], dtype=torch.bool)
     for tip in _jaw_tips(result.grasps):
         inside = (tip[:, 0] >= 0) & (tip[:, 0] < WIDTH) & (tip[:, 1] >= 0) & (tip[:, 1] < HEIGHT)
@@ -169,12 +175,25 @@ def test_per_image_cameras_are_used_for_the_positions(network):
     "make_input, error, message",
     [
         (lambda d, m: (torch.zeros_like(d), m), PlannerInputError, "no valid depth"),
-        (lambda d, m: (d.index_put((torch.tensor([0]), torch.tensor([70]), torch.tensor([80])), torch.tensor(math.nan)), m), PlannerInputError, "NaN"),
+        (
+            lambda d, m: (
+                d.index_put(
+                    (torch.tensor([0]), torch.tensor([70]), torch.tensor([80])), torch.tensor(math.nan)
+                ),
+                m,
+            ),
+            PlannerInputError,
+            "NaN",
+        ),
         (lambda d, m: (d[0], m[0]), PlannerInputError, "(B, H, W)"),
         (lambda d, m: (d.double().int(), m), PlannerInputError, "floating point"),
         (lambda d, m: (d, m.float()), PlannerInputError, "mask"),
         (lambda d, m: (d, torch.zeros_like(m)), NoValidGrasps, "mask"),
-        (lambda d, m: (d, torch.zeros_like(m).index_fill(2, torch.arange(5), True)), NoValidGrasps, "inside the image"),
+        (
+            lambda d, m: (d, torch.zeros_like(m).index_fill(2, torch.arange(5), True)),
+            NoValidGrasps,
+            "inside the image",
+        ),
     ],
 )
 def test_bad_input_raises_a_typed_error(network, make_input, error, message):

@@ -12,15 +12,21 @@ def test_angle_bins_round_trip_and_follow_the_released_convention():
     bins = torch.arange(16)
     angles = bin_to_angle(bins, 16)
     assert torch.equal(angle_to_bin(angles, 16), bins)
-    assert math.isclose(angles[0].item(), math.pi / 2 - math.pi / 32, rel_tol=1e-6)  # bin 0: nearly vertical, up
+    assert math.isclose(
+        angles[0].item(), math.pi / 2 - math.pi / 32, rel_tol=1e-6
+    )  # bin 0: nearly vertical, up
     assert math.isclose(angles[15].item(), -math.pi / 2 + math.pi / 32, rel_tol=1e-6)
-    assert angle_to_bin(torch.tensor(0.01), 16).item() == 7 and angle_to_bin(torch.tensor(-0.01), 16).item() == 8
+    assert (
+        angle_to_bin(torch.tensor(0.01), 16).item() == 7 and angle_to_bin(torch.tensor(-0.01), 16).item() == 8
+    )
 
 
 def test_angle_bins_respect_the_half_turn_symmetry_and_the_edges():
     angles = torch.linspace(-3.0, 3.0, 41)
     assert torch.equal(angle_to_bin(angles, 16), angle_to_bin(angles + math.pi, 16))
-    edges = angle_to_bin(torch.tensor([math.pi / 2, -math.pi / 2, math.pi / 2 - 1e-6], dtype=torch.float64), 16)
+    edges = angle_to_bin(
+        torch.tensor([math.pi / 2, -math.pi / 2, math.pi / 2 - 1e-6], dtype=torch.float64), 16
+    )
     assert edges.tolist() == [15, 15, 0]  # +-pi/2 are one axis; the edge value lands in the last bin
     assert angle_to_bin(torch.tensor(0.3), 1).item() == 0
 

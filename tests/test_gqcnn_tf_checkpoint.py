@@ -71,7 +71,9 @@ def test_fc_network_reproduces_tensorflow():
     expected = expected.unflatten(-1, (16, 2)).permute(0, 1, 4, 5, 2, 3)  # (2, 3, 16, 2, h, w)
     with torch.no_grad():
         for share in (True, False):
-            torch.testing.assert_close(network(images, depths, share_first_conv=share), expected, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(
+                network(images, depths, share_first_conv=share), expected, rtol=1e-5, atol=1e-5
+            )
 
 
 def test_crop_network_reproduces_tensorflow_also_as_a_fully_convolutional_network():
@@ -148,8 +150,12 @@ def test_missing_variables_and_wrong_shapes_are_named():
     variables = {name: checkpoint.read(name) for name in checkpoint.entries}
     with pytest.raises(MissingVariable, match="merge_stream/fc4_input_2_weights"):
         convert_variables({k: v for k, v in variables.items() if k != "merge_stream/fc4_input_2_weights"})
-    with pytest.raises(ShapeMismatch, match=r"im_stream/conv2_1/conv2_1_weights.*\(5, 5, 16, 8\).*\(5, 5, 16, 16\)"):
-        convert_variables({**variables, "im_stream/conv2_1/conv2_1_weights": np.zeros((5, 5, 16, 8), np.float32)})
+    with pytest.raises(
+        ShapeMismatch, match=r"im_stream/conv2_1/conv2_1_weights.*\(5, 5, 16, 8\).*\(5, 5, 16, 16\)"
+    ):
+        convert_variables(
+            {**variables, "im_stream/conv2_1/conv2_1_weights": np.zeros((5, 5, 16, 8), np.float32)}
+        )
     with pytest.raises(UnknownCheckpointFormat, match="variables found: global_step"):
         convert_variables({"global_step": np.zeros((), np.int64)})
 

@@ -15,7 +15,8 @@ from dexrl.gqcnn.training import TrainConfig, _labelled_bin_logits, binary_metri
 
 def _examples(rng: np.random.Generator, count: int):
     """Crops of a box on a floor; the grasp succeeds (label 1) when its depth lies below the box top, i.e. the
-    jaws reach around the box, and fails when it lies above. Angles fall in two bins (the label ignores them)."""
+    jaws reach around the box, and fails when it lies above. Angles fall in two bins (the label ignores
+    them)."""
     crops = np.full((count, 96, 96), 0.70, np.float32)
     tops = rng.uniform(0.60, 0.67, count)
     for crop, top in zip(crops, tops):
@@ -39,9 +40,14 @@ def test_write_shard_keeps_the_manifest(tmp_path):
     crops, depths, angles, labels = _examples(np.random.default_rng(0), 10)
     write_shard(tmp_path / "shard_00000.npz", crops, depths, angles, labels, seed=3)
     write_shard(tmp_path / "shard_00001.npz", crops[:4], depths[:4], angles[:4], labels[:4])
-    write_shard(tmp_path / "shard_00000.npz", crops[:6], depths[:6], angles[:6], labels[:6], seed=4)  # replaced
+    write_shard(
+        tmp_path / "shard_00000.npz", crops[:6], depths[:6], angles[:6], labels[:6], seed=4
+    )  # replaced
     shards = read_manifest(tmp_path)
-    assert [(s.file, s.count, s.meta) for s in shards] == [("shard_00001.npz", 4, {}), ("shard_00000.npz", 6, {"seed": 4})]
+    assert [(s.file, s.count, s.meta) for s in shards] == [
+        ("shard_00001.npz", 4, {}),
+        ("shard_00000.npz", 6, {"seed": 4}),
+    ]
     assert shards[1].positives == int(labels[:6].sum())
     assert json.loads((tmp_path / MANIFEST).read_text())["crop_size"] == 96
     with np.load(tmp_path / "shard_00000.npz") as data:
@@ -80,8 +86,10 @@ def test_only_the_labelled_angle_bins_logits_get_gradients():
     model = FCGQCNN()
     crops, depths, _, labels = _examples(np.random.default_rng(1), 3)
     batch = GraspBatch(
-        torch.from_numpy(crops).unsqueeze(1), torch.from_numpy(depths).float(),
-        bin_to_angle(torch.tensor([2, 2, 9]), 16), torch.from_numpy(labels).long(),
+        torch.from_numpy(crops).unsqueeze(1),
+        torch.from_numpy(depths).float(),
+        bin_to_angle(torch.tensor([2, 2, 9]), 16),
+        torch.from_numpy(labels).long(),
     )
     torch.nn.functional.cross_entropy(_labelled_bin_logits(model, batch), batch.labels).backward()
     rows_with_gradient = model.fc5.weight.grad.flatten(1).abs().sum(dim=1).nonzero().flatten().tolist()
@@ -100,7 +108,9 @@ def test_binary_metrics():
 
 def test_training_learns_a_synthetic_task(tmp_path):
     data = _dataset(tmp_path / "data", shards=4, per_shard=64)
-    config = TrainConfig(data=data, out=tmp_path / "run", epochs=3, batch_size=16, lr=0.003, val_fraction=0.25, progress=False)
+    config = TrainConfig(
+        data=data, out=tmp_path / "run", epochs=3, batch_size=16, lr=0.003, val_fraction=0.25, progress=False
+    )
     result = train(config)
     history = result.history
     assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
@@ -114,7 +124,7 @@ def test_training_learns_a_synthetic_task(tmp_path):
 
 def test_training_resumes_from_its_checkpoint(tmp_path):
     data = _dataset(tmp_path / "data", shards=2, per_shard=8)
-    base = dict(data=data, batch_size=8, val_fraction=0.5, progress=False, seed=3)
+    base = {"data": data, "batch_size": 8, "val_fraction": 0.5, "progress": False, "seed": 3}
     straight = train(TrainConfig(out=tmp_path / "straight", epochs=2, **base))
     train(TrainConfig(out=tmp_path / "resumed", epochs=1, **base))
     resumed = train(TrainConfig(out=tmp_path / "resumed", epochs=2, resume=True, **base))

@@ -1,6 +1,6 @@
-"""``dexrl import-weights ZIP_OR_DIR``: convert a released GQ-CNN model (FC-GQCNN-4.0-PJ or GQCNN-4.0-PJ, the zip
-or its folder) to DexRL weights (.safetensors + .json model card), reading the TensorFlow checkpoint without
-TensorFlow."""
+"""``dexrl import-weights ZIP_OR_DIR``: convert a released GQ-CNN model (FC-GQCNN-4.0-PJ or GQCNN-4.0-PJ, the
+zip or its folder) to DexRL weights (.safetensors + .json model card), reading the TensorFlow checkpoint
+without TensorFlow."""
 
 from __future__ import annotations
 
@@ -11,9 +11,14 @@ from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", type=Path, metavar="ZIP_OR_DIR", help="the released model: its zip, or the unpacked folder")
     parser.add_argument(
-        "--out", type=Path, default=None, help="weights file to write (default: ./<model name>.safetensors, e.g. fc_gqcnn_4_0_pj)"
+        "source", type=Path, metavar="ZIP_OR_DIR", help="the released model: its zip, or the unpacked folder"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="weights file to write (default: ./<model name>.safetensors, e.g. fc_gqcnn_4_0_pj)",
     )
 
 
@@ -31,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path(f"{name}.safetensors")
     card = save_network(network, out, provenance)
     print(
-        f"{card.architecture['network']} ({card.num_params:,} parameters, normalisation {card.normalization}) "
-        f"-> {out} and {out.with_suffix('.json')}"
+        f"{card.architecture['network']} ({card.num_params:,} parameters, "
+        f"normalisation {card.normalization}) -> {out} and {out.with_suffix('.json')}"
     )
     return 0

@@ -1,4 +1,4 @@
-"""``dexrl train-gqcnn DATA``: train FC-GQ-CNN on a sharded grasp dataset (see dexrl.gqcnn.dataset for the format);
+"""``dexrl train-gqcnn DATA``: train FC-GQ-CNN on a sharded grasp dataset (format: dexrl.gqcnn.dataset);
 progress bar, TensorBoard logs, a checkpoint per epoch (``--resume`` continues), the best epoch's weights."""
 
 from __future__ import annotations
@@ -8,18 +8,33 @@ from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from dexrl.gqcnn.training import TrainConfig  # noqa: PLC0415 (numpy + torch; this command needs them anyway)
+    from dexrl.gqcnn.training import TrainConfig  # noqa: PLC0415 (torch; this command needs it anyway)
 
     defaults = TrainConfig(data=Path(), out=Path())
     parser.add_argument("data", type=Path, help="dataset folder with manifest.json and NPZ shards")
-    parser.add_argument("--out", type=Path, default=Path("runs/gqcnn"), help="run folder (default runs/gqcnn)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/gqcnn"), help="run folder (default runs/gqcnn)"
+    )
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"default {defaults.epochs}")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"default {defaults.batch_size}")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help=f"initial learning rate (default {defaults.lr})")
-    parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction, help=f"share of shards held out (default {defaults.val_fraction})")
-    parser.add_argument("--angle-bins", type=int, default=defaults.angle_bins, help=f"default {defaults.angle_bins}")
+    parser.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help=f"default {defaults.batch_size}"
+    )
+    parser.add_argument(
+        "--lr", type=float, default=defaults.lr, help=f"initial learning rate (default {defaults.lr})"
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=defaults.val_fraction,
+        help=f"share of shards held out (default {defaults.val_fraction})",
+    )
+    parser.add_argument(
+        "--angle-bins", type=int, default=defaults.angle_bins, help=f"default {defaults.angle_bins}"
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed, help=f"default {defaults.seed}")
-    parser.add_argument("--device", default=None, help="cpu or cuda:N (default: cuda:0 if available, else cpu)")
+    parser.add_argument(
+        "--device", default=None, help="cpu or cuda:N (default: cuda:0 if available, else cpu)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
 
 
@@ -30,12 +45,23 @@ def run(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
     config = TrainConfig(
-        data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        val_fraction=args.val_fraction, angle_bins=args.angle_bins, seed=args.seed, device=device, resume=args.resume,
+        data=args.data,
+        out=args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        val_fraction=args.val_fraction,
+        angle_bins=args.angle_bins,
+        seed=args.seed,
+        device=device,
+        resume=args.resume,
     )
     result = train(config)
     if result.history:
         last = result.history[-1]
-        print(f"epoch {last['epoch'] + 1}: val loss {last['val_loss']:.4f}, accuracy {last['val_accuracy']:.3f}, "
-              f"AP {last['val_ap']:.3f}; best weights: {result.best_weights}")
+        print(
+            f"epoch {last['epoch'] + 1}: val loss {last['val_loss']:.4f}, "
+            f"accuracy {last['val_accuracy']:.3f}, AP {last['val_ap']:.3f}; "
+            f"best weights: {result.best_weights}"
+        )
     return 0

@@ -1,7 +1,8 @@
 """FC-GQ-CNN in PyTorch: networks, pre-processing, the grasping policy, weights (incl. the official TensorFlow
 checkpoints, read without TensorFlow), training and benchmarks.
 
-Names are imported on first use, so ``import dexrl.gqcnn`` (as ``dexrl bench`` does to list its targets) stays light.
+Names are imported on first use, so ``import dexrl.gqcnn`` (``dexrl bench`` does it to list its targets) is
+light.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FCGQCNN",
+    "GQCNN",
     "FCGQCNNPlanner",
     "FCGQCNNWeights",
-    "GQCNN",
     "PlannerOptions",
     "extract_crops",
     "fc_gqcnn_4_0_pj",
@@ -71,8 +72,9 @@ def load_planner(
     path = FCGQCNNWeights.DEFAULT.path if weights is None else Path(weights)
     if not path.is_file():
         raise FileNotFoundError(
-            f"FC-GQ-CNN weights not found at {path}. Train them with `dexrl train-gqcnn`, or convert a released "
-            "model with `dexrl import-weights FC-GQCNN-4.0-PJ.zip`, and pass the .safetensors file as weights"
+            f"FC-GQ-CNN weights not found at {path}. Train them with `dexrl train-gqcnn`, or convert a "
+            "released model with `dexrl import-weights FC-GQCNN-4.0-PJ.zip`, and pass the .safetensors file "
+            "as weights"
         )
     network, card = load_network(path, device)
     if not isinstance(network, FCGQCNN):

@@ -86,7 +86,10 @@ def read_manifest(root: str | Path) -> list[ShardInfo]:
         raise FileNotFoundError(f"no {MANIFEST} in {root}: not a DexRL grasp dataset")
     manifest = json.loads(path.read_text())
     if manifest.get("format") != _FORMAT or manifest.get("version") != _VERSION:
-        raise ValueError(f"{path}: format {manifest.get('format')!r} v{manifest.get('version')}, expected {_FORMAT!r} v{_VERSION}")
+        raise ValueError(
+            f"{path}: format {manifest.get('format')!r} v{manifest.get('version')}, "
+            f"expected {_FORMAT!r} v{_VERSION}"
+        )
     if manifest.get("crop_size") != CROP_SIZE:
         raise ValueError(f"{path}: crops are {manifest.get('crop_size')} px, the network needs {CROP_SIZE}")
     return [ShardInfo(**entry) for entry in manifest["shards"]]
@@ -103,7 +106,8 @@ def write_shard(
     """Write one shard ``path`` (e.g. ``data/shard_00003.npz``) and list it in the folder's manifest.
 
     Args:
-        crops: (N, 96, 96) float32 depth crops [m]. depths: (N,) grasp depths [m]. angles: (N,) jaw angles [rad].
+        crops: (N, 96, 96) float32 depth crops [m]. depths: (N,) grasp depths [m].
+        angles: (N,) jaw angles [rad].
         labels: (N,) 0/1. meta: JSON-serialisable facts about the shard, stored in the manifest.
 
     A shard of the same file name already in the manifest is replaced.
@@ -131,7 +135,12 @@ def write_shard(
     manifest_path = path.parent / MANIFEST
     shards = read_manifest(path.parent) if manifest_path.is_file() else []
     shards = [shard for shard in shards if shard.file != path.name] + [info]
-    manifest = {"format": _FORMAT, "version": _VERSION, "crop_size": CROP_SIZE, "shards": [vars(s) for s in shards]}
+    manifest = {
+        "format": _FORMAT,
+        "version": _VERSION,
+        "crop_size": CROP_SIZE,
+        "shards": [vars(s) for s in shards],
+    }
     _write_atomically(manifest_path, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
     return info
 
@@ -140,15 +149,17 @@ def _load_shard(root: Path, shard: ShardInfo) -> dict[str, np.ndarray]:
     with np.load(root / shard.file) as data:
         arrays = {name: data[name] for name in _FIELDS}
     if len(arrays["labels"]) != shard.count:
-        raise ValueError(f"{root / shard.file} holds {len(arrays['labels'])} examples, the manifest says {shard.count}")
+        raise ValueError(
+            f"{root / shard.file} holds {len(arrays['labels'])} examples, the manifest says {shard.count}"
+        )
     return arrays
 
 
 def iterate_batches(
     root: str | Path, shards: Sequence[ShardInfo], batch_size: int, rng: np.random.Generator | None = None
 ) -> Iterator[GraspBatch]:
-    """Batches over ``shards``, loading one shard at a time; shuffled (shard order and examples) when ``rng`` is
-    given, else in manifest order. The last batch may be smaller."""
+    """Batches over ``shards``, loading one shard at a time; shuffled (shard order and examples) when ``rng``
+    is given, else in manifest order. The last batch may be smaller."""
     root = Path(root)
     order = rng.permutation(len(shards)) if rng is not None else range(len(shards))
     pending: dict[str, np.ndarray] | None = None

@@ -1,9 +1,9 @@
-"""Where FC-GQ-CNN outputs sit in the image: output size, cell <-> pixel, angle bin <-> angle, mask on the grid.
+"""Where FC-GQ-CNN outputs sit in the image: output size, cell <-> pixel, angle bin <-> angle, grid mask.
 
-The network has a total stride of 4 and a 96x96 receptive field, so output cell (h, w) scores grasps centred on
-pixel (u, v) = (4 w + 48, 4 h + 48) (the centre of the 96x96 crop that starts at (4 w, 4 h)). Angle bin b of
-``bins`` scores jaw axes at angle theta_b = pi/2 - (b + 1/2) pi / bins in the image (axis (cos, sin) in (u, v),
-i.e. measured from the image x axis towards y, down), the convention of :class:`dexrl.grasp.ImageGrasps`.
+The network has a total stride of 4 and a 96x96 receptive field, so output cell (h, w) scores grasps centred
+on pixel (u, v) = (4 w + 48, 4 h + 48) (the centre of the 96x96 crop that starts at (4 w, 4 h)). Angle bin b
+of ``bins`` scores jaw axes at angle theta_b = pi/2 - (b + 1/2) pi / bins in the image (axis (cos, sin) in (u,
+v), i.e. measured from the image x axis towards y, down), the convention of :class:`dexrl.grasp.ImageGrasps`.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def angle_to_bin(angle: torch.Tensor, num_bins: int) -> torch.Tensor:
 
 
 def grid_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Admissible output cells (B, h, w) of pixel masks (B, H, W): the mask at each cell's centre pixel, and only
-    cells whose 96 x 96 crop lies inside the image (centre in [48, H - 48) x [48, W - 48))."""
+    """Admissible output cells (B, h, w) of pixel masks (B, H, W): the mask at each cell's centre pixel, and
+    only cells whose 96 x 96 crop lies inside the image (centre in [48, H - 48) x [48, W - 48))."""
     height, width = mask.shape[-2:]
     rows, cols = output_size(height, width)
     sampled = mask[..., _HALF : height - _HALF : STRIDE, _HALF : width - _HALF : STRIDE][..., :rows, :cols]

@@ -1,14 +1,15 @@
-"""FC-GQ-CNN 4.0 PJ and the GQ-CNN 4.0 PJ crop network in PyTorch (Satish et al., RA-L 2019; Mahler et al. 2019).
+"""FC-GQ-CNN 4.0 PJ and the GQ-CNN 4.0 PJ crop network in PyTorch (Satish et al. 2019, Mahler et al. 2019).
 
-Both share the image stream: conv1_1 9x9 1->16, conv1_2 5x5 16->16, 2x2 max-pool, conv2_1 5x5, conv2_2 5x5, 2x2
-max-pool (no padding, ReLU after every convolution, pools round up like TensorFlow's "SAME"). Then:
+Both share the image stream: conv1_1 9x9 1->16, conv1_2 5x5 16->16, 2x2 max-pool, conv2_1 5x5, conv2_2 5x5,
+2x2 max-pool (no padding, ReLU after every convolution, pools round up like TensorFlow's "SAME"). Then:
 
-- :class:`FCGQCNN` (633,200 parameters) is fully convolutional: fc3 as a 17x17 convolution 16->128, fc4 and fc5
-  as 1x1 convolutions 128->128->2A, i.e. two logits (fail, success) per angle bin at every output cell. The
-  grasp depth z enters by subtraction in the graph: x = (I - z - mean) / std.
+- :class:`FCGQCNN` (633,200 parameters) is fully convolutional: fc3 as a 17x17 convolution 16->128, fc4 and
+  fc5 as 1x1 convolutions 128->128->2A, i.e. two logits (fail, success) per angle bin at every output cell.
+  The grasp depth z enters by subtraction in the graph: x = (I - z - mean) / std.
 - :class:`GQCNN` (631,410 parameters) scores one 96x96 crop (grasp axis horizontal, grasp at the centre): fc3
-  dense 4624->128, a pose stream pc1 1->16 on the standardised depth, fc4 = ReLU(W1 fc3 + W2 pc1 + b), fc5 -> 2.
-  :meth:`FCGQCNN.from_crop_network` turns its dense layers into convolutions (one angle bin: horizontal axis).
+  dense 4624->128, a pose stream pc1 1->16 on the standardised depth, fc4 = ReLU(W1 fc3 + W2 pc1 + b),
+  fc5 -> 2. :meth:`FCGQCNN.from_crop_network` turns its dense layers into convolutions (one angle bin, the
+  horizontal jaw axis).
 
 Depth images are float32 metres along the optical axis, (B, 1, H, W); grasp depths are (B, D) metres, one row
 of D depth bins per image. The file follows torchvision's layout: modules, weights enum, builders.
@@ -29,14 +30,15 @@ from torch import nn
 from .weights import ModelCard, read_weights, save_weights
 
 __all__ = [
-    "FC_GQCNN_4_0_PJ_NORMALIZATION",
-    "GQCNN_4_0_PJ_NORMALIZATION",
     "FCGQCNN",
-    "FCGQCNNWeights",
+    "FC_GQCNN_4_0_PJ_NORMALIZATION",
     "GQCNN",
+    "GQCNN_4_0_PJ_NORMALIZATION",
+    "FCGQCNNWeights",
     "ImageStream",
     "Normalization",
     "PoseStream",
+    "Weights",
     "build_network",
     "count_parameters",
     "fc_gqcnn_4_0_pj",
@@ -46,7 +48,7 @@ __all__ = [
 ]
 
 DepthInput = Literal["subtract", "pose_stream"]
-"""How the grasp depth enters: subtracted from the image (FC-GQ-CNN 4.0 PJ) or through a pose stream (GQ-CNN)."""
+"""How the grasp depth enters: subtracted from the image (FC-GQ-CNN 4.0 PJ) or by a pose stream (GQ-CNN)."""
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "assets" / "weights"
 
@@ -66,7 +68,9 @@ class Normalization:
 
 
 FC_GQCNN_4_0_PJ_NORMALIZATION = Normalization(image_mean=0.0101286, image_std=0.0500007)
-GQCNN_4_0_PJ_NORMALIZATION = Normalization(image_mean=0.772803, image_std=0.068166, pose_mean=0.755629, pose_std=0.068934)
+GQCNN_4_0_PJ_NORMALIZATION = Normalization(
+    image_mean=0.772803, image_std=0.068166, pose_mean=0.755629, pose_std=0.068934
+)
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -90,14 +94,14 @@ class ImageStream(nn.Module):
 
     def after_first_conv(self, h: torch.Tensor) -> torch.Tensor:
         """The stream from ReLU(conv1_1) (N, 16, H - 8, W - 8) on, so callers may compute conv1_1 their way.
-        ReLU follows the pools here: max-pooling and ReLU commute, and the pooled tensors are 4 times smaller."""
+        ReLU follows the pools here: max-pooling and ReLU commute, and pooled tensors are 4 times smaller."""
         h = F.relu(self.pool(self.conv1_2(h)), inplace=True)
         h = F.relu(self.conv2_1(h), inplace=True)
         return F.relu(self.pool(self.conv2_2(h)), inplace=True)
 
 
 class PoseStream(nn.Module):
-    """pc1 (1 -> 16, ReLU) on the standardised grasp depth, and its term W2 pc1 in fc4 (16 -> 128, no bias)."""
+    """pc1 (1 -> 16, ReLU) on the standardised grasp depth and its term W2 pc1 in fc4 (16 -> 128, no bias)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -127,7 +131,10 @@ class FCGQCNN(nn.Module):
     ) -> None:
         super().__init__()
         if (normalization.pose_mean is not None) != (depth_input == "pose_stream"):
-            raise ValueError(f"depth_input={depth_input!r} needs pose statistics exactly for a pose stream: {normalization}")
+            raise ValueError(
+                f"depth_input={depth_input!r} needs pose statistics exactly for a pose stream: "
+                f"{normalization}"
+            )
         self.angle_bins, self.depth_input, self.normalization = angle_bins, depth_input, normalization
         self.image_stream = ImageStream()
         self.fc3 = nn.Conv2d(16, 128, 17)
@@ -150,9 +157,9 @@ class FCGQCNN(nn.Module):
             depth: (B, 1, H, W) depth images [m], missing pixels already filled; H, W >= 96.
             grasp_depth: (B, D) grasp depths [m] to evaluate per image.
             share_first_conv: compute conv1_1 once per image and shift it per grasp depth (exact: the layer is
-                linear, conv(I - z) = conv(I) - z sum(w)); False evaluates every (image, depth) pair separately.
-            autocast_dtype: run everything after conv1_1 in this dtype (e.g. ``torch.bfloat16``); conv1_1 stays
-                float32 because it sees raw depths, whose millimetre differences bfloat16 cannot hold.
+                linear, conv(I - z) = conv(I) - z sum(w)); False runs each (image, depth) pair separately.
+            autocast_dtype: run everything after conv1_1 in this dtype (e.g. ``torch.bfloat16``); conv1_1
+                stays float32 because it sees raw depths, whose millimetre differences bfloat16 cannot hold.
 
         Returns:
             (B, D, A, 2, h, w) float32 logits (fail, success) per depth, angle bin and output cell; see
@@ -160,7 +167,11 @@ class FCGQCNN(nn.Module):
         """
         batch, bins = grasp_depth.shape
         first = self._first_conv(depth, grasp_depth, share_first_conv, autocast_dtype or torch.float32)
-        precision = nullcontext() if autocast_dtype is None else torch.autocast(depth.device.type, dtype=autocast_dtype)
+        precision = (
+            nullcontext()
+            if autocast_dtype is None
+            else torch.autocast(depth.device.type, dtype=autocast_dtype)
+        )
         with precision:
             fc4 = self.fc4(F.relu(self.fc3(self.image_stream.after_first_conv(first))))
             if self.pose_stream is None:
@@ -172,10 +183,12 @@ class FCGQCNN(nn.Module):
             logits = self.fc5(with_depth)
         return logits.float().unflatten(0, (batch, bins)).unflatten(2, (self.angle_bins, 2))
 
-    def _first_conv(self, depth: torch.Tensor, grasp_depth: torch.Tensor, share: bool, dtype: torch.dtype) -> torch.Tensor:
-        """ReLU(conv1_1(normalised input)): per image (B, 16, H - 8, W - 8) with a pose stream, else per image and
-        grasp depth (B * D, 16, H - 8, W - 8) with x = (I - z - mean) / std. The convolution runs in float32; with a
-        shared convolution, the per-depth shift and the ReLU run in ``dtype`` (the trunk's)."""
+    def _first_conv(
+        self, depth: torch.Tensor, grasp_depth: torch.Tensor, share: bool, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """ReLU(conv1_1(normalised input)): per image (B, 16, H - 8, W - 8) with a pose stream, else per image
+        and grasp depth (B * D, 16, H - 8, W - 8) with x = (I - z - mean) / std. The convolution runs in
+        float32; with a shared convolution, the per-depth shift and the ReLU run in the trunk's ``dtype``."""
         conv, norm = self.image_stream.conv1_1, self.normalization
         if self.pose_stream is not None:
             return F.relu(conv((depth - norm.image_mean) / norm.image_std))
@@ -184,7 +197,9 @@ class FCGQCNN(nn.Module):
             return F.relu(conv(x.flatten(0, 1)))
         # Subtract a per-image reference depth first so that the shared convolution sums small numbers.
         reference = grasp_depth.mean(dim=1)
-        shared = F.conv2d(depth - reference[:, None, None, None], conv.weight / norm.image_std)  # (B, 16, ., .)
+        shared = F.conv2d(
+            depth - reference[:, None, None, None], conv.weight / norm.image_std
+        )  # (B, 16, ., .)
         kernel_sums = conv.weight.sum(dim=(1, 2, 3)) / norm.image_std  # (16,)
         offsets = grasp_depth - reference[:, None] + norm.image_mean  # (B, D)
         shifts = conv.bias - offsets[..., None] * kernel_sums  # (B, D, 16)
@@ -193,8 +208,8 @@ class FCGQCNN(nn.Module):
 
     @classmethod
     def from_crop_network(cls, crop: GQCNN) -> FCGQCNN:
-        """The crop network's dense layers as convolutions: one angle bin (horizontal jaw axis) per cell, and the
-        value at each cell equals ``crop`` on the 96x96 crop centred there."""
+        """The crop network's dense layers as convolutions: one angle bin (horizontal jaw axis) per cell, and
+        the value at each cell equals ``crop`` on the 96x96 crop centred there."""
         fc = cls(angle_bins=1, depth_input="pose_stream", normalization=crop.normalization)
         state = crop.state_dict()
         state["fc3.weight"] = state["fc3.weight"].reshape(128, 16, 17, 17)
@@ -209,7 +224,7 @@ class FCGQCNN(nn.Module):
 
 
 class GQCNN(nn.Module):
-    """The GQ-CNN crop network: P(success) logits for grasps at the centre of 96x96 crops, jaw axis horizontal."""
+    """The GQ-CNN crop network: logits for grasps at the centre of 96x96 crops, the jaw axis horizontal."""
 
     def __init__(self, *, normalization: Normalization = GQCNN_4_0_PJ_NORMALIZATION) -> None:
         super().__init__()
@@ -274,38 +289,63 @@ def load_network(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     network = build_network(card)
     network.load_state_dict(state)
     if count_parameters(network) != card.num_params:
-        raise ValueError(f"{path}: the card says {card.num_params} parameters, the network has {count_parameters(network)}")
+        raise ValueError(
+            f"{path}: the card says {card.num_params} parameters, the network has {count_parameters(network)}"
+        )
     return network.to(device).eval(), card
 
 
-class FCGQCNNWeights(Enum):
-    """FC-GQ-CNN weights that ship with DexRL (files under ``assets/weights``)."""
+@dataclass(frozen=True)
+class Weights:
+    """A weights file that ships with DexRL (under ``assets/weights``) and what is known about it.
 
-    DEXRL_V1 = {
-        "file": "fcgqcnn_dexrl.safetensors",
-        "num_params": 633_200,
-        "min_size": (96, 96),
-        "angle_bins": 16,
-        "recipe": "dexrl train-gqcnn on bins synthesised in the DexRL scene",
-    }
+    Attributes:
+        file: file name of the safetensors file (its model card sits next to it).
+        num_params: parameters of the network, checked by the tests.
+        angle_bins: angle bins of the network.
+        recipe: how the weights were made.
+        min_size: smallest image (H, W) the network accepts [px].
+    """
+
+    file: str
+    num_params: int
+    angle_bins: int
+    recipe: str
+    min_size: tuple[int, int] = (96, 96)
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / self.file
+
+
+class FCGQCNNWeights(Enum):
+    """FC-GQ-CNN weights that ship with DexRL."""
+
+    DEXRL_V1 = Weights(
+        file="fcgqcnn_dexrl.safetensors",
+        num_params=633_200,
+        angle_bins=16,
+        recipe="dexrl train-gqcnn on grasps synthesised in the DexRL bin scene",
+    )
     DEFAULT = DEXRL_V1
 
     @property
     def path(self) -> Path:
-        return WEIGHTS_DIR / self.value["file"]
+        return self.value.path
 
 
 def fc_gqcnn_4_0_pj(*, weights: FCGQCNNWeights | str | Path | None = None) -> FCGQCNN:
     """FC-GQ-CNN 4.0 PJ: 16 angle bins, depth subtracted in the graph; untrained without ``weights``.
 
     Args:
-        weights: a shipped weights enum member, or the path of a weights file (e.g. from ``dexrl import-weights``).
+        weights: a shipped weights enum member, or the path of a weights file (e.g. one written by
+            ``dexrl import-weights``).
     """
     if weights is None:
         return FCGQCNN()
     network, _ = load_network(weights.path if isinstance(weights, FCGQCNNWeights) else weights)
     if not isinstance(network, FCGQCNN):
-        raise ValueError(f"{weights} holds a crop network; use gqcnn_4_0_pj or FCGQCNN.from_crop_network")
+        raise TypeError(f"{weights} holds a crop network; use gqcnn_4_0_pj or FCGQCNN.from_crop_network")
     return network
 
 
@@ -315,5 +355,5 @@ def gqcnn_4_0_pj(*, weights: str | Path | None = None) -> GQCNN:
         return GQCNN()
     network, _ = load_network(weights)
     if not isinstance(network, GQCNN):
-        raise ValueError(f"{weights} holds an FC network, not the crop network")
+        raise TypeError(f"{weights} holds an FC network, not the crop network")
     return network

@@ -6,18 +6,20 @@ A released model (``FC-GQCNN-4.0-PJ.zip``, ``GQCNN-4.0-PJ.zip``, or the folder u
 
 Variable names and the layout changes to PyTorch:
 
-- ``im_stream/convX_Y/convX_Y_weights`` [k, k, in, out] (HWIO) -> ``image_stream.convX_Y.weight``, permute(3, 2, 0, 1).
+- ``im_stream/convX_Y/convX_Y_weights`` [k, k, in, out] (HWIO) -> ``image_stream.convX_Y.weight``,
+  permute(3, 2, 0, 1).
 - ``im_stream/fc3_weights`` [4624, 128], rows in (h, w, c) order of the 17x17x16 pool2 output ->
   reshape(17, 17, 16, 128).permute(3, 2, 0, 1): the 17x17 convolution of the FC network, or, flattened, the
   dense layer of the crop network (which flattens in PyTorch's (c, h, w) order).
-- FC-GQ-CNN: ``im_stream/fc4_weights`` [128, 128], ``im_stream/fc5_weights`` [128, 2A] -> transposed 1x1 convolutions.
+- FC-GQ-CNN: ``im_stream/fc4_weights`` [128, 128], ``im_stream/fc5_weights`` [128, 2A] -> transposed
+  1x1 convolutions.
 - GQ-CNN: ``pose_stream/pc1_weights`` [1, 16], ``merge_stream/fc4_input_1_weights`` [128, 128],
   ``merge_stream/fc4_input_2_weights`` [16, 128], ``merge_stream/fc5_weights`` [128, 2] -> transposed.
 - Every ``..._weights`` has its ``..._bias`` (``merge_stream/fc4_bias`` for both fc4 inputs).
 
 Normalisation: ``im_depth_sub_mean.npy`` / ``im_depth_sub_std.npy`` (FC), ``im_mean.npy`` / ``im_std.npy`` and
-``pose_mean.npy`` / ``pose_std.npy`` (crop network). A pose file may hold a whole hand-pose vector; a parallel-jaw
-model uses its grasp depth, element 2.
+``pose_mean.npy`` / ``pose_std.npy`` (crop network). A pose file may hold a whole hand-pose vector; a
+parallel-jaw model uses its grasp depth, element 2.
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ import torch
 
 from .model import (
     FC_GQCNN_4_0_PJ_NORMALIZATION,
-    GQCNN_4_0_PJ_NORMALIZATION,
     FCGQCNN,
     GQCNN,
+    GQCNN_4_0_PJ_NORMALIZATION,
     Normalization,
 )
 from .tf_checkpoint import (
@@ -70,7 +72,14 @@ def _variable_map(network: str, angle_bins: int) -> list[tuple[str, tuple[int, .
     rows = []
     for conv, (size, channels) in _CONVS.items():
         prefix = f"im_stream/{conv}/{conv}"
-        rows.append((f"{prefix}_weights", (size, size, channels, 16), f"image_stream.{conv}.weight", lambda w: w.transpose(3, 2, 0, 1)))
+        rows.append(
+            (
+                f"{prefix}_weights",
+                (size, size, channels, 16),
+                f"image_stream.{conv}.weight",
+                lambda w: w.transpose(3, 2, 0, 1),
+            )
+        )
         rows.append((f"{prefix}_bias", (16,), f"image_stream.{conv}.bias", keep))
     rows.append(("im_stream/fc3_bias", (128,), "fc3.bias", keep))
     if network == "fc_gqcnn":
@@ -105,7 +114,9 @@ def _network_kind(names: set[str], source: str) -> str:
     )
 
 
-def convert_variables(variables: Mapping[str, np.ndarray], source: str = "checkpoint") -> tuple[str, dict[str, torch.Tensor]]:
+def convert_variables(
+    variables: Mapping[str, np.ndarray], source: str = "checkpoint"
+) -> tuple[str, dict[str, torch.Tensor]]:
     """Map official variables (name -> array, TF layout) to a PyTorch state dict.
 
     Returns:
@@ -119,21 +130,27 @@ def convert_variables(variables: Mapping[str, np.ndarray], source: str = "checkp
     if network == "fc_gqcnn":
         fc5 = variables["im_stream/fc5_weights"]
         if fc5.ndim != 2 or fc5.shape[0] != 128 or fc5.shape[1] % 2:
-            raise ShapeMismatch(f"{source}: im_stream/fc5_weights has shape {fc5.shape}, expected (128, 2 x angle bins)")
+            raise ShapeMismatch(
+                f"{source}: im_stream/fc5_weights has shape {fc5.shape}, expected (128, 2 x angle bins)"
+            )
         angle_bins = fc5.shape[1] // 2
     state = {}
     for tf_name, shape, torch_name, layout in _variable_map(network, angle_bins):
         if tf_name not in variables:
-            raise MissingVariable(f"{source}: variable {tf_name!r} is missing (the {network} network needs it)")
+            raise MissingVariable(
+                f"{source}: variable {tf_name!r} is missing (the {network} network needs it)"
+            )
         value = variables[tf_name]
         if tuple(value.shape) != shape:
-            raise ShapeMismatch(f"{source}: variable {tf_name!r} has shape {tuple(value.shape)}, expected {shape}")
+            raise ShapeMismatch(
+                f"{source}: variable {tf_name!r} has shape {tuple(value.shape)}, expected {shape}"
+            )
         state[torch_name] = torch.from_numpy(np.ascontiguousarray(layout(value.astype(np.float32))))
     return network, state
 
 
 class _ModelFiles:
-    """The files of a released model inside a zip or a folder, addressed relative to the checkpoint's folder."""
+    """The files of a released model in a zip or a folder, named relative to the checkpoint's folder."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -150,9 +167,10 @@ class _ModelFiles:
             raise FileNotFoundError(f"no such file or folder: {path}")
         if len(candidates) != 1:
             found = "none" if not candidates else ", ".join(candidates)
-            raise UnknownCheckpointFormat(f"{path}: expected one {_INDEX_NAME} (a TF V2 checkpoint), found {found}")
+            raise UnknownCheckpointFormat(
+                f"{path}: expected one {_INDEX_NAME} (a TF V2 checkpoint), found {found}"
+            )
         self.folder = PurePosixPath(candidates[0]).parent
-        self._names = set(candidates)
 
     def read(self, name: str) -> bytes | None:
         """Bytes of a file next to the checkpoint, or None when absent."""
@@ -186,12 +204,22 @@ def _normalization(files: _ModelFiles, network: str) -> tuple[Normalization, str
         found = (_scalar(files, "im_depth_sub_mean.npy"), _scalar(files, "im_depth_sub_std.npy"))
         released = FC_GQCNN_4_0_PJ_NORMALIZATION
     else:
-        image = [_scalar(files, f"{s}.npy") or _scalar(files, f"{s.removeprefix('im_')}.npy") for s in ("im_mean", "im_std")]
-        found = (*image, _scalar(files, "pose_mean.npy", pose=True), _scalar(files, "pose_std.npy", pose=True))
+        image = [
+            _scalar(files, f"{s}.npy") or _scalar(files, f"{s.removeprefix('im_')}.npy")
+            for s in ("im_mean", "im_std")
+        ]
+        found = (
+            *image,
+            _scalar(files, "pose_mean.npy", pose=True),
+            _scalar(files, "pose_std.npy", pose=True),
+        )
         released = GQCNN_4_0_PJ_NORMALIZATION
     if all(value is not None for value in found):
         return Normalization(*found), "normalisation .npy files of the model"
-    warnings.warn(f"{files.path.name}: normalisation files missing; using the released {network} statistics", stacklevel=3)
+    warnings.warn(
+        f"{files.path.name}: normalisation files missing; using the released {network} statistics",
+        stacklevel=3,
+    )
     return released, "released model statistics (the .npy files were missing)"
 
 
@@ -210,11 +238,11 @@ def import_official(path: str | Path) -> tuple[FCGQCNN | GQCNN, dict[str, Any]]:
     """Read a released GQ-CNN model (zip or folder) into a PyTorch network.
 
     Returns:
-        The network (FC-GQ-CNN or the crop network, eval mode, on the CPU) and a provenance record for its card.
+        The network (FC-GQ-CNN or the crop network, eval mode, on the CPU) and a provenance record.
 
     Raises:
-        FileNotFoundError; CheckpointError subclasses: unknown format, truncated or corrupt file, missing variable,
-        wrong shape, or a config.json that disagrees with the checkpoint.
+        FileNotFoundError; CheckpointError subclasses: unknown format, truncated or corrupt file, missing
+        variable, wrong shape, or a config.json that disagrees with the checkpoint.
     """
     files = _ModelFiles(Path(path))
     index = read_index(files.read(_INDEX_NAME), files.label(_INDEX_NAME))
@@ -234,14 +262,16 @@ def import_official(path: str | Path) -> tuple[FCGQCNN | GQCNN, dict[str, Any]]:
     expected_mode = "im_depth_sub" if network_kind == "fc_gqcnn" else "pose_stream"
     if config.get("input_depth_mode", expected_mode) != expected_mode:
         raise CheckpointError(
-            f"{files.label('config.json')}: input_depth_mode {config['input_depth_mode']!r}, but the variables are "
-            f"those of a {network_kind} network ({expected_mode})"
+            f"{files.label('config.json')}: input_depth_mode {config['input_depth_mode']!r}, but the "
+            f"variables are those of a {network_kind} network ({expected_mode})"
         )
     normalization, normalization_source = _normalization(files, network_kind)
     if network_kind == "fc_gqcnn":
         angle_bins = state["fc5.bias"].numel() // 2
         if config.get("angular_bins", angle_bins) != angle_bins:
-            raise CheckpointError(f"config.json says {config['angular_bins']} angular bins, fc5 holds {angle_bins}")
+            raise CheckpointError(
+                f"config.json says {config['angular_bins']} angular bins, fc5 holds {angle_bins}"
+            )
         network: FCGQCNN | GQCNN = FCGQCNN(angle_bins=angle_bins, normalization=normalization)
     else:
         network = GQCNN(normalization=normalization)
@@ -252,6 +282,10 @@ def import_official(path: str | Path) -> tuple[FCGQCNN | GQCNN, dict[str, Any]]:
         "converted_by": "dexrl import-weights (TensorFlow-free checkpoint reader)",
         "normalization_source": normalization_source,
         "normalization": asdict(normalization),
-        "config": {k: config[k] for k in ("input_depth_mode", "angular_bins", "gripper_mode", "im_height", "im_width") if k in config},
+        "config": {
+            k: config[k]
+            for k in ("input_depth_mode", "angular_bins", "gripper_mode", "im_height", "im_width")
+            if k in config
+        },
     }
     return network.eval(), provenance

@@ -3,8 +3,8 @@
 Per batch of B images, without a Python loop over images:
 
 1. fill missing depth (:func:`dexrl.gqcnn.preprocess.inpaint`) and map the mask onto the output grid;
-2. D depth bins per image: z_i = zmin + (i + 1/2)(zmax - zmin)/D with zmin the nearest depth inside the mask and
-   zmax the farthest depth in the image;
+2. D depth bins per image: z_i = zmin + (i + 1/2)(zmax - zmin)/D with zmin the nearest depth inside the mask
+   and zmax the farthest depth in the image;
 3. one network pass over all images and depth bins (only the bounding box of the admissible cells when
    ``crop_to_mask``; conv1_1 shared across depth bins), q = P(success) per (depth bin, angle bin, cell);
 4. keep grasps whose centre cell is in the mask and that pass the optional filters, take the top k by q
@@ -21,7 +21,14 @@ from typing import Literal
 
 import torch
 
-from dexrl.grasp import CameraIntrinsics, ImageGrasps, NoValidGrasps, PlannerInputError, PlanResult, deproject_per_camera
+from dexrl.grasp import (
+    CameraIntrinsics,
+    ImageGrasps,
+    NoValidGrasps,
+    PlannerInputError,
+    PlanResult,
+    deproject_per_camera,
+)
 from dexrl.grasp.baseline import validate_planner_input
 
 from .grid import CROP_SIZE, STRIDE, bin_to_angle, cell_centers, grid_mask
@@ -44,9 +51,11 @@ class PlannerOptions:
         inpaint: fill missing depth (0) before planning.
         min_distance_px: returned grasps of one image have centres at least this far apart [px]; 0 = off.
         jaws_inside_mask: both jaw tips (centre +- width/2 along the axis) must lie inside the mask as well.
-        jaw_clearance: when set, the surface seen at both jaw tips must lie at least this far beyond (deeper than)
-            the grasp depth [m], so the descending jaws clear bin walls and neighbouring objects; None = off.
-        precision: ``fp32``; ``tf32`` (CUDA only: TensorFloat-32 convolutions); ``bf16`` (bfloat16 after conv1_1).
+        jaw_clearance: when set, the surface seen at both jaw tips must lie at least this far beyond (deeper
+            than) the grasp depth [m], so the descending jaws clear bin walls and neighbouring objects; None
+            turns the check off.
+        precision: ``fp32``; ``tf32`` (CUDA only: TensorFloat-32 convolutions); ``bf16`` (bfloat16 after
+            conv1_1).
         crop_to_mask: evaluate the network only on the bounding box of the admissible cells (exact for those
             cells; elsewhere the q-map is 0).
         share_first_conv: compute conv1_1 once per image instead of once per depth bin (exact by linearity).
@@ -69,12 +78,14 @@ class PlannerOptions:
 
 
 def depth_bin_centers(depth: torch.Tensor, mask: torch.Tensor, bins: int) -> torch.Tensor:
-    """Grasp depths (B, bins) [m]: centres of ``bins`` equal bins from the nearest valid depth inside the mask to
-    the farthest depth of the image. Raises :class:`NoValidGrasps` if a mask holds no valid depth."""
+    """Grasp depths (B, bins) [m]: centres of ``bins`` equal bins from the nearest valid depth inside the mask
+    to the farthest depth of the image. Raises :class:`NoValidGrasps` if a mask holds no valid depth."""
     inside = mask & (depth > 0)
     empty = ~inside.flatten(1).any(dim=1)
     if empty.any():
-        raise NoValidGrasps(f"no valid depth inside the mask of image(s) {empty.nonzero().flatten().tolist()}")
+        raise NoValidGrasps(
+            f"no valid depth inside the mask of image(s) {empty.nonzero().flatten().tolist()}"
+        )
     nearest = torch.where(inside, depth, torch.inf).flatten(1).amin(dim=1)
     farthest = depth.flatten(1).amax(dim=1)
     fractions = (torch.arange(bins, device=depth.device, dtype=depth.dtype) + 0.5) / bins
@@ -83,7 +94,7 @@ def depth_bin_centers(depth: torch.Tensor, mask: torch.Tensor, bins: int) -> tor
 
 @dataclass
 class GraspQuality:
-    """The quality of every grasp on the output grid of a batch, as :meth:`FCGQCNNPlanner.evaluate` returns it.
+    """The quality of every grasp on the output grid of a batch, as :meth:`FCGQCNNPlanner.evaluate` gives it.
 
     Attributes:
         q: (B, D, A, h, w) P(success) per depth bin, angle bin and cell; 0 outside the evaluated window.
@@ -105,7 +116,7 @@ class GraspQuality:
 
 @contextmanager
 def _cuda_fp32_precision(device: torch.device, precision: Precision) -> Iterator[None]:
-    """Set cuDNN / cuBLAS float32 math to TF32 or IEEE for the duration (process-wide flags, restored after)."""
+    """Set cuDNN / cuBLAS float32 math to TF32 or IEEE meanwhile (process-wide flags, restored after)."""
     if device.type != "cuda":
         yield
         return
@@ -143,12 +154,16 @@ class FCGQCNNPlanner:
             raise ValueError("precision 'tf32' needs a CUDA device")
         memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=memory_format).eval()
-        self._network = self.model if self.options.compile_mode is None else torch.compile(self.model, mode=self.options.compile_mode)
+        self._network = (
+            self.model
+            if self.options.compile_mode is None
+            else torch.compile(self.model, mode=self.options.compile_mode)
+        )
         self.card = card
 
     @torch.inference_mode()
     def quality(self, depth: torch.Tensor, grasp_depth: torch.Tensor) -> torch.Tensor:
-        """Grasp quality q = P(success) (B, D, A, h, w) of filled depth images (B, H, W) [m] at depths (B, D) [m]."""
+        """q = P(success) (B, D, A, h, w) of filled depth images (B, H, W) [m] at grasp depths (B, D) [m]."""
         options = self.options
         images = depth.unsqueeze(1)
         if options.channels_last:
@@ -173,24 +188,29 @@ class FCGQCNNPlanner:
         policy). Arguments and errors as :meth:`plan`."""
         start = time.perf_counter()
         cameras = validate_planner_input(depth, intrinsics, mask)
-        batch, height, width = depth.shape
+        height, width = depth.shape[1:]
         if height < CROP_SIZE or width < CROP_SIZE:
-            raise PlannerInputError(f"images must be at least {CROP_SIZE}x{CROP_SIZE} pixels, got {height}x{width}")
+            raise PlannerInputError(
+                f"images must be at least {CROP_SIZE}x{CROP_SIZE} pixels, got {height}x{width}"
+            )
         depth = depth.to(self.device, torch.float32)
         mask = torch.ones_like(depth, dtype=torch.bool) if mask is None else mask.to(self.device)
         cells = grid_mask(mask)
         no_cells = ~cells.flatten(1).any(dim=1)
         if no_cells.any():
             raise NoValidGrasps(
-                f"the mask of image(s) {no_cells.nonzero().flatten().tolist()} leaves no grasp centre at least "
-                f"{CROP_SIZE // 2} px inside the image"
+                f"the mask of image(s) {no_cells.nonzero().flatten().tolist()} leaves no grasp centre "
+                f"at least {CROP_SIZE // 2} px inside the image"
             )
         filled = inpaint(depth) if self.options.inpaint else depth
         grasp_depth = depth_bin_centers(filled, mask, self.options.depth_bins)
         timings = {"preprocess": self._elapsed(start)}
         rows, cols = self._evaluated_cells(cells)
-        window = filled[:, rows.start * STRIDE : (rows.stop - 1) * STRIDE + CROP_SIZE,
-                        cols.start * STRIDE : (cols.stop - 1) * STRIDE + CROP_SIZE]
+        window = filled[
+            :,
+            rows.start * STRIDE : (rows.stop - 1) * STRIDE + CROP_SIZE,
+            cols.start * STRIDE : (cols.stop - 1) * STRIDE + CROP_SIZE,
+        ]
         window_q = self.quality(window, grasp_depth)
         q = window_q.new_zeros(*window_q.shape[:3], *cells.shape[1:])
         q[..., rows, cols] = window_q
@@ -217,7 +237,9 @@ class FCGQCNNPlanner:
         grasps, valid, positions = self._grasps(values, flat, quality)
         no_grasp = ~valid[:, 0]
         if no_grasp.any():
-            raise NoValidGrasps(f"no grasp in image(s) {no_grasp.nonzero().flatten().tolist()} passes the mask and filters")
+            raise NoValidGrasps(
+                f"no grasp in image(s) {no_grasp.nonzero().flatten().tolist()} passes the mask and filters"
+            )
         q_map = quality.q.amax(dim=1) if return_q_map else None
         timings = dict(quality.timings)
         timings["total"] = self._elapsed(start)
@@ -230,13 +252,16 @@ class FCGQCNNPlanner:
         return time.perf_counter() - start
 
     def _evaluated_cells(self, cells: torch.Tensor) -> tuple[slice, slice]:
-        """Rows and columns of the output grid to evaluate: the whole grid, or the admissible cells' bounding box
-        over the batch (a crop aligned to the stride, so its cells equal the full image's)."""
+        """Rows and columns of the output grid to evaluate: the whole grid, or the admissible cells' bounding
+        box over the batch (a crop aligned to the stride, so its cells equal the full image's)."""
         if not self.options.crop_to_mask:
             return slice(0, cells.shape[1]), slice(0, cells.shape[2])
         used_rows = cells.any(dim=2).any(dim=0).nonzero().flatten()
         used_cols = cells.any(dim=1).any(dim=0).nonzero().flatten()
-        return (slice(int(used_rows[0]), int(used_rows[-1]) + 1), slice(int(used_cols[0]), int(used_cols[-1]) + 1))
+        return (
+            slice(int(used_rows[0]), int(used_rows[-1]) + 1),
+            slice(int(used_cols[0]), int(used_cols[-1]) + 1),
+        )
 
     def _jaw_filters(self, quality: GraspQuality) -> torch.Tensor:
         """The optional jaw filters, broadcastable to (B, D, A, h, w); True where a grasp passes."""
@@ -266,11 +291,13 @@ class FCGQCNNPlanner:
             if options.jaws_inside_mask:
                 passes = passes & quality.mask[image, v, u]
             if options.jaw_clearance is not None:
-                passes = passes & (depth[image, v, u] >= grasp_depth[:, :, None, None, None] + options.jaw_clearance)
+                passes = passes & (
+                    depth[image, v, u] >= grasp_depth[:, :, None, None, None] + options.jaw_clearance
+                )
         return passes
 
     def _top_k(self, scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The k best scores per image (B, k) and their flat indices into (D, A, rows, cols); inadmissible = -1."""
+        """The k best scores per image (B, k) and their flat indices into (D, A, h, w); inadmissible: -1."""
         flat_scores = scores.flatten(1)
         if self.options.min_distance_px <= 0:
             values, indices = flat_scores.topk(min(k, flat_scores.shape[1]), dim=1)
@@ -283,9 +310,9 @@ class FCGQCNNPlanner:
         return values, indices
 
     def _top_k_apart(self, scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Greedy top-k with centres at least ``min_distance_px`` apart: the best grasp per cell, then k rounds of
-        take-the-best and drop the cells too close to it (a loop over k, batched over images)."""
-        batch, bins, angles, rows, cols = scores.shape
+        """Greedy top-k with centres at least ``min_distance_px`` apart: the best grasp per cell, then k
+        rounds of take-the-best and drop the cells too close to it (a loop over k, batched over images)."""
+        rows, cols = scores.shape[-2:]
         per_cell, best_bin = scores.flatten(1, 2).max(dim=1)  # (B, rows, cols), index into D * A
         per_cell, best_bin = per_cell.flatten(1), best_bin.flatten(1)
         cell_rows = torch.arange(rows, device=scores.device).repeat_interleave(cols)
@@ -296,14 +323,16 @@ class FCGQCNNPlanner:
             value, cell = per_cell.max(dim=1)
             values.append(value)
             indices.append(best_bin.gather(1, cell[:, None])[:, 0] * (rows * cols) + cell)
-            distance_sq = (cell_rows - cell_rows[cell][:, None]) ** 2 + (cell_cols - cell_cols[cell][:, None]) ** 2
+            distance_sq = (cell_rows - cell_rows[cell][:, None]) ** 2 + (
+                cell_cols - cell_cols[cell][:, None]
+            ) ** 2
             per_cell = torch.where(distance_sq < min_cells_sq, -1.0, per_cell)
         return torch.stack(values, dim=1), torch.stack(indices, dim=1)
 
     def _grasps(
         self, values: torch.Tensor, flat: torch.Tensor, quality: GraspQuality
     ) -> tuple[ImageGrasps, torch.Tensor, torch.Tensor]:
-        """Decode flat indices into (depth bin, angle bin, cell) grasps; rows past the valid ones hold zeros."""
+        """Decode flat indices into (depth bin, angle bin, cell) grasps; rows past the valid ones are 0."""
         depth_bin, angle_bin, row, col = torch.unravel_index(flat, tuple(quality.q.shape[1:]))
         valid = values >= 0
         keep = valid.to(torch.float32)

@@ -45,14 +45,18 @@ def extract_crops(depth: torch.Tensor, centers: torch.Tensor, size: int = CROP_S
     Args:
         depth: (B, H, W) depth images [m].
         centers: (B, N, 2) grasp centres (u, v) = (column, row) [px]; rounded to the nearest pixel.
-        size: crop side [px]. A crop centred on pixel (u, v) spans rows v - size // 2 ... v + size - size // 2 - 1,
-            so the FC network's output cell (h, w) sees exactly the crop centred on (4 w + 48, 4 h + 48).
+        size: crop side [px]. A crop centred on pixel (u, v) spans rows v - size // 2 to
+            v - size // 2 + size - 1, so the FC network's output cell (h, w) sees exactly the crop centred on
+            (4 w + 48, 4 h + 48).
 
     Returns:
         (B, N, size, size) crops; pixels outside the image are 0 (missing).
     """
     if depth.dim() != 3 or centers.dim() != 3 or centers.shape[0] != depth.shape[0] or centers.shape[-1] != 2:
-        raise ValueError(f"expected depth (B, H, W) and centers (B, N, 2), got {tuple(depth.shape)} and {tuple(centers.shape)}")
+        raise ValueError(
+            f"expected depth (B, H, W) and centers (B, N, 2), "
+            f"got {tuple(depth.shape)} and {tuple(centers.shape)}"
+        )
     height, width = depth.shape[-2:]
     offsets = torch.arange(size, device=depth.device) - size // 2
     pixel = torch.round(centers).long()

@@ -5,9 +5,10 @@ A checkpoint with prefix ``P`` is ``P.index`` plus data shards ``P.data-00000-of
 - The index is a LevelDB-style sorted table (SSTable). Its last 48 bytes are the footer: two block handles
   (metaindex, index; each a varint64 offset and size) padded to 40 bytes, then the fixed64 magic
   0xdb4775248b80fb57. Every block is followed by a 5-byte trailer: compression type (0 = none) and the masked
-  CRC32C of the block and type byte. A block is a run of entries (varint32 shared key length, varint32 unshared
-  length, varint32 value length, the unshared key bytes, the value) followed by uint32 restart offsets and
-  their count. The index block maps keys to the handles of the data blocks, which hold the records.
+  CRC32C of the block and type byte. A block is a run of entries (varint32 shared key length, varint32
+  unshared length, varint32 value length, the unshared key bytes, the value) followed by uint32 restart
+  offsets and their count. The index block maps keys to the handles of the data blocks, which hold the
+  records.
 - Record "" is a ``BundleHeaderProto`` (1: num_shards, 2: endianness, 3: version); every other key is a tensor
   name mapping to a ``BundleEntryProto`` (1: dtype, 2: shape, 3: shard_id, 4: offset, 5: size, 6: crc32c
   (fixed32, masked), 7: slices). Shapes are ``TensorShapeProto`` (2: repeated dim {1: size, 2: name}).
@@ -27,11 +28,11 @@ from functools import lru_cache
 import numpy as np
 
 __all__ = [
+    "BundleIndex",
     "CheckpointError",
     "CorruptCheckpoint",
     "MissingVariable",
     "ShapeMismatch",
-    "BundleIndex",
     "TFCheckpoint",
     "TensorEntry",
     "TruncatedCheckpoint",
@@ -104,7 +105,7 @@ _CRC_CHUNK = 1024
 
 @lru_cache(maxsize=1)
 def _zero_chunk_operator() -> tuple[int, ...]:
-    """Images of the 32 unit register states after ``_CRC_CHUNK`` zero bytes (the update is linear over GF(2))."""
+    """Images of the 32 unit register states after ``_CRC_CHUNK`` zero bytes (the update is GF(2)-linear)."""
     registers = np.uint32(1) << np.arange(32, dtype=np.uint32)
     for _ in range(_CRC_CHUNK):
         registers = _CRC_TABLE[registers & 0xFF] ^ (registers >> 8)
@@ -112,8 +113,8 @@ def _zero_chunk_operator() -> tuple[int, ...]:
 
 
 def crc32c(data: bytes) -> int:
-    """CRC32C of ``data``. Whole 1 KiB chunks run side by side in numpy from a zero register; their results are
-    chained with the zero-byte operator (register after chunk = Z(register before) xor chunk's own CRC)."""
+    """CRC32C of ``data``. Whole 1 KiB chunks run side by side in numpy from a zero register; their results
+    are chained with the zero-byte operator: register after a chunk = Z(register before) xor its own CRC."""
     chunks = len(data) // _CRC_CHUNK
     register = 0xFFFFFFFF
     if chunks:
@@ -158,7 +159,8 @@ def _varint(buf: bytes, pos: int, what: str) -> tuple[int, int]:
 
 
 def _proto_fields(buf: bytes, what: str) -> dict[int, list[int | bytes]]:
-    """Decode a protobuf message into field number -> values (ints for numeric, bytes for length-delimited)."""
+    """Decode a protobuf message into field number -> values (ints for numeric, bytes for
+    length-delimited)."""
     fields: dict[int, list[int | bytes]] = {}
     pos = 0
     while pos < len(buf):
@@ -200,7 +202,9 @@ def _read_block(index: bytes, handle: tuple[int, int], source: str) -> bytes:
     if _masked(crc32c(index[offset : offset + size + 1])) != stored_crc:
         raise CorruptCheckpoint(f"{source}: checksum mismatch in the index block at byte {offset}")
     if compression != 0:
-        raise UnknownCheckpointFormat(f"{source}: compressed index blocks (type {compression}) are not supported")
+        raise UnknownCheckpointFormat(
+            f"{source}: compressed index blocks (type {compression}) are not supported"
+        )
     return contents
 
 
@@ -211,7 +215,9 @@ def _block_records(block: bytes, source: str) -> Iterator[tuple[bytes, bytes]]:
     (restarts,) = struct.unpack_from("<I", block, len(block) - 4)
     end = len(block) - 4 - 4 * restarts
     if end < 0:
-        raise CorruptCheckpoint(f"{source}: a table block claims {restarts} restart points, more than it holds")
+        raise CorruptCheckpoint(
+            f"{source}: a table block claims {restarts} restart points, more than it holds"
+        )
     pos, key = 0, b""
     while pos < end:
         shared, pos = _varint(block, pos, source)
@@ -225,7 +231,7 @@ def _block_records(block: bytes, source: str) -> Iterator[tuple[bytes, bytes]]:
         pos += value_length
 
 
-# --- the bundle ----------------------------------------------------------------------------------------------
+# --- the bundle --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -252,7 +258,9 @@ class TensorEntry:
 def _tensor_entry(name: str, value: bytes, source: str) -> TensorEntry:
     fields = _proto_fields(value, f"{source}: entry {name!r}")
     if 7 in fields:
-        raise UnknownCheckpointFormat(f"{source}: {name!r} is a partitioned variable (slices are not supported)")
+        raise UnknownCheckpointFormat(
+            f"{source}: {name!r} is a partitioned variable (slices are not supported)"
+        )
     dims = []
     for shape in fields.get(2, []):
         for dim in _proto_fields(shape, f"{source}: shape of {name!r}").get(2, []):
@@ -283,8 +291,8 @@ def read_index(index: bytes, source: str = "checkpoint index") -> BundleIndex:
     footer = index[-_FOOTER_SIZE:]
     if int.from_bytes(footer[-8:], "little") != _TABLE_MAGIC:
         raise UnknownCheckpointFormat(
-            f"{source}: not a TensorFlow V2 checkpoint index (no table magic number at the end: a truncated file, "
-            "or a V1 checkpoint or SavedModel, which are not supported)"
+            f"{source}: not a TensorFlow V2 checkpoint index (no table magic number at the end: a truncated "
+            "file, or a V1 checkpoint or SavedModel, which are not supported)"
         )
     _, pos = _block_handle(footer, 0, source)  # the metaindex block holds nothing a bundle needs
     index_handle, _ = _block_handle(footer, pos, source)
@@ -313,7 +321,9 @@ class TFCheckpoint:
 
     def __init__(self, index: BundleIndex, shards: Sequence[bytes], source: str = "checkpoint") -> None:
         if index.num_shards != len(shards):
-            raise CheckpointError(f"{source}: the index names {index.num_shards} data shards, {len(shards)} were given")
+            raise CheckpointError(
+                f"{source}: the index names {index.num_shards} data shards, {len(shards)} were given"
+            )
         self.source, self.entries, self._shards = source, index.entries, list(shards)
 
     def __contains__(self, name: str) -> bool:
@@ -325,17 +335,21 @@ class TFCheckpoint:
             raise MissingVariable(f"{self.source}: no variable {name!r}")
         entry = self.entries[name]
         if entry.dtype not in _DTYPES:
-            raise UnknownCheckpointFormat(f"{self.source}: {name!r} has unsupported TensorFlow dtype {entry.dtype}")
+            raise UnknownCheckpointFormat(
+                f"{self.source}: {name!r} has unsupported TensorFlow dtype {entry.dtype}"
+            )
         dtype = _DTYPES[entry.dtype]
         if entry.size != math.prod(entry.shape) * dtype.itemsize:
             raise CorruptCheckpoint(f"{self.source}: {name!r} has {entry.size} bytes for shape {entry.shape}")
         if not 0 <= entry.shard < len(self._shards):
-            raise CorruptCheckpoint(f"{self.source}: {name!r} lies in data shard {entry.shard}, which does not exist")
+            raise CorruptCheckpoint(
+                f"{self.source}: {name!r} lies in data shard {entry.shard}, which does not exist"
+            )
         shard = self._shards[entry.shard]
         if entry.offset + entry.size > len(shard):
             raise TruncatedCheckpoint(
-                f"{self.source}: {name!r} ends at byte {entry.offset + entry.size} of data shard {entry.shard}, "
-                f"which has only {len(shard)} bytes (truncated download?)"
+                f"{self.source}: {name!r} ends at byte {entry.offset + entry.size} of data shard "
+                f"{entry.shard}, which has only {len(shard)} bytes (truncated download?)"
             )
         raw = shard[entry.offset : entry.offset + entry.size]
         if entry.crc32c is not None and _masked(crc32c(raw)) != entry.crc32c:

@@ -1,14 +1,15 @@
-"""Training FC-GQ-CNN on sharded grasp datasets (:mod:`dexrl.gqcnn.dataset`), as the paper trains the FC model.
+"""Training FC-GQ-CNN on sharded grasp datasets (:mod:`dexrl.gqcnn.dataset`) as the paper trains it.
 
-The network sees the unrotated 96x96 crop (one output cell) at the grasp depth; the labelled angle picks one of
-the A angle bins, and the loss is softmax cross-entropy on that bin's two logits only. Released recipe: momentum
-SGD (0.9), learning rate 0.01 decayed x0.95 every 1.5 epochs (staircase), batch 64, 50 epochs, L2 5e-4 on the
-weights, He-normal initialisation; the input statistics (x = (I - z - mean) / std) come from the training data.
+The network sees the unrotated 96x96 crop (one output cell) at the grasp depth; the labelled angle picks one
+of the A angle bins, and the loss is softmax cross-entropy on that bin's two logits only. Released recipe:
+momentum SGD (0.9), learning rate 0.01 decayed x0.95 every 1.5 epochs (staircase), batch 64, 50 epochs, L2
+5e-4 on the weights, He-normal initialisation; the input statistics (x = (I - z - mean) / std) come from the
+training data.
 
-Validation shards are held out by shard (neighbouring grasps of one heap stay on one side). Written to ``out``:
-``checkpoint.pt`` (everything needed to resume, after every epoch), ``best.safetensors`` + ``best.json`` (the
-epoch with the best validation average precision, in DexRL's weights format), ``history.json`` (metrics per
-epoch) and TensorBoard logs under ``tensorboard/``.
+Validation shards are held out by shard (neighbouring grasps of one heap stay on one side). Written to
+``out``: ``checkpoint.pt`` (everything needed to resume, after every epoch), ``best.safetensors`` +
+``best.json`` (the epoch with the best validation average precision, in DexRL's weights format),
+``history.json`` (metrics per epoch) and TensorBoard logs under ``tensorboard/``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -78,8 +78,8 @@ class TrainResult:
 
 
 def binary_metrics(q: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5) -> dict[str, float]:
-    """Accuracy, precision and recall at ``threshold``, and average precision (mean precision at the rank of each
-    positive, examples sorted by q) of predicted success probabilities q (N,) against 0/1 labels (N,)."""
+    """Accuracy, precision and recall at ``threshold``, and average precision (mean precision at the rank of
+    each positive, examples sorted by q) of predicted success probabilities q (N,) against 0/1 labels (N,)."""
     labels = labels.bool()
     predicted = q >= threshold
     true_positives = (predicted & labels).sum().item()
@@ -108,7 +108,11 @@ def _estimate_normalization(root: Path, shards: list[ShardInfo], samples: int) -
     total, total_sq, count = 0.0, 0.0, 0
     for batch in iterate_batches(root, shards, batch_size=1024):
         relative = (inpaint(batch.crops[:, 0]) - batch.depths[:, None, None]).double()
-        total, total_sq, count = total + relative.sum().item(), total_sq + (relative**2).sum().item(), count + relative.numel()
+        total, total_sq, count = (
+            total + relative.sum().item(),
+            total_sq + (relative**2).sum().item(),
+            count + relative.numel(),
+        )
         if count >= samples * relative[0].numel():
             break
     mean = total / count
@@ -117,7 +121,9 @@ def _estimate_normalization(root: Path, shards: list[ShardInfo], samples: int) -
 
 def _split(shards: list[ShardInfo], fraction: float, seed: int) -> tuple[list[ShardInfo], list[ShardInfo]]:
     if len(shards) < 2:
-        raise ValueError(f"the dataset has {len(shards)} shard(s); at least 2 are needed to hold one out for validation")
+        raise ValueError(
+            f"the dataset has {len(shards)} shard(s); at least 2 are needed to hold one out for validation"
+        )
     held_out = min(len(shards) - 1, max(1, round(fraction * len(shards))))
     order = np.random.default_rng(seed).permutation(len(shards))
     return [shards[i] for i in sorted(order[held_out:])], [shards[i] for i in sorted(order[:held_out])]
@@ -158,7 +164,11 @@ def train(config: TrainConfig) -> TrainResult:
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_path, best_path = out / "checkpoint.pt", out / "best.safetensors"
     torch.manual_seed(config.seed)
-    resume = torch.load(checkpoint_path, weights_only=False) if config.resume and checkpoint_path.is_file() else None
+    resume = (
+        torch.load(checkpoint_path, weights_only=False)
+        if config.resume and checkpoint_path.is_file()
+        else None
+    )
     normalization = (
         Normalization(**resume["normalization"])
         if resume
@@ -169,7 +179,9 @@ def train(config: TrainConfig) -> TrainResult:
     optimizer = _optimizer(model, config)
     steps_per_epoch = math.ceil(sum(s.count for s in train_shards) / config.batch_size)
     decay_steps = max(1, round(config.decay_epochs * steps_per_epoch))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: config.lr_decay ** (step // decay_steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: config.lr_decay ** (step // decay_steps)
+    )
     result = TrainResult(checkpoint=checkpoint_path)
     best_ap, first_epoch = -math.inf, 0
     if resume:
@@ -183,16 +195,28 @@ def train(config: TrainConfig) -> TrainResult:
     writer = SummaryWriter(str(out / "tensorboard"))
     provenance = {
         "source": "dexrl train-gqcnn",
-        "dataset": {"folder": root.name, "train_shards": [s.file for s in train_shards], "val_shards": [s.file for s in val_shards],
-                    "examples": sum(s.count for s in train_shards), "positives": sum(s.positives for s in train_shards)},
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k not in ("data", "out", "progress")},
+        "dataset": {
+            "folder": root.name,
+            "train_shards": [s.file for s in train_shards],
+            "val_shards": [s.file for s in val_shards],
+            "examples": sum(s.count for s in train_shards),
+            "positives": sum(s.positives for s in train_shards),
+        },
+        "config": {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in asdict(config).items()
+            if k not in ("data", "out", "progress")
+        },
     }
     for epoch in range(first_epoch, config.epochs):
         model.train()
         rng = np.random.default_rng((config.seed, epoch))
         batches = tqdm(
             iterate_batches(root, train_shards, config.batch_size, rng),
-            total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not config.progress,
+            total=steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            unit="batch",
+            disable=not config.progress,
         )
         loss_sum, seen = 0.0, 0
         for batch in batches:
@@ -216,8 +240,13 @@ def train(config: TrainConfig) -> TrainResult:
             save_network(model, best_path, {**provenance, "epoch": epoch, "metrics": metrics})
             result.best_weights = best_path
         state = {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-            "epoch": epoch, "history": result.history, "best_ap": best_ap, "torch_rng": torch.get_rng_state(),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "epoch": epoch,
+            "history": result.history,
+            "best_ap": best_ap,
+            "torch_rng": torch.get_rng_state(),
             "normalization": asdict(normalization),
         }
         torch.save(state, checkpoint_path.with_suffix(".tmp"))

@@ -76,7 +76,11 @@ def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], card: Mo
     if path.suffix != ".safetensors":
         raise ValueError(f"weights files end in .safetensors, got {path.name}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({name: t.detach().cpu().contiguous() for name, t in state_dict.items()}, str(path), {"format": CARD_FORMAT})
+    save_file(
+        {name: t.detach().cpu().contiguous() for name, t in state_dict.items()},
+        str(path),
+        {"format": CARD_FORMAT},
+    )
     card = ModelCard(**{**asdict(card), "sha256": _sha256(path)})
     card_path(path).write_text(card.to_json() + "\n")
     return card
@@ -92,5 +96,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
         raise FileNotFoundError(f"model card not found next to the weights: {card_file}")
     card = ModelCard.from_json(card_file.read_text(), str(card_file))
     if card.sha256 is not None and card.sha256 != _sha256(path):
-        raise ValueError(f"{path} does not match the sha256 in {card_file.name}: the file is damaged or was replaced")
+        raise ValueError(
+            f"{path} does not match the sha256 in {card_file.name}: the file is damaged or was replaced"
+        )
     return load_file(str(path)), card

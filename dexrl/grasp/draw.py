@@ -18,8 +18,8 @@ Q_COLORMAP = "inferno"
 
 
 def depth_to_gray(depth: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """Depth (H, W) [m] as grey RGB (H, W, 3) uint8: near is bright, missing (0) black, outside ``mask`` dimmed.
-    The grey levels span the valid depths inside the mask (the whole image without one)."""
+    """Depth (H, W) [m] as grey RGB (H, W, 3) uint8: near is bright, missing (0) black, outside ``mask``
+    dimmed. The grey levels span the valid depths inside the mask (the whole image without one)."""
     valid = depth > 0
     inside = valid if mask is None else valid & mask
     if not inside.any():
@@ -33,13 +33,19 @@ def depth_to_gray(depth: np.ndarray, mask: np.ndarray | None = None) -> np.ndarr
 
 
 def overlay_q_map(
-    rgb: np.ndarray, q_map: np.ndarray, stride: int, offset: int, alpha: float = 0.6, colormap: str = Q_COLORMAP
+    rgb: np.ndarray,
+    q_map: np.ndarray,
+    stride: int,
+    offset: int,
+    alpha: float = 0.6,
+    colormap: str = Q_COLORMAP,
 ) -> np.ndarray:
     """Blend a quality map onto ``rgb`` (H, W, 3).
 
     Args:
         q_map: (h, w) qualities in [0, 1], or (A, h, w) per angle bin, of which the best over angles is shown.
-        stride, offset: cell (h, w) covers the stride x stride pixels centred on (offset + stride w, offset + stride h).
+        stride, offset: cell (h, w) covers the stride x stride pixels centred on
+            (offset + stride w, offset + stride h).
         alpha: opacity of the map where q = 1; it fades with q, so low-quality regions show the depth image.
     """
     q = q_map.max(axis=0) if q_map.ndim == 3 else q_map
@@ -66,7 +72,8 @@ def draw_grasps(
     """Draw grasps as jaw glyphs coloured by quality (red = 0 ... green = 1), the best drawn last (on top).
 
     Args:
-        centers: (n, 2) pixel centres (u, v). angles: (n,) jaw axis angles [rad]. widths_px: (n,) openings [px].
+        centers: (n, 2) pixel centres (u, v). angles: (n,) jaw axis angles [rad].
+        widths_px: (n,) openings [px].
         q: (n,) qualities in [0, 1].
     """
     order = np.argsort(q)
@@ -85,7 +92,7 @@ def plan_picture(
     offset: int,
     mask: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Depth in grey, the quality map over it, and the grasps on top: (H, W, 3) uint8. See :func:`overlay_q_map`
-    and :func:`draw_grasps` for the arguments."""
+    """Depth in grey, the quality map over it, and the grasps on top: (H, W, 3) uint8. See
+    :func:`overlay_q_map` and :func:`draw_grasps` for the arguments."""
     picture = overlay_q_map(depth_to_gray(depth, mask), q_map, stride, offset)
     return draw_grasps(picture, centers, angles, widths_px, q)
