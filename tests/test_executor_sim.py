@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from dexrl.grasp import CameraIntrinsics, GraspPoses, ImageGrasps, image_to_world
+from dexrl.grasp import GraspPoses, ImageGrasps, image_to_world
 from dexrl.sim.bin_world import BinWorld
 from dexrl.sim.executor import ExecutorCfg, GraspExecutor, Outcome, gripper_entities
 from dexrl.sim.gripper import GripperCfg

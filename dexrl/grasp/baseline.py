@@ -123,9 +123,9 @@ class HighestObjectPlanner:
     ) -> PlanResult:
         start = time.perf_counter()
         cameras = validate_planner_input(depth, intrinsics, mask)
-        b, h, w = depth.shape
-        valid = depth > 0 if mask is None else mask & (depth > 0)
-        mask_valid = valid
+        b = depth.shape[0]
+        in_mask = depth > 0 if mask is None else mask & (depth > 0)
+        valid = in_mask  # shrinks as objects too wide for the jaws are skipped
         if not valid.flatten(1).any(dim=1).all():
             raise NoValidGrasps("the mask leaves no valid depth pixel in an image")
         chosen = None
@@ -146,7 +146,7 @@ class HighestObjectPlanner:
             chosen[key] for key in ("top_depth", "mean_u", "mean_v", "angle", "elongation")
         )
         # Deep enough to hold the object near its middle, but with the fingertips no lower than the floor.
-        floor_depth = torch.where(mask_valid, depth, torch.zeros_like(depth)).flatten(1).amax(dim=1)
+        floor_depth = torch.where(in_mask, depth, torch.zeros_like(depth)).flatten(1).amax(dim=1)
         grasp_depth = torch.minimum(top_depth + self.depth_offset, floor_depth - self.tip_clearance)
         center = torch.stack((mean_u, mean_v), dim=-1)
         positions = deproject_per_camera(cameras, center, grasp_depth)

@@ -7,7 +7,6 @@ world Z is up; the table top is at z = 0.
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING
 
 from isaaclab.utils import configclass
 
