@@ -21,7 +21,7 @@ _WARMUP = 3
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--iterations", type=int, default=300, help="timed requests of one image per service (default 300)"
+        "--iterations", type=int, default=500, help="timed requests of one image per service (default 500)"
     )
     parser.add_argument("--batch", type=int, default=64, help="images in the batched case (default 64)")
     parser.add_argument(
@@ -40,6 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="where the served planner runs (default: cuda:0 if available, else cpu)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic depth images (default 0)")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
 
 
 def _bin_images(batch: int, seed: int):
@@ -225,13 +226,46 @@ def run(args: argparse.Namespace) -> int:
         ratio = f"{base_p50 / bridge_p50:.1f}x"
         print(f"{label:<11}{iterations:>5}" + "".join(f"{figure:>17}" for figure in (*figures, ratio)))
     (_, _, (p50, p99), (base_p50, _)) = rows[0]
-    verdict = (
-        "met"
-        if p50 <= TARGET_P50_MS and p99 <= TARGET_P99_MS and base_p50 / p50 >= TARGET_SPEEDUP
-        else "NOT met"
-    )
+    met = p50 <= TARGET_P50_MS and p99 <= TARGET_P99_MS and base_p50 / p50 >= TARGET_SPEEDUP
     print(
         f"targets for 1 image (p50 <= {TARGET_P50_MS} ms, p99 <= {TARGET_P99_MS} ms, "
-        f">= {TARGET_SPEEDUP:.0f}x under the baseline): {verdict}"
+        f">= {TARGET_SPEEDUP:.0f}x under the baseline): {'met' if met else 'NOT met'}"
     )
+    if args.json:
+        _write_json(args.json, rows, met, model_id, device)
     return 0
+
+
+def _write_json(path: str, rows: list, met: bool, model_id: str, device: str) -> None:
+    """The figures of one run [ms], the command that produced them, and the machine."""
+    import json  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import platform  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    cases = [
+        {
+            "case": label,
+            "requests": iterations,
+            "bridge_overhead_ms": {"p50": round(float(b50), 3), "p99": round(float(b99), 3)},
+            "baseline_overhead_ms": {"p50": round(float(s50), 2), "p99": round(float(s99), 2)},
+            "p50_ratio": round(float(s50 / b50), 1),
+        }
+        for label, iterations, (b50, b99), (s50, s99) in rows
+    ]
+    report = {
+        "command": " ".join(["dexrl", *sys.argv[1:]]),
+        "planner": model_id,
+        "device": device,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} "
+        f"{platform.python_version()}",
+        "targets": {
+            "p50_ms": TARGET_P50_MS,
+            "p99_ms": TARGET_P99_MS,
+            "speedup": TARGET_SPEEDUP,
+            "met": bool(met),
+        },
+        "cases": cases,
+    }
+    Path(path).write_text(json.dumps(report, indent=2) + "\n")

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # On an offline GPU host with the Isaac Lab wheels staged (see docs/gpu.md): install them, then run the
 # benchmarks and write their JSON figures and logs to $OUT (default ./out/device).
-#   scripts/device_bench.sh STAGE_DIR [ENVS]
+#   scripts/device_bench.sh [--install-only] STAGE_DIR [ENVS]
 set -uo pipefail
 cd "$(dirname "$0")/.."
+install_only=false
+if [ "${1:-}" = --install-only ]; then install_only=true; shift; fi
 stage=$1; envs=${2:-1024}; out=${OUT:-out/device}
 mkdir -p "$out"
 site=${SITE:-$HOME/site}
@@ -15,6 +17,7 @@ if [ ! -d "$site/isaaclab" ]; then  # join the size-capped parts (big wheels wer
   done
   python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" "$wheels"/*.whl
 fi
+$install_only && exit 0
 export PYTHONPATH="$site:$PWD" WARP_CACHE_PATH=${WARP_CACHE_PATH:-$HOME/warpcache}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 python3 -m dexrl bench scene --envs "$envs" --count 10 --device cuda:0 --json "$out/bench_scene.json" 2>&1 | grep -v Warning | tail -20 | tee "$out/bench_scene.log"

@@ -55,3 +55,16 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$venv/bin/python" -m pip install -q -e ".${extras:+[$extras]}"
   touch "$stamp"
 fi
+
+# The panel's browser test drives the system's Chromium through Playwright (Playwright's own browser
+# download is never used): install Debian's chromium when the test extra is asked for and it is missing.
+if [[ ",$extras," == *",test,"* ]] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -q && apt-get install -y chromium chromium-driver
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    sudo apt-get update -q && sudo apt-get install -y chromium chromium-driver
+  else
+    echo "[setup] chromium is missing and this user cannot install packages: run" \
+      "'sudo apt-get install -y chromium chromium-driver' for the panel's browser test (it skips without it)" >&2
+  fi
+fi

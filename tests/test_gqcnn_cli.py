@@ -114,6 +114,9 @@ def test_benchmark_options_and_scenes():
         ["--device", "cuda:0", "--batch", "1", "8", "--iters", "5", "--json", "out.json"]
     )
     assert args.batch == [1, 8] and args.iters == 5 and args.json == "out.json"
+    assert args.depth_npz is None and args.rescore_top == 16
+    args = parser.parse_args(["--depth-npz", "heaps.npz", "--rescore-top", "4", "--modes", "fast", "reference"])
+    assert args.depth_npz == "heaps.npz" and args.rescore_top == 4 and args.modes == ["fast", "reference"]
     depth, masks = bench.bin_images(2, seed=0)
     assert depth.shape == masks.shape == (2, 386, 516) and masks.dtype == torch.bool
     inside = depth[masks]

@@ -55,7 +55,7 @@ def test_procedural_sets_are_seeded_distinct_and_sized(sets, name):
 
 def test_novel_shapes_are_smaller_and_non_convex_with_matching_visuals(sets):
     seen, novel = sets["seen"].shapes, sets["novel"].shapes
-    assert np.median([s.max_extent for s in novel]) < 0.5 * np.median([s.max_extent for s in seen])
+    assert np.median([s.max_extent for s in novel]) < np.median([s.max_extent for s in seen])
     for kind in COMPOUND_KINDS:
         shape = next(s for s in seen + novel if s.kind == kind)
         parts, mesh = shape.convex_parts(), shape.mesh()
@@ -120,7 +120,7 @@ def _write_sets(tmp_path, **changes):
         ),
         ({"seen__kinds": {"box": -1}}, r"seen\.kinds\.box must be a weight >= 0, got -1"),
         ({"novel__count": 0}, r"novel\.count must be an integer within \[1, 100000\], got 0"),
-        ({"novel__min_thickness": 0.01}, r"novel\.min_thickness must lie within \[0\.0005, 0\.0075\] m"),
+        ({"novel__min_thickness": 0.02}, r"novel\.min_thickness must lie within \[0\.0005, 0\.0125\] m"),
         ({"seen__colour": "red"}, r"unknown config key 'seen\.colour'; keys are count, size_range"),
     ],
 )

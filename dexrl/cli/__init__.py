@@ -19,6 +19,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("plan", "Plan grasps on a depth image with FC-GQ-CNN; write the q-map overlay and JSON."),
     "import-weights": ("import_weights", "Convert official GQ-CNN TensorFlow checkpoints to DexRL weights."),
     "train-gqcnn": ("train_gqcnn", "Train FC-GQ-CNN on sharded grasp datasets."),
+    "synth": ("synth", "Synthesize physics-labelled grasps for FC-GQ-CNN training (NPZ shards)."),
+    "eval-planner": ("eval_planner", "Closed-loop success of FC-GQ-CNN and the baseline planner on held-out heaps."),
+    "panel": ("panel", "Web panel (viser): spawn bins, plan, correct, execute, train and evaluate, live."),
     "serve": ("serve", "Run the gqcnn_bridge websocket planner service."),
     "bench": ("bench", "Benchmarks: scene, grasp, planner, bridge."),
 }

@@ -195,16 +195,36 @@ class FCGQCNN(nn.Module):
         if not share:
             x = (depth.unsqueeze(1) - grasp_depth[:, :, None, None, None] - norm.image_mean) / norm.image_std
             return F.relu(conv(x.flatten(0, 1)))
-        # Subtract a per-image reference depth first so that the shared convolution sums small numbers.
         reference = grasp_depth.mean(dim=1)
-        shared = F.conv2d(
-            depth - reference[:, None, None, None], conv.weight / norm.image_std
-        )  # (B, 16, ., .)
-        kernel_sums = conv.weight.sum(dim=(1, 2, 3)) / norm.image_std  # (16,)
-        offsets = grasp_depth - reference[:, None] + norm.image_mean  # (B, D)
-        shifts = conv.bias - offsets[..., None] * kernel_sums  # (B, D, 16)
+        shared = self.shared_first_conv(depth, reference)  # (B, 16, ., .)
+        shifts = self.first_conv_shifts(grasp_depth, reference)  # (B, D, 16)
         shifted = shared.to(dtype).unsqueeze(1) + shifts.to(dtype)[..., None, None]  # (B, D, 16, ., .)
         return F.relu(shifted.flatten(0, 1), inplace=True)
+
+    def shared_first_conv(self, depth: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """The depth-independent part of conv1_1, once per image: conv((I - reference) / std) without bias,
+        (B, 16, H - 8, W - 8) float32, of depth images (B, 1, H, W) [m] and per-image reference depths (B,)
+        [m].
+
+        conv1_1 is linear, so at grasp depth z it equals this plus :meth:`first_conv_shifts` (per channel).
+        Subtracting a reference near the grasp depths first keeps the sums small (float32 holds them to
+        about 1e-6 of the input's millimetre structure). Only for ``depth_input == "subtract"``."""
+        weight = self.image_stream.conv1_1.weight
+        return F.conv2d(depth - reference[:, None, None, None], weight / self.normalization.image_std)
+
+    def first_conv_shifts(self, grasp_depth: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """Per-channel offsets (B, D, 16) that turn :meth:`shared_first_conv` into conv1_1 (bias included) at
+        grasp depths (B, D) [m]: bias - (z - reference + mean) sum(w) / std."""
+        conv, norm = self.image_stream.conv1_1, self.normalization
+        kernel_sums = conv.weight.sum(dim=(1, 2, 3)) / norm.image_std  # (16,)
+        offsets = grasp_depth - reference[:, None] + norm.image_mean  # (B, D)
+        return conv.bias - offsets[..., None] * kernel_sums
+
+    def head(self, first: torch.Tensor) -> torch.Tensor:
+        """Logits (N, 2A, h, w) from ReLU(conv1_1) (N, 16, H - 8, W - 8) of networks that subtract the grasp
+        depth (no pose stream); channel 2b + 1 is angle bin b's success logit."""
+        fc4 = self.fc4(F.relu(self.fc3(self.image_stream.after_first_conv(first)), inplace=True))
+        return self.fc5(F.relu(fc4, inplace=True))
 
     @classmethod
     def from_crop_network(cls, crop: GQCNN) -> FCGQCNN:

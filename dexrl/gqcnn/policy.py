@@ -7,15 +7,17 @@ Per batch of B images, without a Python loop over images:
    and zmax the farthest depth in the image;
 3. one network pass over all images and depth bins (only the bounding box of the admissible cells when
    ``crop_to_mask``; conv1_1 shared across depth bins), q = P(success) per (depth bin, angle bin, cell);
+   the fast path (:mod:`dexrl.gqcnn.fast`, the default on CUDA) runs a bfloat16 trunk in fixed-size groups
+   through CUDA graphs and rescores each image's best candidates in float32;
 4. keep grasps whose centre cell is in the mask and that pass the optional filters, take the top k by q
    (optionally at least ``min_distance_px`` apart), and deproject them with each image's camera.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,6 +33,7 @@ from dexrl.grasp import (
 )
 from dexrl.grasp.baseline import validate_planner_input
 
+from .fast import FastQuality, Precision, cuda_fp32_precision, live_depth_bins
 from .grid import CROP_SIZE, STRIDE, bin_to_angle, cell_centers, grid_mask
 from .model import FCGQCNN
 from .preprocess import inpaint
@@ -38,7 +41,10 @@ from .weights import ModelCard
 
 __all__ = ["FCGQCNNPlanner", "GraspQuality", "PlannerOptions", "depth_bin_centers"]
 
-Precision = Literal["fp32", "tf32", "bf16"]
+InferencePath = Literal["auto", "plain", "fast"]
+_NONE = -3.0
+"""Ranking score of grasps that may not be returned (q lies in [0, 1]; fast-path grasps not rescored rank in
+[-2, -1])."""
 
 
 @dataclass(frozen=True)
@@ -54,14 +60,24 @@ class PlannerOptions:
         jaw_clearance: when set, the surface seen at both jaw tips must lie at least this far beyond (deeper
             than) the grasp depth [m], so the descending jaws clear bin walls and neighbouring objects; None
             turns the check off.
+        path: ``plain`` (the network as one PyTorch module; the reference), ``fast`` (:mod:`dexrl.gqcnn.fast`:
+            shared conv1_1, mask window, skipped empty depth bins, grouped CUDA graphs, float32 rescoring) or
+            ``auto``: fast on CUDA for networks without a pose stream, else plain.
         precision: ``fp32``; ``tf32`` (CUDA only: TensorFloat-32 convolutions); ``bf16`` (bfloat16 after
-            conv1_1).
-        crop_to_mask: evaluate the network only on the bounding box of the admissible cells (exact for those
-            cells; elsewhere the q-map is 0).
-        share_first_conv: compute conv1_1 once per image instead of once per depth bin (exact by linearity).
-        channels_last: use the channels-last memory format (faster with bf16 on recent CPUs and GPUs).
-        compile_mode: ``torch.compile`` the network with this mode (e.g. ``"max-autotune-no-cudagraphs"``);
-            None runs eagerly. The first calls of each input shape are slow.
+            conv1_1); None: bf16 on the fast path, fp32 on the plain one.
+        crop_to_mask: plain path: evaluate the network only on the bounding box of the admissible cells (exact
+            for those cells; elsewhere the q-map is 0). The fast path always does.
+        share_first_conv: plain path: compute conv1_1 once per image instead of once per depth bin (exact by
+            linearity). The fast path always does.
+        channels_last: use the channels-last memory format (faster with bf16 on recent CPUs and GPUs); None:
+            when the precision is bf16.
+        compile_mode: ``torch.compile`` the network (fast path: its trunk) with this mode (e.g.
+            ``"max-autotune-no-cudagraphs"``); None runs eagerly. The first calls of each input shape are
+            slow.
+        rescore_top: fast path: the N best (depth bin, cell) pairs of each image (at least k) are evaluated
+            again in float32, and the returned grasps come from them first; 0 turns it off.
+        group_images: fast path: images per network pass (bounds memory: about 0.4 GB per image in bf16).
+        cuda_graphs: fast path on CUDA: replay each group shape through a captured CUDA graph.
     """
 
     depth_bins: int = 16
@@ -70,11 +86,24 @@ class PlannerOptions:
     min_distance_px: float = 0.0
     jaws_inside_mask: bool = False
     jaw_clearance: float | None = None
-    precision: Precision = "fp32"
+    path: InferencePath = "auto"
+    precision: Precision | None = None
     crop_to_mask: bool = True
     share_first_conv: bool = True
-    channels_last: bool = False
+    channels_last: bool | None = None
     compile_mode: str | None = None
+    rescore_top: int = 16
+    group_images: int = 16
+    cuda_graphs: bool = True
+
+    def resolved(self, device: torch.device, model: FCGQCNN) -> PlannerOptions:
+        """These options with ``auto`` / None choices made for ``device`` and ``model``."""
+        path = self.path
+        if path == "auto":
+            path = "fast" if device.type == "cuda" and model.pose_stream is None else "plain"
+        precision = self.precision or ("bf16" if path == "fast" else "fp32")
+        channels_last = precision == "bf16" if self.channels_last is None else self.channels_last
+        return dataclasses.replace(self, path=path, precision=precision, channels_last=channels_last)
 
 
 def depth_bin_centers(depth: torch.Tensor, mask: torch.Tensor, bins: int) -> torch.Tensor:
@@ -100,6 +129,8 @@ class GraspQuality:
         q: (B, D, A, h, w) P(success) per depth bin, angle bin and cell; 0 outside the evaluated window.
         grasp_depth: (B, D) the depth bins [m].
         admissible: (B, h, w) cells whose centre lies in the mask, at least 48 px inside the image.
+        live_bins: (B, D) depth bins evaluated (the fast path skips bins that cannot hold a passing grasp;
+            their q is 0).
         depth: (B, H, W) the depth images after inpainting [m]. mask: (B, H, W) bool.
         cameras: one camera per image.
         timings: seconds spent on ``preprocess`` and ``network``.
@@ -108,25 +139,11 @@ class GraspQuality:
     q: torch.Tensor
     grasp_depth: torch.Tensor
     admissible: torch.Tensor
+    live_bins: torch.Tensor
     depth: torch.Tensor
     mask: torch.Tensor
     cameras: list[CameraIntrinsics]
     timings: dict[str, float]
-
-
-@contextmanager
-def _cuda_fp32_precision(device: torch.device, precision: Precision) -> Iterator[None]:
-    """Set cuDNN / cuBLAS float32 math to TF32 or IEEE meanwhile (process-wide flags, restored after)."""
-    if device.type != "cuda":
-        yield
-        return
-    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    saved = conv.fp32_precision, matmul.fp32_precision
-    conv.fp32_precision = matmul.fp32_precision = "tf32" if precision == "tf32" else "ieee"
-    try:
-        yield
-    finally:
-        conv.fp32_precision, matmul.fp32_precision = saved
 
 
 class FCGQCNNPlanner:
@@ -149,14 +166,18 @@ class FCGQCNNPlanner:
         card: ModelCard | None = None,
     ) -> None:
         self.device = torch.device(device)
-        self.options = options or PlannerOptions()
+        self.options = (options or PlannerOptions()).resolved(self.device, model)
         if self.options.precision == "tf32" and self.device.type != "cuda":
             raise ValueError("precision 'tf32' needs a CUDA device")
-        memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
+        fast = self.options.path == "fast"
+        memory_format = (
+            torch.channels_last if self.options.channels_last and not fast else torch.contiguous_format
+        )
         self.model = model.to(self.device, memory_format=memory_format).eval()
+        self._fast = FastQuality(self.model, self.device, self.options) if fast else None
         self._network = (
             self.model
-            if self.options.compile_mode is None
+            if self.options.compile_mode is None or fast
             else torch.compile(self.model, mode=self.options.compile_mode)
         )
         self.card = card
@@ -168,7 +189,7 @@ class FCGQCNNPlanner:
         images = depth.unsqueeze(1)
         if options.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with _cuda_fp32_precision(self.device, options.precision):
+        with cuda_fp32_precision(self.device, options.precision):
             logits = self._network(
                 images,
                 grasp_depth,
@@ -205,6 +226,20 @@ class FCGQCNNPlanner:
         filled = inpaint(depth) if self.options.inpaint else depth
         grasp_depth = depth_bin_centers(filled, mask, self.options.depth_bins)
         timings = {"preprocess": self._elapsed(start)}
+        if self._fast is not None:
+            live = live_depth_bins(filled, mask, grasp_depth, self.options)
+            with cuda_fp32_precision(self.device, self.options.precision):
+                q = self._fast.quality(filled, cells, grasp_depth, live)
+        else:
+            live = torch.ones_like(grasp_depth, dtype=torch.bool)
+            q = self._plain_quality(filled, cells, grasp_depth)
+        timings["network"] = self._elapsed(start) - timings["preprocess"]
+        return GraspQuality(q, grasp_depth, cells, live, filled, mask, cameras, timings)
+
+    def _plain_quality(
+        self, filled: torch.Tensor, cells: torch.Tensor, grasp_depth: torch.Tensor
+    ) -> torch.Tensor:
+        """q (B, D, A, h, w) of the plain path: one network pass over the evaluated window."""
         rows, cols = self._evaluated_cells(cells)
         window = filled[
             :,
@@ -214,8 +249,7 @@ class FCGQCNNPlanner:
         window_q = self.quality(window, grasp_depth)
         q = window_q.new_zeros(*window_q.shape[:3], *cells.shape[1:])
         q[..., rows, cols] = window_q
-        timings["network"] = self._elapsed(start) - timings["preprocess"]
-        return GraspQuality(q, grasp_depth, cells, filled, mask, cameras, timings)
+        return q
 
     @torch.inference_mode()
     def plan(
@@ -232,9 +266,18 @@ class FCGQCNNPlanner:
         if k < 1:
             raise PlannerInputError(f"k must be at least 1, got {k}")
         quality = self.evaluate(depth, intrinsics, mask)
-        admissible = quality.admissible[:, None, None] & self._jaw_filters(quality)
-        values, flat = self._top_k(torch.where(admissible, quality.q, -1.0), k)
-        grasps, valid, positions = self._grasps(values, flat, quality)
+        admissible = self.passing(quality)
+        ranking = torch.where(admissible, quality.q, _NONE)
+        if self._fast is not None and self.options.rescore_top > 0:
+            rescored = self._fast.rescore(
+                quality.q, ranking, quality.depth, quality.grasp_depth, max(self.options.rescore_top, k)
+            )
+            # float32-rescored grasps rank above all others, whose q moves to [-2, -1]
+            ranking = torch.where(admissible, torch.where(rescored, quality.q, quality.q - 2.0), _NONE)
+        values, flat = self._top_k(ranking, k)
+        valid = values > _NONE
+        values = torch.where(values < -1.5, values + 2.0, values)
+        grasps, positions = self._grasps(values, flat, valid, quality)
         no_grasp = ~valid[:, 0]
         if no_grasp.any():
             raise NoValidGrasps(
@@ -262,6 +305,12 @@ class FCGQCNNPlanner:
             slice(int(used_rows[0]), int(used_rows[-1]) + 1),
             slice(int(used_cols[0]), int(used_cols[-1]) + 1),
         )
+
+    def passing(self, quality: GraspQuality) -> torch.Tensor:
+        """Grasps (B, D, A, h, w) bool that the policy may return: centre cell admissible, depth bin
+        evaluated, and through the optional jaw filters."""
+        live = quality.live_bins[:, :, None, None, None]
+        return quality.admissible[:, None, None] & live & self._jaw_filters(quality)
 
     def _jaw_filters(self, quality: GraspQuality) -> torch.Tensor:
         """The optional jaw filters, broadcastable to (B, D, A, h, w); True where a grasp passes."""
@@ -297,7 +346,8 @@ class FCGQCNNPlanner:
         return passes
 
     def _top_k(self, scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The k best scores per image (B, k) and their flat indices into (D, A, h, w); inadmissible: -1."""
+        """The k best scores per image (B, k) and their flat indices into (D, A, h, w); none left:
+        ``_NONE``."""
         flat_scores = scores.flatten(1)
         if self.options.min_distance_px <= 0:
             values, indices = flat_scores.topk(min(k, flat_scores.shape[1]), dim=1)
@@ -305,7 +355,7 @@ class FCGQCNNPlanner:
             values, indices = self._top_k_apart(scores, k)
         if values.shape[1] < k:  # fewer grasps on the grid than asked for
             pad = k - values.shape[1]
-            values = torch.cat((values, values.new_full((values.shape[0], pad), -1.0)), dim=1)
+            values = torch.cat((values, values.new_full((values.shape[0], pad), _NONE)), dim=1)
             indices = torch.cat((indices, indices.new_zeros((indices.shape[0], pad))), dim=1)
         return values, indices
 
@@ -326,15 +376,15 @@ class FCGQCNNPlanner:
             distance_sq = (cell_rows - cell_rows[cell][:, None]) ** 2 + (
                 cell_cols - cell_cols[cell][:, None]
             ) ** 2
-            per_cell = torch.where(distance_sq < min_cells_sq, -1.0, per_cell)
+            per_cell = torch.where(distance_sq < min_cells_sq, _NONE, per_cell)
         return torch.stack(values, dim=1), torch.stack(indices, dim=1)
 
     def _grasps(
-        self, values: torch.Tensor, flat: torch.Tensor, quality: GraspQuality
-    ) -> tuple[ImageGrasps, torch.Tensor, torch.Tensor]:
-        """Decode flat indices into (depth bin, angle bin, cell) grasps; rows past the valid ones are 0."""
+        self, values: torch.Tensor, flat: torch.Tensor, valid: torch.Tensor, quality: GraspQuality
+    ) -> tuple[ImageGrasps, torch.Tensor]:
+        """Decode flat indices into (depth bin, angle bin, cell) grasps of quality ``values``; rows past the
+        valid ones are 0."""
         depth_bin, angle_bin, row, col = torch.unravel_index(flat, tuple(quality.q.shape[1:]))
-        valid = values >= 0
         keep = valid.to(torch.float32)
         center = cell_centers(row, col) * keep[..., None]
         depth = quality.grasp_depth.gather(1, depth_bin) * keep
@@ -343,6 +393,6 @@ class FCGQCNNPlanner:
             angle=bin_to_angle(angle_bin, quality.q.shape[2]).to(self.device) * keep,
             depth=depth,
             width=torch.full_like(depth, self.options.gripper_width) * keep,
-            q=values.clamp(min=0),
+            q=values * keep,
         )
-        return grasps, valid, deproject_per_camera(quality.cameras, center, depth) * keep[..., None]
+        return grasps, deproject_per_camera(quality.cameras, center, depth) * keep[..., None]

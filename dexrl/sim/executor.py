@@ -198,7 +198,7 @@ class GraspExecutor:
 
             # CLOSE: drive both fingers shut; done when they stall (after a minimum time) or at the maximum.
             closing = phase == Phase.CLOSE
-            target[:, 4:] = torch.where(closing.unsqueeze(-1), torch.zeros_like(target[:, 4:]), target[:, 4:])
+            target[:, 4:] = torch.where(closing.unsqueeze(-1), self.gripper.closing_target(), target[:, 4:])
             finger_speed = (q[:, 4:] - previous_q).abs().amax(dim=-1) / dt
             still_steps = torch.where(closing & (finger_speed < 0.005), still_steps + 1, torch.zeros_like(still_steps))
             closed = closing & (

@@ -33,7 +33,7 @@ class GripperCfg:
     pad_size: tuple[float, float, float] = (0.02, 0.01, 0.04)  # [m] pad x (along the jaw face), y (thickness), z
     palm_size: tuple[float, float, float] = (0.03, 0.08, 0.02)  # [m]
     pad_friction: float = 1.0
-    finger_force: float = 20.0  # [N] per finger (effort limit of its drive)
+    finger_force: float = 20.0  # [N] per finger (effort limit of its drive): the grip force on any object
     finger_stiffness: float = 500.0  # [N/m]
     finger_damping: float = 20.0
     finger_armature: float = 0.5  # [kg] without it, MuJoCo's mass-scaled soft contacts let light pads sink in
@@ -49,6 +49,11 @@ class GripperCfg:
     def tcp_below_base(self) -> float:
         """Distance from the z-link origin down to the TCP at joint_z = 0 [m]."""
         return self.palm_size[2] + self.pad_size[2] - self.tcp_above_tips
+
+    def closing_target(self) -> float:
+        """Finger set-point while closing [m]: past fully closed, so that the drive saturates and squeezes with
+        ``finger_force`` whatever the object's width (a set-point of 0 would grip a 4 mm part with 1 N)."""
+        return -self.finger_force / self.finger_stiffness
 
 
 def tcp_offset(cfg: GripperCfg) -> float:

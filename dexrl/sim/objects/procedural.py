@@ -50,8 +50,8 @@ class SetParams:
     """
 
     count: int = 240
-    size_range: tuple[float, float] = (0.025, 0.10)
-    min_thickness: float = 0.004
+    size_range: tuple[float, float] = (0.03, 0.08)
+    min_thickness: float = 0.012
     kinds: Mapping[str, float] = field(default_factory=lambda: {k: 1.0 for k in PROCEDURAL_KINDS})
 
     def check(self, key: str) -> None:
@@ -161,7 +161,7 @@ def _cone(size: float, thin: float, rng: np.random.Generator) -> dict:
 
 
 def _capsule(size: float, thin: float, rng: np.random.Generator) -> dict:
-    radius = size * rng.uniform(0.12, 0.3)
+    radius = max(size * rng.uniform(0.12, 0.3), 0.51 * thin)
     return {"radius": radius, "height": size - 2 * radius}
 
 
@@ -173,7 +173,8 @@ def _hull(size: float, thin: float, rng: np.random.Generator) -> dict:
     """8-20 random points stretched to aspect ratios >= 0.45: slivers spin up without bound in MuJoCo."""
     points = rng.normal(size=(int(rng.integers(8, 21)), 3))
     points /= points.max(axis=0) - points.min(axis=0)
-    return {"points": points * [1.0, rng.uniform(0.55, 1.0), rng.uniform(0.45, 0.9)] * size}
+    stretch = np.maximum([1.0, rng.uniform(0.55, 1.0), rng.uniform(0.45, 0.9)], 1.2 * thin / size)
+    return {"points": points * stretch * size}
 
 
 def _plate(size: float, thin: float, rng: np.random.Generator) -> dict:

@@ -1,0 +1,290 @@
+"""The fast FC-GQ-CNN inference path behind :class:`dexrl.gqcnn.FCGQCNNPlanner`
+(``PlannerOptions(path="fast")``, the default on CUDA). Each step is exact, or checked against the plain
+float32 network:
+
+1. conv1_1 once per image, the depth bins derived from it: the layer is linear, so at grasp depth z it is
+   the image's convolution plus a per-channel shift (:meth:`FCGQCNN.shared_first_conv`).
+2. Only the window that the admissible cells' bounding box needs (the box plus the 48-pixel margin of the
+   96-pixel receptive field, aligned to the stride 4, so its cells equal the full image's).
+3. Depth bins that cannot hold a grasp are not evaluated (:func:`live_depth_bins`; only when the jaw
+   clearance filter is on, which proves them empty).
+4. The trunk after conv1_1 in bfloat16 (float32 accumulation in the convolutions), then the N best
+   (cell, depth bin) pairs of each image rescored in float32 on their 96x96 crops (:meth:`rescore`): the
+   top grasp is the float32 network's whenever its pair is among the bfloat16 top N.
+5. Images in groups of fixed size, (image, depth bin) pairs padded to powers of two, each shape run through
+   one captured CUDA graph (optionally of a ``torch.compile``-d trunk).
+
+No step loops over images. The network step synchronises with the host once per batch (the window and the
+live pairs per group); the planner's input checks, inpainting and timings add a few more per batch, none
+per image.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Literal
+
+import torch
+import torch.nn.functional as F
+
+from .grid import CROP_SIZE, STRIDE, cell_centers
+from .model import FCGQCNN
+from .preprocess import extract_crops
+
+if TYPE_CHECKING:
+    from .policy import PlannerOptions
+
+__all__ = ["FastQuality", "Precision", "cuda_fp32_precision", "live_depth_bins", "window_of_cells"]
+
+_RESCORE_CHUNK = 4096
+"""Crops per float32 rescoring pass (bounds its memory to about 2 GB)."""
+
+Precision = Literal["fp32", "tf32", "bf16"]
+
+
+@contextmanager
+def cuda_fp32_precision(device: torch.device, precision: Precision) -> Iterator[None]:
+    """Set cuDNN / cuBLAS float32 math to TF32 or IEEE meanwhile (process-wide flags, restored after)."""
+    if device.type != "cuda":
+        yield
+        return
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    saved = conv.fp32_precision, matmul.fp32_precision
+    conv.fp32_precision = matmul.fp32_precision = "tf32" if precision == "tf32" else "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = saved
+
+
+def window_of_cells(cells: torch.Tensor) -> torch.Tensor:
+    """Bounding box of the admissible cells (B, h, w) over the whole batch as a (4,) long tensor: first row,
+    end row, first column, end column (end exclusive). Stays on the device."""
+    rows, cols = cells.any(dim=2).any(dim=0), cells.any(dim=1).any(dim=0)
+
+    def first_and_end(used: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        first = used.int().argmax()
+        end = used.numel() - used.flip(0).int().argmax()
+        return first, end
+
+    return torch.stack((*first_and_end(rows), *first_and_end(cols)))
+
+
+def live_depth_bins(
+    depth: torch.Tensor, mask: torch.Tensor, grasp_depth: torch.Tensor, options: PlannerOptions
+) -> torch.Tensor:
+    """Depth bins (B, D) bool that may hold a grasp that passes the planner's jaw filters.
+
+    With ``jaw_clearance`` c set, a grasp at depth z passes only if the surface at both jaw tips lies at least
+    c beyond z; the tips lie in the image (and in the mask with ``jaws_inside_mask``). A bin whose z + c is
+    deeper than every such pixel holds no passing grasp. Without the clearance filter every bin is live.
+
+    Args:
+        depth: (B, H, W) filled depth [m]. mask: (B, H, W) bool. grasp_depth: (B, D) [m].
+    """
+    if options.jaw_clearance is None:
+        return torch.ones_like(grasp_depth, dtype=torch.bool)
+    region = mask if options.jaws_inside_mask else torch.ones_like(mask)
+    deepest = torch.where(region, depth, -torch.inf).flatten(1).amax(dim=1)  # (B,)
+    return grasp_depth + options.jaw_clearance <= deepest[:, None]
+
+
+class _GraphReplayer:
+    """Runs ``function`` through one captured CUDA graph per set of input shapes (inputs are copied into the
+    graph's static tensors; the returned tensor is the graph's, valid until the next call).
+
+    All graphs share one memory pool, so memory stays that of the largest graph however many batch shapes
+    come (e.g. from a server's micro-batches). That is safe because every graph runs on the same stream and
+    its output is used before the next replay: a later graph may reuse an earlier one's intermediates, never
+    a live output."""
+
+    def __init__(self, function: Callable[..., torch.Tensor], device: torch.device) -> None:
+        self.function, self.device = function, device
+        self._graphs: dict[tuple, tuple[list[torch.Tensor], torch.Tensor, torch.cuda.CUDAGraph]] = {}
+        self._pool = None
+        self.failed = False
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self.failed:
+            return self.function(*inputs)
+        key = tuple((tuple(t.shape), t.dtype) for t in inputs)
+        if key not in self._graphs:
+            try:
+                self._graphs[key] = self._capture(inputs)
+            except (
+                RuntimeError
+            ) as error:  # e.g. an operation that cannot be captured: stay correct, run eagerly
+                warnings.warn(f"CUDA graph capture failed, running without graphs: {error}", stacklevel=2)
+                self.failed = True
+                return self.function(*inputs)
+        static_inputs, static_output, graph = self._graphs[key]
+        for static, value in zip(static_inputs, inputs, strict=True):
+            static.copy_(value)
+        graph.replay()
+        return static_output
+
+    def _capture(self, inputs: tuple[torch.Tensor, ...]):
+        static_inputs = [t.clone() for t in inputs]
+        self.function(*static_inputs)  # compiles and autotunes on the current stream
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            self.function(*static_inputs)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            static_output = self.function(*static_inputs)
+        self._pool = graph.pool()
+        return static_inputs, static_output, graph
+
+
+class FastQuality:
+    """Quality maps and float32 rescoring for the fast path (see the module docstring).
+
+    Args:
+        model: an FC-GQ-CNN that subtracts the grasp depth (no pose stream), in float32.
+        device: where it runs.
+        options: the planner's resolved options; used here: ``precision`` (the trunk's: ``bf16``, ``tf32`` or
+            ``fp32``), ``group_images``, ``cuda_graphs``, ``compile_mode``, ``channels_last``.
+    """
+
+    def __init__(self, model: FCGQCNN, device: torch.device, options: PlannerOptions) -> None:
+        if model.pose_stream is not None:
+            raise ValueError("the fast path needs a network that subtracts the grasp depth (no pose stream)")
+        self.model, self.device, self.options = model, device, options
+        self.trunk_dtype = torch.bfloat16 if options.precision == "bf16" else torch.float32
+        memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
+        self._trunk_model = copy.deepcopy(model).to(self.trunk_dtype, memory_format=memory_format).eval()
+        trunk: Callable[..., torch.Tensor] = self._trunk
+        if options.compile_mode is not None:
+            trunk = torch.compile(trunk, mode=options.compile_mode, dynamic=False)
+        self._run = _GraphReplayer(trunk, device) if options.cuda_graphs and device.type == "cuda" else trunk
+
+    def _trunk(
+        self,
+        window: torch.Tensor,
+        reference: torch.Tensor,
+        shifts: torch.Tensor,
+        pair_image: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """q (P, A, h, w) float32 of P (image, depth bin) pairs.
+
+        Args:
+            window: (G, 1, H, W) depth windows [m]. reference: (G,) reference depths [m].
+            shifts: (P, 16) each pair's conv1_1 shift (:meth:`FCGQCNN.first_conv_shifts`).
+            pair_image: (P,) each pair's image in the group; None: all G x D pairs, image-major.
+        """
+        shared = self.model.shared_first_conv(window, reference).permute(0, 2, 3, 1)  # (G, H', W', 16)
+        if pair_image is None:  # broadcast instead of gathering: one pass less over the largest tensor
+            shared, shifts = shared.unsqueeze(1), shifts.unflatten(0, (len(shared), -1))[:, :, None, None]
+        else:
+            shared, shifts = shared[pair_image], shifts[:, None, None]
+        # the shift is added in float32 (the two terms nearly cancel) and rounded once, into the trunk's dtype
+        first = torch.empty(
+            torch.broadcast_shapes(shared.shape, shifts.shape), dtype=self.trunk_dtype, device=window.device
+        )
+        torch.add(shared, shifts, out=first).relu_()
+        first = first.flatten(0, -4).permute(0, 3, 1, 2)  # NCHW view of channels-last memory
+        if not self.options.channels_last:
+            first = first.contiguous()
+        logits = self._trunk_model.head(first).float()
+        return torch.softmax(logits.unflatten(1, (-1, 2)), dim=2)[:, :, 1]
+
+    @torch.inference_mode()
+    def quality(
+        self, depth: torch.Tensor, cells: torch.Tensor, grasp_depth: torch.Tensor, live: torch.Tensor
+    ) -> torch.Tensor:
+        """q (B, D, A, h, w) on the admissible cells' window of live depth bins, 0 elsewhere.
+
+        Args:
+            depth: (B, H, W) filled depth [m]. cells: (B, h, w) admissible cells. grasp_depth: (B, D) [m].
+            live: (B, D) bool, depth bins to evaluate.
+        """
+        batch, bins = grasp_depth.shape
+        group = max(1, min(self.options.group_images, batch))
+        starts = range(0, batch, group)
+        padded_live = F.pad(live.flatten(), (0, len(starts) * group * bins - batch * bins))
+        counts = padded_live.view(len(starts), group * bins).sum(dim=1)
+        # the one host synchronisation of the batch: the window's size and the work per group
+        first_row, end_row, first_col, end_col, *pair_counts = torch.cat(
+            (window_of_cells(cells), counts)
+        ).tolist()
+        window = depth[
+            :,
+            None,
+            first_row * STRIDE : (end_row - 1) * STRIDE + CROP_SIZE,
+            first_col * STRIDE : (end_col - 1) * STRIDE + CROP_SIZE,
+        ]
+        reference = grasp_depth.mean(dim=1)
+        shifts = self.model.first_conv_shifts(grasp_depth, reference).flatten(0, 1)  # (B * D, 16)
+        rows, cols = cells.shape[1:]
+        q = depth.new_zeros(batch, bins, self.model.angle_bins, rows, cols)
+        q_window = q[..., first_row:end_row, first_col:end_col]
+        for start, count in zip(starts, pair_counts, strict=True):
+            if count == 0:
+                continue
+            stop = min(start + group, batch)
+            window_group, reference_group = window[start:stop], reference[start:stop]
+            shifts_group = shifts[start * bins : stop * bins]
+            if count == len(shifts_group):  # every pair is live
+                q_window[start:stop] = self._run(window_group, reference_group, shifts_group).unflatten(
+                    0, (-1, bins)
+                )
+                continue
+            # live pairs first (a stable sort keeps their order), padded to a power of two with dead pairs
+            order = torch.argsort((~live[start:stop].flatten()).to(torch.uint8), stable=True)
+            size = max(min(1 << (count - 1).bit_length(), len(order)), min(bins, len(order)))
+            pairs = order[:size]
+            pair_image = torch.div(pairs, bins, rounding_mode="floor")
+            q_pairs = self._run(window_group, reference_group, shifts_group[pairs], pair_image)
+            q_window[start + pair_image[:count], pairs[:count] % bins] = q_pairs[:count]
+        return q
+
+    @torch.inference_mode()
+    def rescore(
+        self,
+        q: torch.Tensor,
+        scores: torch.Tensor,
+        depth: torch.Tensor,
+        grasp_depth: torch.Tensor,
+        count: int,
+    ) -> torch.Tensor:
+        """Evaluate the ``count`` best (depth bin, cell) pairs per image again, all angle bins, in float32 (on
+        their 96x96 crops), and write their q into ``q``.
+
+        Args:
+            q: (B, D, A, h, w) the trunk's q, updated in place. scores: (B, D, A, h, w) q where a grasp is admissible, below 0
+                elsewhere. depth: (B, H, W) filled depth [m]. grasp_depth: (B, D) [m].
+            count: pairs rescored per image.
+
+        Returns:
+            (B, D, 1, h, w) bool: the rescored pairs (admissible ones only).
+        """
+        batch, bins, _, rows, cols = q.shape
+        pair_scores = scores.amax(dim=2).flatten(1)  # (B, D * h * w)
+        values, flat = pair_scores.topk(min(count, pair_scores.shape[1]), dim=1)
+        depth_bin, row, col = torch.unravel_index(flat, (bins, rows, cols))
+        crops = extract_crops(depth, cell_centers(row, col)).flatten(0, 1)[:, None]  # (B * N, 1, 96, 96)
+        crop_depth = grasp_depth.gather(1, depth_bin).flatten()[:, None]  # (B * N, 1)
+        with cuda_fp32_precision(self.device, "fp32"):
+            logits = torch.cat(
+                [
+                    self.model(
+                        crops[i : i + _RESCORE_CHUNK],
+                        crop_depth[i : i + _RESCORE_CHUNK],
+                        share_first_conv=False,
+                    )
+                    for i in range(0, len(crops), _RESCORE_CHUNK)
+                ]
+            )
+        exact = torch.softmax(logits, dim=3)[:, 0, :, 1, 0, 0].unflatten(0, (batch, -1))  # (B, N, A)
+        image = torch.arange(batch, device=q.device)[:, None].expand_as(depth_bin)
+        admissible = values >= 0
+        index = (image[admissible], depth_bin[admissible], row[admissible], col[admissible])
+        q.permute(0, 1, 3, 4, 2)[index] = exact[admissible]
+        rescored = torch.zeros(batch, bins, 1, rows, cols, dtype=torch.bool, device=q.device)
+        rescored.permute(0, 1, 3, 4, 2)[index] = True
+        return rescored
