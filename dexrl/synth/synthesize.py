@@ -121,7 +121,7 @@ def synthesize(runner: GraspRunner, sampler: CandidateSampler, config: SynthConf
             **(meta or {}),
         )
         stats.shards_written += 1
-        bar.set_postfix(success=f"{100 * tallies_success(tallies):.1f}%")
+        bar.set_postfix(success=f"{100 * _success_rate(tallies):.1f}%")
     bar.close()
     stats.seconds = time.perf_counter() - start
     total = OutcomeTally()
@@ -134,7 +134,8 @@ def synthesize(runner: GraspRunner, sampler: CandidateSampler, config: SynthConf
     return stats
 
 
-def tallies_success(tallies: dict[str, OutcomeTally]) -> float:
+def _success_rate(tallies: dict[str, OutcomeTally]) -> float:
+    """Success share over all sources so far."""
     attempts = sum(t.attempts for t in tallies.values())
     return sum(t.successes for t in tallies.values()) / attempts if attempts else 0.0
 
