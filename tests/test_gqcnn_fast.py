@@ -18,15 +18,6 @@ ROWS, COLS = slice(90, 290), slice(120, 400)  # a 200 x 280 piece of the bench's
 CAMERA = CameraIntrinsics(fx=552.5, fy=552.5, cx=139.5, cy=99.5, width=280, height=200)
 
 
-@pytest.fixture(scope="module")
-def network():
-    torch.manual_seed(0)
-    network = FCGQCNN().eval()
-    with torch.no_grad():
-        network.fc5.weight.mul_(0.1)  # q spread over (0, 1), as trained networks give, instead of saturating
-    return network
-
-
 def _heaps(count: int, seed: int):
     """Seeded random heaps (count, 200, 280) [m] with missing patches, and masks of the heap region."""
     depth, mask = bench.bin_images(count, seed)

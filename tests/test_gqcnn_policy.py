@@ -15,15 +15,6 @@ HEIGHT, WIDTH = 150, 180
 CAMERA = CameraIntrinsics(fx=552.5, fy=552.5, cx=89.5, cy=74.5, width=WIDTH, height=HEIGHT)
 
 
-@pytest.fixture(scope="module")
-def network():
-    torch.manual_seed(0)
-    network = FCGQCNN().eval()
-    with torch.no_grad():
-        network.fc5.weight.mul_(0.1)  # q spread over (0, 1), as trained networks give, instead of saturating
-    return network
-
-
 def _scene(batch: int = 1, seed: int = 0):
     """Depth (B, H, W) [m]: bin floor 0.7 m inside walls 0.55 m high and 30 px thick, two boxes; a missing
     patch.
