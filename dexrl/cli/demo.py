@@ -23,7 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = scene_settings_from_args(args)
-    from dexrl.cli.grasp import default_planner  # noqa: PLC0415
+    from dexrl.planning import default_planner  # noqa: PLC0415
     from dexrl.sim.grasp_runner import GraspRunner  # noqa: PLC0415 (imports Isaac Lab)
     from dexrl.sim.scene_io import write_scene_round  # noqa: PLC0415
     from dexrl.sim.strips import write_attempt_strips  # noqa: PLC0415

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     if unknown or not names:
         raise SystemExit(f"dexrl eval-planner: --planners: unknown planner(s) {unknown}; choose fcgqcnn, baseline")
     settings = scene_settings_from_args(args)
-    from dexrl.cli.grasp import make_planner  # noqa: PLC0415
+    from dexrl.planning import make_planner  # noqa: PLC0415
     from dexrl.sim.grasp_runner import GraspRunner  # noqa: PLC0415 (imports Isaac Lab)
     from dexrl.synth.evaluate import evaluate_planners, markdown_table, write_scores  # noqa: PLC0415
 

@@ -7,6 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
+from dexrl.planning import make_planner
+
 from ._common import add_scene_arguments, scene_settings_from_args
 
 
@@ -17,26 +19,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=Path, default=None, help="FC-GQ-CNN weights (default: the shipped ones)")
     parser.add_argument("--strips", type=int, default=1, help="write PNG strips for the first N batches (default 1)")
     parser.add_argument("--out", type=Path, default=Path("out/grasp"), help="output folder (default out/grasp)")
-
-
-def make_planner(name: str, weights: Path | None, device: str):
-    """The planner named on the command line."""
-    if name == "baseline":
-        from dexrl.grasp.baseline import HighestObjectPlanner  # noqa: PLC0415
-
-        return HighestObjectPlanner()
-    from dexrl.gqcnn import load_planner  # noqa: PLC0415
-
-    return load_planner(weights, device=device)
-
-
-def default_planner(device: str):
-    """FC-GQ-CNN with the shipped weights when they load, else the baseline planner; and its name."""
-    try:
-        return make_planner("fcgqcnn", None, device), "fcgqcnn"
-    except (ImportError, FileNotFoundError, OSError) as error:
-        print(f"[dexrl] FC-GQ-CNN unavailable ({error}); using the baseline planner")
-        return make_planner("baseline", None, device), "baseline"
 
 
 def run(args: argparse.Namespace) -> int:

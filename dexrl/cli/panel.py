@@ -35,7 +35,7 @@ def _planner(args: argparse.Namespace, device: str):
         from gqcnn_bridge.client import RemotePlanner
 
         return RemotePlanner(args.remote), f"remote {args.remote}"
-    from dexrl.cli.grasp import default_planner
+    from dexrl.planning import default_planner
 
     return default_planner(device)
 

@@ -27,7 +27,7 @@ from dexrl.grasp import CameraExtrinsics, look_at_rotation
 from . import randomization
 from .scene_cfg import SceneSettingsCfg
 
-__all__ = ["BinWorld", "PoolObject", "RoundInfo"]
+__all__ = ["BinWorld", "PoolObject", "RoundInfo", "build_scene_cfg", "simulation_cfg"]
 
 PARK_SHELF_Z = -0.6
 """Top of the static shelf under the table where unused pool objects wait, out of the camera's view [m]."""
@@ -165,6 +165,17 @@ def build_scene_cfg(settings: SceneSettingsCfg, pool: list[PoolObject], extras: 
     return cfg
 
 
+def _check_pool(settings: SceneSettingsCfg, pool: list[PoolObject]) -> None:
+    settings.check()
+    if len(pool) != settings.objects.pool_size:
+        raise ValueError(f"the pool has {len(pool)} objects, settings.objects.pool_size is {settings.objects.pool_size}")
+
+
+def simulation_cfg(settings: SceneSettingsCfg) -> sim_utils.SimulationCfg:
+    """The simulation cfg of a bin world: time step, device and the Newton physics of :func:`physics_cfg`."""
+    return sim_utils.SimulationCfg(dt=settings.physics.dt, device=settings.device, physics=physics_cfg(settings))
+
+
 def physics_cfg(settings: SceneSettingsCfg) -> NewtonCfg:
     """Newton + MuJoCo-Warp settings for grasping in clutter."""
     p = settings.physics
@@ -195,18 +206,31 @@ class BinWorld:
     """
 
     def __init__(self, settings: SceneSettingsCfg, pool: list[PoolObject], extras: dict | None = None):
-        settings.check()
-        if len(pool) != settings.objects.pool_size:
-            raise ValueError(f"the pool has {len(pool)} objects, settings.objects.pool_size is {settings.objects.pool_size}")
+        _check_pool(settings, pool)
+        sim_utils.SimulationContext.clear_instance()
+        sim = sim_utils.SimulationContext(simulation_cfg(settings))
+        scene = InteractiveScene(build_scene_cfg(settings, pool, extras))
+        sim.reset()
+        self._bind(settings, pool, sim, scene)
+
+    @classmethod
+    def attach(
+        cls, settings: SceneSettingsCfg, pool: list[PoolObject], sim: sim_utils.SimulationContext, scene: InteractiveScene
+    ) -> BinWorld:
+        """A world over a simulation and scene that someone else built and started (e.g. an Isaac Lab env
+        from :func:`simulation_cfg` and :func:`build_scene_cfg`)."""
+        _check_pool(settings, pool)
+        world = cls.__new__(cls)
+        world._bind(settings, pool, sim, scene)
+        return world
+
+    def _bind(self, settings, pool, sim, scene) -> None:
         self.settings = settings
         self.pool = pool
         self.device = torch.device(settings.device)
         self.generator = torch.Generator(device="cpu").manual_seed(settings.seed)
-        sim_cfg = sim_utils.SimulationCfg(dt=settings.physics.dt, device=settings.device, physics=physics_cfg(settings))
-        sim_utils.SimulationContext.clear_instance()
-        self.sim = sim_utils.SimulationContext(sim_cfg)
-        self.scene = InteractiveScene(build_scene_cfg(settings, pool, extras))
-        self.sim.reset()
+        self.sim = sim
+        self.scene = scene
         self.objects = self.scene["objects"]
         self.camera = self.scene["camera"]
         self.num_envs = settings.num_envs

@@ -7,15 +7,16 @@ from pathlib import Path
 
 import torch
 
-from dexrl.grasp import NoValidGrasps, Planner, PlanResult, image_to_world
+from dexrl.grasp import GraspPoses, NoValidGrasps, Planner, PlanResult, image_to_world
 from dexrl.stats import format_rate
 
+from .bin_world import BinWorld
 from .executor import AttemptResult, ExecutorCfg, GraspExecutor, Outcome, gripper_entities
 from .gripper import GripperCfg
 from .scene_cfg import SceneSettingsCfg
 from .world_factory import make_world
 
-__all__ = ["ASSET_DIR", "AttemptBatch", "GraspRunner", "OutcomeTally"]
+__all__ = ["ASSET_DIR", "AttemptBatch", "GraspRunner", "OutcomeTally", "View"]
 
 ASSET_DIR = Path(__file__).resolve().parents[2] / "assets"
 """The repository's ``assets/`` folder (generated gripper USD files live in ``assets/gripper``)."""
@@ -47,6 +48,16 @@ class OutcomeTally:
 
 
 @dataclass
+class View:
+    """What the planner saw in every env and its best grasp per env."""
+
+    depth: torch.Tensor  # (N, H, W) [m]
+    mask: torch.Tensor  # (N, H, W) bool
+    plan: PlanResult
+    poses: GraspPoses  # the best grasp per env in the world frame, fields of shape (N,)
+
+
+@dataclass
 class AttemptBatch:
     """One attempt per env: what the planner saw and proposed, and how it ended."""
 
@@ -67,15 +78,30 @@ class GraspRunner:
         executor_cfg: ExecutorCfg | None = None,
         asset_dir: Path = ASSET_DIR / "gripper",
     ):
-        self.gripper = gripper or GripperCfg()
-        self.world = make_world(settings, extras=gripper_entities(self.gripper, asset_dir))
+        gripper = gripper or GripperCfg()
+        world = make_world(settings, extras=gripper_entities(gripper, asset_dir))
+        self._bind(world, planner, gripper, executor_cfg)
+
+    @classmethod
+    def attach(
+        cls, world: BinWorld, planner: Planner, gripper: GripperCfg, executor_cfg: ExecutorCfg | None = None
+    ) -> GraspRunner:
+        """A runner over a world that already holds the gripper built from ``gripper`` (see
+        :func:`gripper_entities`)."""
+        runner = cls.__new__(cls)
+        runner._bind(world, planner, gripper, executor_cfg)
+        return runner
+
+    def _bind(self, world: BinWorld, planner: Planner, gripper: GripperCfg, executor_cfg: ExecutorCfg | None) -> None:
+        self.gripper = gripper
+        self.world = world
         self.world.new_round()
         self.executor = GraspExecutor(self.world, self.gripper, executor_cfg)
         self.planner = planner
         self.tally = OutcomeTally()
 
-    def attempt(self, render_after_lift: bool = False) -> AttemptBatch:
-        """Render all bins, plan the best grasp per env, execute them all, and tally the outcomes."""
+    def observe(self) -> View:
+        """Render all bins and plan the best grasp per env."""
         world = self.world
         depth = world.render_depth()
         mask = world.bin_mask(depth)
@@ -89,6 +115,16 @@ class GraspRunner:
             mask = world.bin_mask(depth)
             plan = self.planner.plan(depth, intrinsics, mask, k=1)
         poses = image_to_world(plan.best.to(world.device), intrinsics, world.extrinsics)
+        return View(depth, mask, plan, poses)
+
+    def execute(self, poses: GraspPoses, render_after_lift: bool = False) -> AttemptResult:
+        """Execute one world-frame grasp per env and tally the outcomes."""
         result = self.executor.execute(poses, render_after_lift=render_after_lift)
         self.tally.add(result.outcome)
-        return AttemptBatch(depth, mask, plan, result)
+        return result
+
+    def attempt(self, render_after_lift: bool = False) -> AttemptBatch:
+        """Render all bins, plan the best grasp per env, execute them all, and tally the outcomes."""
+        view = self.observe()
+        result = self.execute(view.poses, render_after_lift=render_after_lift)
+        return AttemptBatch(view.depth, view.mask, view.plan, result)

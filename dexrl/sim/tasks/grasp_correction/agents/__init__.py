@@ -1,0 +1,1 @@
+"""Agent hyperparameters of DexRL-GraspCorrection (one YAML per algorithm)."""
