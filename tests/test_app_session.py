@@ -34,7 +34,7 @@ def rig(tmp_path_factory):
         ["objects.pool_size=4", "objects.count_range=[3,4]"], num_envs=1, seed=2, device="cpu"
     )
     gripper_dir = tmp_path_factory.mktemp("gripper")
-    trainer = SacCorrector(batch_size=2, gradient_steps=2, seed=0)
+    trainer = SacCorrector(settings, batch_size=2, gradient_steps=2, seed=0)
     session = Session(
         SessionConfig(settings, planner_name="remote highest-object", top_k=3),
         planner,
@@ -113,7 +113,7 @@ def test_correct_and_checkpoint_round_trip(rig, tmp_path):
     shift = torch.linalg.norm(
         corrected.position[:, :2] - torch.tensor([state.proposed[0][0]["position"][:2]]), dim=1
     )
-    assert float(shift.max()) <= trainer.max_shift * 2**0.5 + 1e-6
+    assert float(shift.max()) <= trainer.task.max_shift_xy * 2**0.5 + 1e-6
     written = session.save_checkpoint(tmp_path / "corrector").result(TIMEOUT_S)
     assert written.exists()
     session.load_checkpoint(written).result(TIMEOUT_S)

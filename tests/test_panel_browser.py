@@ -56,7 +56,7 @@ def panel(tmp_path_factory):
     session = Session(
         SessionConfig(settings, planner_name="baseline", top_k=3),
         HighestObjectPlanner(),
-        trainer=SacCorrector(batch_size=2, seed=0),
+        trainer=SacCorrector(settings, batch_size=2, seed=0),
         runner_factory=lambda s, p: GraspRunner(s, p, asset_dir=gripper_dir),
     ).start()
     session.wait_for(lambda s: s.depth is not None, TIMEOUT_S)

@@ -1,9 +1,9 @@
-"""A small SAC grasp corrector (stable-baselines3) that learns from the session's attempts.
+"""The session's SAC grasp corrector: the ``DexRL-GraspCorrection`` agent (stable-baselines3) driven by the
+session instead of by SB3.
 
-Each attempt is a one-step episode: the observation is a coarse depth patch around the planner's best grasp
-(relative to the grasp depth) plus its q; the action shifts the grasp in the world XY plane and turns its yaw;
-the reward is 1 for a successful lift, else 0. It is the session's built-in trainer until a task-level SAC
-agent is plugged in through :class:`dexrl.app.GraspTrainer`.
+It sees and acts exactly as the task's policy does (:mod:`dexrl.sim.tasks.grasp_correction.mdp`: the
+jaw-aligned depth crop and grasp features; a bounded correction in the grasp frame), so it learns online from
+the panel's attempts and also loads agents trained with ``dexrl train``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ import torch
 from stable_baselines3 import SAC
 from stable_baselines3.common.logger import configure
 
-from dexrl.grasp import GraspPoses, wrap_half_turn
+from dexrl.grasp import GraspPoses
+from dexrl.rl.features import GraspCropExtractor
+from dexrl.sim.scene_cfg import SceneSettingsCfg
+from dexrl.sim.tasks.grasp_correction import mdp
+from dexrl.sim.tasks.grasp_correction.grasp_correction_env_cfg import GraspCorrectionEnvCfg
 
 from .policy import GraspObservation
 
@@ -24,11 +28,11 @@ __all__ = ["SacCorrector"]
 
 
 class _SpacesOnly(gym.Env):
-    """Declares the spaces for SB3; the session, not SB3, steps the simulator."""
+    """Declares the task's spaces for SB3; the session, not SB3, steps the simulator."""
 
-    def __init__(self, observation_size: int):
-        self.observation_space = gym.spaces.Box(-1.0, 1.0, (observation_size,), np.float32)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    def __init__(self, crop_size: int):
+        self.observation_space = mdp.observation_space(crop_size)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
 
     def reset(self, *, seed=None, options=None):
         raise RuntimeError("SacCorrector's environment is driven by the session, not by SB3")
@@ -38,74 +42,61 @@ class _SpacesOnly(gym.Env):
 
 
 class SacCorrector:
-    """SAC that corrects the planner's best grasp per env.
+    """SAC that corrects the planner's best grasp per env, on the task's observation and action.
 
     Args:
-        patch: side of the depth patch in samples (observation size ``patch**2 + 1``).
-        stride: pixels between patch samples.
-        max_shift: largest XY correction [m]; max_turn: largest yaw correction [rad].
-        hidden: widths of the actor and critic hidden layers.
+        settings: the session's scene (camera height and wall height scale the grasp features).
+        task: observation and action parameters (crop, bounds); the task's defaults if None.
+        features_dim, hidden: sizes of the feature extractor's output and of the actor/critic layers.
         batch_size: transitions per gradient step; gradient_steps: steps per ``learn`` call.
         seed: seeds SB3 and its networks.
     """
 
     def __init__(
         self,
-        patch: int = 8,
-        stride: int = 6,
-        max_shift: float = 0.01,
-        max_turn: float = 0.26,
+        settings: SceneSettingsCfg,
+        task: GraspCorrectionEnvCfg | None = None,
+        features_dim: int = 32,
         hidden: tuple[int, ...] = (32, 32),
         batch_size: int = 8,
         gradient_steps: int = 2,
         seed: int = 0,
     ):
-        self.patch, self.stride = patch, stride
-        self.max_shift, self.max_turn = max_shift, max_turn
+        self.task = task or GraspCorrectionEnvCfg()
+        self.floor_distance = settings.camera.height_above_floor
+        self.wall_height = settings.bin.wall_height
+        self.scale = torch.tensor(self.task.action_scale())
         self.batch_size, self.gradient_steps = batch_size, gradient_steps
-        self._env = _SpacesOnly(patch * patch + 1)
+        self._env = _SpacesOnly(self.task.crop_size)
         self.model = SAC(
-            "MlpPolicy",
+            "MultiInputPolicy",
             self._env,
             learning_starts=0,
             buffer_size=10_000,
             batch_size=batch_size,
-            policy_kwargs={"net_arch": list(hidden)},
+            policy_kwargs={
+                "features_extractor_class": GraspCropExtractor,
+                "features_extractor_kwargs": {"features_dim": features_dim},
+                "net_arch": list(hidden),
+            },
             device="cpu",
             seed=seed,
             verbose=0,
         )
         self.model.set_logger(configure(None, []))
-        self._pending: tuple[np.ndarray, np.ndarray] | None = None
+        self._pending: tuple[dict[str, np.ndarray], np.ndarray] | None = None
 
     @property
     def updates(self) -> int:
         return int(self.model._n_updates)
 
-    def features(self, obs: GraspObservation) -> np.ndarray:
-        """(N, patch**2 + 1) float32: depth around each best grasp minus its depth [m] scaled by 1/0.05 and
-        clipped to [-1, 1], then the grasp's q."""
-        half = (self.patch - 1) * self.stride / 2
-        offsets = torch.arange(self.patch) * self.stride - half
-        height, width = obs.depth.shape[-2:]
-        centre = obs.proposed.center.round()
-        cols = (centre[:, 0:1] + offsets).long().clamp(0, width - 1)  # (N, patch)
-        rows = (centre[:, 1:2] + offsets).long().clamp(0, height - 1)
-        env = torch.arange(len(centre)).view(-1, 1, 1)
-        patch = obs.depth[env, rows.unsqueeze(2), cols.unsqueeze(1)]  # (N, patch, patch)
-        relative = ((patch - obs.proposed.depth.view(-1, 1, 1)) / 0.05).clamp(-1, 1)
-        return torch.cat((relative.flatten(1), obs.proposed.q.view(-1, 1)), 1).float().numpy()
+    def features(self, obs: GraspObservation) -> dict[str, np.ndarray]:
+        """The task's policy observation of the session's observation, as NumPy arrays with a leading N."""
+        features = mdp.policy_observation(obs.depth, obs.proposed, self.task, self.floor_distance, self.wall_height)
+        return {key: value.cpu().numpy() for key, value in features.items()}
 
     def _apply(self, obs: GraspObservation, action: np.ndarray) -> GraspPoses:
-        action = torch.as_tensor(action, dtype=torch.float32)
-        base = obs.proposed_poses
-        position = base.position.clone()
-        position[:, :2] += action[:, :2] * self.max_shift
-        return GraspPoses(
-            position=position,
-            yaw=wrap_half_turn(base.yaw + action[:, 2] * self.max_turn),
-            width=base.width.clone(),
-        )
+        return mdp.corrected_poses(obs.proposed_poses, torch.as_tensor(action, dtype=torch.float32), self.scale)
 
     def correct(self, obs: GraspObservation) -> GraspPoses:
         action, _ = self.model.predict(self.features(obs), deterministic=True)
@@ -123,8 +114,9 @@ class SacCorrector:
         features, actions = self._pending
         self._pending = None
         buffer = self.model.replay_buffer
-        for obs, action, value in zip(features, actions, reward.tolist()):  # one-step episodes
-            buffer.add(obs[None], obs[None], action[None], np.array([value]), np.array([True]), [{}])
+        for env, value in enumerate(reward.tolist()):  # one-step episodes: next_obs is never bootstrapped
+            obs = {key: array[env : env + 1] for key, array in features.items()}
+            buffer.add(obs, obs, actions[env : env + 1], np.array([value]), np.array([True]), [{}])
         if buffer.size() >= self.batch_size:
             self.model.train(gradient_steps=self.gradient_steps, batch_size=self.batch_size)
 
@@ -135,12 +127,13 @@ class SacCorrector:
         return path
 
     def load(self, path: Path) -> None:
+        """Replace the agent with a checkpoint (one of :meth:`save` or a ``dexrl train`` run's)."""
         self.model = SAC.load(Path(path), env=self._env, device="cpu")
         self.model.set_logger(configure(None, []))
 
     @classmethod
-    def from_checkpoint(cls, path: Path) -> SacCorrector:
-        """A corrector with a checkpoint's weights (the session's policy loader)."""
-        corrector = cls()
+    def from_checkpoint(cls, path: Path, settings: SceneSettingsCfg) -> SacCorrector:
+        """A corrector with a checkpoint's agent (the session's policy loader, with ``settings`` bound)."""
+        corrector = cls(settings)
         corrector.load(path)
         return corrector

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_trainer:
         from dexrl.app.sac_corrector import SacCorrector
 
-        trainer = SacCorrector(seed=settings.seed)
+        trainer = SacCorrector(settings, seed=settings.seed)
     session = Session(
         SessionConfig(settings, planner_name=planner_name, top_k=args.top_k), planner, trainer=trainer
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
+from isaaclab.sim import SimulationContext
 from isaaclab_rl.sb3 import Sb3VecEnvWrapper
 from isaaclab_tasks.utils import resolve_presets
 
@@ -17,7 +18,9 @@ TASK_ID = "DexRL-GraspCorrection"
 
 
 def make_env(cfg: GraspCorrectionEnvCfg) -> GraspCorrectionEnv:
-    """The task through gymnasium's registry (as Isaac Lab's CLI builds it)."""
+    """The task through gymnasium's registry (as Isaac Lab's CLI builds it). A simulation left in this process
+    (e.g. by a :class:`~dexrl.sim.bin_world.BinWorld`) is dropped first: Isaac Lab allows one at a time."""
+    SimulationContext.clear_instance()
     return gym.make(TASK_ID, cfg=cfg).unwrapped
 
 

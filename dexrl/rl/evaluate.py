@@ -101,7 +101,8 @@ def summarize(scores: list[ArmScore], baseline: str = "planner") -> dict:
     failure = {(row["object_set"], row["arm"]): 1 - row["success_rate"] for row in rows}
     for row in rows:
         base = failure.get((row["object_set"], baseline))
-        row["failures_removed"] = None if not base else 1 - failure[(row["object_set"], row["arm"])] / base
+        mine = failure[(row["object_set"], row["arm"])]
+        row["failures_removed"] = None if not base or row["arm"] == baseline else 1 - mine / base
     return {"rows": rows}
 
 

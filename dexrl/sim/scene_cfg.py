@@ -136,7 +136,7 @@ class PhysicsSettingsCfg:
     solver_iterations: int = 100
     ls_iterations: int = 50
     njmax: int = 3000  # constraint rows per world; a novel-set pool of 24 needed ~3,000 (condim-6 contacts)
-    nconmax: int = 500  # contacts per world; ~430 measured for a novel-set pool of 24
+    nconmax: int = 1000  # contacts per world; ~430 measured for a novel-set pool of 24, and 3 novel heaps overflowed 3 x 500
     # Friction cone and frictional-to-normal impedance ratio. With pyramidal cones and impratio 1, friction was
     # soft: held objects crept down the pads and a 0.4 kg box slipped out at 20 N grip (measured); elliptic
     # cones with impratio 10 held single primitives in 16 of 16 attempts (2 of 24 before).

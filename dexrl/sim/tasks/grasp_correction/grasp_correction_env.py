@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import gymnasium as gym
-import numpy as np
 import torch
 
 from isaaclab.envs import DirectRLEnv
@@ -58,12 +56,7 @@ class GraspCorrectionEnv(DirectRLEnv):
         pool = build_pool(settings)
         cfg.scene = build_scene_cfg(settings, pool, extras=gripper_entities(cfg.gripper, ASSET_DIR / "gripper"))
         cfg.sim.dt, cfg.sim.physics = settings.physics.dt, physics_cfg(settings)
-        cfg.observation_space = gym.spaces.Dict(
-            {
-                "crop": gym.spaces.Box(-1.0, 1.0, (1, cfg.crop_size, cfg.crop_size), np.float32),
-                "grasp": gym.spaces.Box(-1.0, 1.0, (len(mdp.GRASP_FEATURES),), np.float32),
-            }
-        )
+        cfg.observation_space = mdp.observation_space(cfg.crop_size)
         super().__init__(cfg, render_mode, **kwargs)
         world = BinWorld.attach(settings, pool, self.sim, self.scene)
         planner = make_planner(cfg.planner, cfg.planner_weights, settings.device)
@@ -100,10 +93,9 @@ class GraspCorrectionEnv(DirectRLEnv):
 
     def _get_observations(self) -> dict:
         self.view = self.runner.observe()
-        cfg, settings = self.cfg, self.runner.world.settings
+        settings = self.runner.world.settings
         best = self.view.plan.best.to(self.device)
-        crop = mdp.jaw_aligned_crops(self.view.depth, best, cfg.crop_window_px, cfg.crop_size, cfg.crop_depth_scale)
-        grasp = mdp.grasp_features(
-            best, tuple(self.view.depth.shape[-2:]), settings.camera.height_above_floor, settings.bin.wall_height
+        obs = mdp.policy_observation(
+            self.view.depth, best, self.cfg, settings.camera.height_above_floor, settings.bin.wall_height
         )
-        return {"policy": {"crop": crop, "grasp": grasp}}
+        return {"policy": obs}

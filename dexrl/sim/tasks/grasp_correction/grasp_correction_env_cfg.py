@@ -17,7 +17,7 @@ from dexrl.sim.gripper import GripperCfg
 from dexrl.sim.presets import BinPhysicsCfg
 from dexrl.sim.scene_cfg import SceneSettingsCfg
 
-from .mdp import GRASP_FEATURES
+from .mdp import observation_space
 
 __all__ = ["GraspCorrectionEnvCfg"]
 
@@ -52,12 +52,7 @@ class GraspCorrectionEnvCfg(DirectRLEnvCfg):
     decimation: int = 1
     episode_length_s: float = 1.0 / 120.0
     action_space: gym.spaces.Box = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
-    observation_space: gym.spaces.Dict = gym.spaces.Dict(
-        {
-            "crop": gym.spaces.Box(-1.0, 1.0, (1, 32, 32), np.float32),
-            "grasp": gym.spaces.Box(-1.0, 1.0, (len(GRASP_FEATURES),), np.float32),
-        }
-    )
+    observation_space: gym.spaces.Dict = observation_space(32)  # the env sets it from crop_size
     state_space: int = 0  # no separate critic state
     scene: InteractiveSceneCfg = InteractiveSceneCfg(num_envs=64, env_spacing=2.0)  # entities built by the env
     # physics presets newton_mjwarp (default, kit-less) and isaacsim_physx (``physics=NAME`` on Isaac Lab's CLI);

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import math
 
+import gymnasium as gym
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from dexrl.grasp import GraspPoses, ImageGrasps, wrap_half_turn
 
-__all__ = ["GRASP_FEATURES", "corrected_poses", "grasp_features", "jaw_aligned_crops", "held_lift_reward"]
+__all__ = [
+    "GRASP_FEATURES",
+    "corrected_poses",
+    "grasp_features",
+    "held_lift_reward",
+    "jaw_aligned_crops",
+    "observation_space",
+    "policy_observation",
+]
 
 GRASP_FEATURES = ("q", "angle", "height", "u", "v")
 """Names of the grasp feature vector's entries, each scaled to [-1, 1]."""
@@ -94,3 +104,24 @@ def corrected_poses(base: GraspPoses, actions: torch.Tensor, scale: torch.Tensor
 def held_lift_reward(success: torch.Tensor, actions: torch.Tensor, action_penalty: float) -> torch.Tensor:
     """(N,) 1 where the attempt held its lift, else 0, minus ``action_penalty`` times the mean squared action."""
     return success.float() - action_penalty * actions.square().mean(dim=-1)
+
+
+def observation_space(crop_size: int) -> gym.spaces.Dict:
+    """The policy observation's space for crops of ``crop_size`` samples a side."""
+    return gym.spaces.Dict(
+        {
+            "crop": gym.spaces.Box(-1.0, 1.0, (1, crop_size, crop_size), np.float32),
+            "grasp": gym.spaces.Box(-1.0, 1.0, (len(GRASP_FEATURES),), np.float32),
+        }
+    )
+
+
+def policy_observation(
+    depth: torch.Tensor, grasps: ImageGrasps, cfg, floor_distance: float, wall_height: float
+) -> dict[str, torch.Tensor]:
+    """The policy observation ``{"crop", "grasp"}`` of the planner's best grasps ``grasps`` (fields (N,)) on
+    ``depth`` (N, H, W) [m], with the crop parameters of a task cfg (``crop_window_px``, ``crop_size``,
+    ``crop_depth_scale``); see :func:`jaw_aligned_crops` and :func:`grasp_features`."""
+    crop = jaw_aligned_crops(depth, grasps, cfg.crop_window_px, cfg.crop_size, cfg.crop_depth_scale)
+    grasp = grasp_features(grasps, tuple(depth.shape[-2:]), floor_distance, wall_height)
+    return {"crop": crop, "grasp": grasp}
