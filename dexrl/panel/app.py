@@ -6,7 +6,6 @@ while physics runs.
 
 from __future__ import annotations
 
-import math
 import threading
 
 import numpy as np
@@ -14,7 +13,8 @@ import viser
 from matplotlib import colormaps
 
 from dexrl.app import Session, SessionState
-from dexrl.grasp.draw import depth_to_gray, plan_picture
+from dexrl.app.drawing import q_picture as _q_picture
+from dexrl.app.drawing import status_markdown as _status_markdown
 
 from .geometry import bin_boxes, jaw_segments, q_colors
 
@@ -175,45 +175,3 @@ class Panel:
         self._handles[name] = self.server.scene.add_line_segments(
             f"/grasps/{name}", segments, colors, thickness=6.0, thickness_units="screen"
         )
-
-
-def _q_picture(state: SessionState, env: int) -> np.ndarray:
-    """The selected env's depth in grey with the q-map blended over it and the proposed grasps on top."""
-    depth = state.depth[env]
-    if state.q_map is None or not state.proposed:
-        return depth_to_gray(depth)
-    grasps = state.proposed[env]
-    centers = np.array([g["center"] for g in grasps], np.float32).reshape(-1, 2)
-    angles = np.array([g["angle"] for g in grasps], np.float32)
-    widths = np.array([g["width_px"] for g in grasps], np.float32)
-    q = np.array([g["q"] for g in grasps], np.float32)
-    stride, offset = state.q_map_grid
-    return plan_picture(depth, state.q_map[env], centers, angles, widths, q, stride, offset)
-
-
-def _status_markdown(state: SessionState, env: int) -> str:
-    low, high = state.success_ci
-    rate = (
-        "n/a"
-        if not state.attempts
-        else f"{100 * state.success_rate:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
-    )
-    outcome = state.last_outcome[env] if state.last_outcome else "-"
-    q_source = state.q_map_source or "not planned yet"
-    glyphs = len(state.proposed[env]) if state.proposed else 0
-    speed = (
-        "-"
-        if not math.isfinite(state.attempts_per_s) or not state.attempts_per_s
-        else f"{state.attempts_per_s:.2f}"
-    )
-    lines = [
-        f"**Planner:** {state.planner_status.value} ({state.planner_name})",
-        f"**Q-map:** {q_source}",
-        f"**Grasps shown:** {glyphs} proposed" + (", corrected" if state.corrected else ""),
-        f"**Mode:** {state.mode}" + (f" - **busy:** {state.busy}" if state.busy else ""),
-        f"**Success:** {rate} ({state.successes}/{state.attempts})",
-        f"**Attempts/s:** {speed} - **SAC updates:** {state.updates}",
-        f"**Last outcome (env {env}):** {outcome}",
-        f"**Message:** {state.message}",
-    ]
-    return "  \n".join(lines)
