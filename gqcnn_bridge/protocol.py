@@ -51,6 +51,7 @@ __all__ = [
     "decode_plan_reply",
     "decode_plan_request",
     "downsample_q_map",
+    "downsampled_grid",
     "encode_error",
     "encode_message",
     "encode_plan_reply",
@@ -692,6 +693,13 @@ def downsample_q_map(q_map: torch.Tensor, stride: int, dtype: str) -> np.ndarray
     return pooled.half().cpu().numpy()
 
 
+def downsampled_grid(grid: tuple[float, float], stride: int) -> tuple[float, float]:
+    """(stride, offset) [px] of a q-map with cell grid ``grid`` after block maxima over ``stride`` cells: a
+    block's centre lies midway between its first and last cell."""
+    cell, offset = grid
+    return cell * stride, offset + cell * (stride - 1) / 2
+
+
 def q_map_reply_nbytes(q_map_shape: tuple[int, ...], options: PlanOptions) -> int:
     """Bytes the display q-map of a (B, A, h, w) q-map takes in a reply."""
     b, a, h, w = q_map_shape
@@ -719,8 +727,6 @@ def encode_plan_reply(
     arrays["valid"] = result.valid.numpy()
     arrays["position_cam"] = result.positions_cam.numpy()
     arrays["orientation_cam"] = grasp_orientations_cam(result.grasps.angle).numpy()
-    if options.return_q_map and result.q_map is not None:
-        arrays["q_map"] = downsample_q_map(result.q_map, options.q_map_stride, options.q_map_dtype)
     header = {
         "type": "result",
         "request_id": request_id,
@@ -728,6 +734,9 @@ def encode_plan_reply(
         "timings": dict(timings),
         "batch": dict(batch),
     }
+    if options.return_q_map and result.q_map is not None:
+        arrays["q_map"] = downsample_q_map(result.q_map, options.q_map_stride, options.q_map_dtype)
+        header["q_map_grid"] = list(downsampled_grid(result.q_map_grid, options.q_map_stride))
     return encode_message(header, arrays)
 
 
@@ -758,4 +767,12 @@ def decode_plan_reply(message: Message) -> PlanResult:
         )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ProtocolViolation(ErrorCode.BAD_HEADER, f"reply timings are malformed: {error!r}") from None
-    return PlanResult(grasps, _tensor(arrays, "valid"), _tensor(arrays, "position_cam"), q_map, timings)
+    grid = (1.0, 0.0)
+    if q_map is not None:
+        try:
+            grid = tuple(float(value) for value in message.header["q_map_grid"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ProtocolViolation(ErrorCode.BAD_HEADER, f"reply q_map_grid is malformed: {error!r}") from None
+        if len(grid) != 2:
+            raise ProtocolViolation(ErrorCode.BAD_HEADER, "reply q_map_grid must be [stride, offset]")
+    return PlanResult(grasps, _tensor(arrays, "valid"), _tensor(arrays, "position_cam"), q_map, timings, grid)

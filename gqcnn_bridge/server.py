@@ -244,6 +244,7 @@ def _result_to_cpu(result: PlanResult) -> PlanResult:
         result.positions_cam.detach().cpu(),
         q_map,
         result.timings,
+        result.q_map_grid,
     )
 
 
@@ -255,6 +256,7 @@ def _slice_result(result: PlanResult, start: int, stop: int) -> PlanResult:
         result.positions_cam[start:stop],
         q_map,
         result.timings,
+        result.q_map_grid,
     )
 
 

@@ -159,6 +159,7 @@ def test_plan_reply_round_trip_is_exact_and_q_map_is_downsampled():
         torch.rand(b, k, 3, generator=generator),
         q_map,
         {"network": 0.5},
+        q_map_grid=(4, 48),
     )
     options = PlanOptions(k=k, return_q_map=True, q_map_dtype="uint8", q_map_stride=4)
     timings = {"queue_s": 0.001, "inference_s": 0.002, "server_s": 0.004, "planner": {"network": 0.5}}
@@ -166,6 +167,7 @@ def test_plan_reply_round_trip_is_exact_and_q_map_is_downsampled():
         bytes(encode_plan_reply(5, result, options, timings, {"requests": 1, "images": b})), Limits()
     )
     decoded = decode_plan_reply(reply)
+    assert decoded.q_map_grid == (16.0, 54.0)  # 4 cells of stride 4 per block, centred 6 px past the first
     assert reply.request_id == 5 and decoded.timings == {
         "network": 0.5,
         "queue": 0.001,

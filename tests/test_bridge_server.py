@@ -117,6 +117,10 @@ def assert_same_result(remote: PlanResult, local: PlanResult, options: PlanOptio
             downsample_q_map(local.q_map, options.q_map_stride, options.q_map_dtype)
         ).float()
         assert torch.equal(remote.q_map, expected / 255 if options.q_map_dtype == "uint8" else expected)
+        # the grid travels with the downsampled map: block j of s cells is centred midway between its cells
+        stride, offset = local.q_map_grid
+        s = options.q_map_stride
+        assert remote.q_map_grid == (stride * s, offset + stride * (s - 1) / 2)
 
 
 @contextlib.contextmanager

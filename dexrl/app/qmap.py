@@ -11,13 +11,14 @@ DEPTH_STAND_IN = "depth stand-in (this planner gives no q-map): height above the
 
 
 def display_q_map(
-    q_map: torch.Tensor | None, depth: torch.Tensor, mask: torch.Tensor
-) -> tuple[np.ndarray, str, int, int]:
+    q_map: torch.Tensor | None, depth: torch.Tensor, mask: torch.Tensor, grid: tuple[float, float] = (1.0, 0.0)
+) -> tuple[np.ndarray, str, float, float]:
     """(N, h, w) float32 in [0, 1] per env, where it came from, and its grid's stride and offset [px] (cell
     (i, j) is centred on pixel (offset + stride j, offset + stride i)).
 
     Args:
         q_map: the planner's per-angle qualities (N, A, h, w), or None.
+        grid: the planner q-map's (stride, offset) [px] (``PlanResult.q_map_grid``).
         depth: (N, H, W) depth images [m], for the stand-in.
         mask: (N, H, W) bool bin mask, for the stand-in.
 
@@ -26,9 +27,7 @@ def display_q_map(
     the heap, not a quality.
     """
     if q_map is not None:
-        from dexrl.gqcnn.grid import CROP_SIZE, STRIDE
-
-        return q_map.amax(dim=1).clamp(0, 1).float().cpu().numpy(), "planner", STRIDE, CROP_SIZE // 2
+        return q_map.amax(dim=1).clamp(0, 1).float().cpu().numpy(), "planner", *grid
     depth, mask = depth.cpu(), mask.cpu()
     far = torch.where(mask, depth, torch.zeros_like(depth)).flatten(1).amax(1).view(-1, 1, 1)
     near = torch.where(mask, depth, torch.full_like(depth, torch.inf)).flatten(1).amin(1).view(-1, 1, 1)

@@ -352,7 +352,7 @@ class Session:
         depth = world.render_depth()
         mask = world.bin_mask(depth)
         result = self.planner.plan(depth, intrinsics, mask, k=self.config.top_k, return_q_map=True)
-        q_map, source, stride, offset = display_q_map(result.q_map, depth, mask)
+        q_map, source, stride, offset = display_q_map(result.q_map, depth, mask, result.q_map_grid)
         cpu_extrinsics = CameraExtrinsics(world.extrinsics.position.cpu(), world.extrinsics.rotation.cpu())
         best = result.best.to("cpu")
         obs = GraspObservation(

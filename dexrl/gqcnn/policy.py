@@ -287,7 +287,7 @@ class FCGQCNNPlanner:
         timings = dict(quality.timings)
         timings["total"] = self._elapsed(start)
         timings["select"] = timings["total"] - timings["network"] - timings["preprocess"]
-        return PlanResult(grasps, valid, positions, q_map, timings)
+        return PlanResult(grasps, valid, positions, q_map, timings, q_map_grid=(STRIDE, CROP_SIZE // 2))
 
     def _elapsed(self, start: float) -> float:
         if self.device.type == "cuda":

@@ -52,6 +52,8 @@ class PlanResult:
         positions_cam: grasp centres in each camera's frame (B, k, 3) [m].
         q_map: optional per-angle quality maps (B, A, h, w) in [0, 1] for display, on the planner's output grid.
         timings: wall-clock seconds per stage (e.g. ``{"preprocess": ..., "network": ..., "select": ...}``).
+        q_map_grid: (stride, offset) [px] of ``q_map``'s cells: cell (i, j) is centred on image pixel
+            (offset + stride j, offset + stride i).
     """
 
     grasps: ImageGrasps
@@ -59,6 +61,7 @@ class PlanResult:
     positions_cam: torch.Tensor
     q_map: torch.Tensor | None = None
     timings: dict[str, float] | None = None
+    q_map_grid: tuple[float, float] = (1.0, 0.0)
 
     @property
     def best(self) -> ImageGrasps:

@@ -80,22 +80,6 @@ def server_address(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
-def _display_planner(url: str, token: str | None):
-    """A RemotePlanner whose replies carry the q-map on the planner's own grid.
-
-    RemotePlanner downsamples q-maps by 4 unless told otherwise, but the Session labels every planner q-map with
-    FC-GQ-CNN's grid (``dexrl.app.qmap.display_q_map``: stride 4, offset 48), so a downsampled map would be
-    drawn at a quarter of its size. Stride 1 keeps the two in step (larger replies: float16, ~0.25 MB per env).
-    """
-    from gqcnn_bridge.client import RemotePlanner
-
-    class FullGridRemotePlanner(RemotePlanner):
-        def plan(self, *args, q_map_stride: int = 1, **kwargs):
-            return super().plan(*args, q_map_stride=q_map_stride, **kwargs)
-
-    return FullGridRemotePlanner(url, token=token)
-
-
 def _backend(options: LaunchOptions, device: str | None, notes: list[str]):
     from gqcnn_bridge.backends import load_backend
 
@@ -137,7 +121,9 @@ def start_session(options: LaunchOptions, *, runner_factory: Callable | None = N
         server = ServerThread(backend, ServerConfig(host=host, port=port, token=options.token)).start()
         url = server.url
         notes.append(f"started a {backend.model_id} planner server at {url}")
-    planner = _display_planner(url, options.token)
+    from gqcnn_bridge.client import RemotePlanner
+
+    planner = RemotePlanner(url, token=options.token)
     trainer = None
     try:
         if options.trainer:
