@@ -50,6 +50,7 @@ def test_each_env_gets_the_outcome_of_its_own_grasp(rig):
     world, executor = rig
     for plan in ([NARROW, BESIDE, WIDE, WALL], [WALL, WIDE, BESIDE, NARROW]):
         _box_in_the_middle(world)
+        redrawn = executor.redrawn_heaps
         result = executor.execute(_grasps(world, plan))
         outcomes = [Outcome(int(o)) for o in result.outcome]
         expected = {NARROW: Outcome.SUCCESS, BESIDE: Outcome.EMPTY, WALL: Outcome.COLLISION}
@@ -66,6 +67,10 @@ def test_each_env_gets_the_outcome_of_its_own_grasp(rig):
         assert int(executor.attempts_on_heap[success_env]) == 0
         assert (executor.attempts_on_heap[others] > 0).all()
         assert world.round.placed.all()
+        assert executor.redrawn_heaps == redrawn + 1
+        # The jaw that closed on nothing was judged when it shut, without the lift and the hold.
+        empty_env = plan.index(BESIDE)
+        assert result.duration[empty_env] < result.duration[success_env] - executor.cfg.hold_time
 
 
 def test_the_executor_drives_to_the_deprojected_image_grasp(rig):
@@ -115,3 +120,22 @@ def test_a_non_finite_state_resets_only_that_env(rig):
     assert executor.fault_count == before + 1
     assert torch.isfinite(world.object_positions()).all()  # env 2 was re-drawn
     assert world.round.placed[2].all()
+    # The faulted heap and the three emptied bins were re-drawn together, and each came to rest.
+    assert world.round.settled.all()
+
+
+def test_a_gripper_spoiled_by_a_blown_up_heap_is_reset_for_the_redraw(rig):
+    # A heap that blows up while settling takes its env's gripper along (non-finite joints); every redraw of
+    # that env then blew up again until the next attempt teleported the gripper.
+    world, executor = rig
+    _box_in_the_middle(world)
+    robot = executor.robot
+    q = robot.data.joint_pos.torch.clone()
+    q[1] = float("nan")
+    all_envs = torch.arange(NUM_ENVS)
+    robot.write_joint_state_to_sim_index(position=q, velocity=torch.zeros_like(q), env_ids=all_envs)
+    info = world.new_round(torch.tensor([1]))
+    assert bool(info.settled.all()), info.settle_time
+    assert torch.isfinite(world.object_positions()).all()
+    assert torch.isfinite(robot.data.joint_pos.torch).all()
+    assert torch.allclose(robot.data.joint_pos.torch[1], executor.home[1], atol=0.002)

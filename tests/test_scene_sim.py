@@ -53,6 +53,16 @@ def test_randomized_values_lie_in_range_and_differ_between_envs(world):
     assert torch.allclose(world.objects.data.body_mass.torch, info.mass)
 
 
+def test_a_redraw_waits_no_longer_than_its_timeout_and_leaves_the_other_envs(world):
+    world.new_round()
+    before = {name: value.clone() for name, value in vars(world.round).items()}
+    window = world.settings.settle.quiet_time
+    info = world.new_round(torch.tensor([1]), timeout=window)  # one window: the dropped heap is still falling
+    assert not bool(info.settled[0]) and math.isclose(float(info.settle_time[0]), window, rel_tol=1e-5)
+    for name, value in vars(world.round).items():
+        assert torch.equal(value[[0, 2]], before[name][[0, 2]]), name
+
+
 def _empty_bin(world: BinWorld):
     slot = torch.full((world.num_envs, 1), len(world.pool) - 1)
     far_corner = torch.tensor([0.17, 0.12, 0.03, 0, 0, 0, 1.0]).expand(world.num_envs, 1, 7)

@@ -34,11 +34,14 @@ def run(args: argparse.Namespace) -> int:
     runner.attempt()  # warm-up: first-use kernel compilation
     sync = torch.cuda.synchronize if settings.device.startswith("cuda") else (lambda: None)
     sync()
+    executor, world = runner.executor, runner.world
+    redrawn, settled, heap_faults = executor.redrawn_heaps, executor.redrawn_settled, world.heap_faults
     start = time.perf_counter()
     for _ in range(args.batches):
         runner.attempt()
     sync()
     wall = time.perf_counter() - start
+    redrawn, settled = executor.redrawn_heaps - redrawn, executor.redrawn_settled - settled
     figures = {
         "device": settings.device,
         "num_envs": settings.num_envs,
@@ -48,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
         "attempts_per_s": round(args.batches * settings.num_envs / wall, 2),
         "s_per_batch": round(wall / args.batches, 3),
         "outcomes": runner.tally.as_dict(),
+        # Heaps re-drawn between the timed attempts, how many were at rest when the next attempt began, and
+        # how often a heap's physics failed while settling (it was drawn again).
+        "redrawn_heaps": redrawn,
+        "redrawn_settled": settled,
+        "heap_faults": world.heap_faults - heap_faults,
     }
     print("dexrl bench grasp")
     for key, value in figures.items():

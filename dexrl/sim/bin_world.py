@@ -38,6 +38,10 @@ PARK_SPACING = 0.16
 MAX_REDRAWS = 3
 """How often a heap whose physics failed while settling is drawn again."""
 
+HEAP_MAX_SPEED = 20.0
+"""An object faster than this while a heap settles means its physics failed [m/s] (dropped objects reach ~1 m/s;
+a heap that blows up passes 1e10 m/s before it turns non-finite)."""
+
 FLOOR_EXTRA_DEPTH = 0.05
 """How far the bin floor's collider extends below the table top [m]."""
 
@@ -296,24 +300,45 @@ class BinWorld:
             self.scene.update(self.dt)
 
     # ------------------------------------------------------------------ rounds
-    def new_round(self, env_ids: torch.Tensor | None = None) -> RoundInfo:
+    def new_round(self, env_ids: torch.Tensor | None = None, timeout: float | None = None) -> RoundInfo:
         """Draw a new heap in the given envs (all by default): choose K objects, randomize them, drop them
         over the bin with random SO(3) orientations, park the others, then settle. Returns what was drawn.
 
-        A heap whose physics fails while settling (a non-finite state, or an object thrown out of the bin) is
-        drawn again, up to ``MAX_REDRAWS`` times; ``self.heap_faults`` counts those redraws.
+        A heap whose physics fails while settling (a non-finite state, an object faster than
+        ``HEAP_MAX_SPEED``, or an object thrown out of the bin) is drawn again at once, while the other heaps
+        settle on, up to ``MAX_REDRAWS`` times per env, with the articulations of its env (e.g. the gripper,
+        which a heap that blows up takes along) back at their default joint state; ``self.heap_faults``
+        counts those redraws. A heap still moving at the timeout is kept, with ``settled`` False.
+
+        Args:
+            env_ids: the envs to re-draw (all by default).
+            timeout: simulated seconds a heap may take to come to rest; ``settings.settle.timeout`` by
+                default (the grasp executor passes the shorter ``settings.settle.redraw_timeout``).
         """
         ids = torch.arange(self.num_envs, device=self.device) if env_ids is None else env_ids.to(self.device)
-        self._draw_and_settle(ids)
-        for _ in range(MAX_REDRAWS):
-            failed = self.faulty_envs(max_speed=20.0)[ids]
-            if not bool(failed.any()):
+        redraws = torch.zeros(len(ids), dtype=torch.long, device=self.device)
+        self._reset_articulations(ids, only_nonfinite=True)
+        rows = torch.arange(len(ids), device=self.device)
+        while True:
+            sub, sub_redraws = ids[rows], redraws[rows]
+            placed = self._drop(sub)
+            settle_time, settled, _ = self._settle(sub, placed, timeout, redraws=sub_redraws)
+            redraws[rows] = sub_redraws
+            self.round.settle_time[sub] = settle_time
+            self.round.settled[sub] = settled
+            # A heap can also come to rest in a faulty state (e.g. an object on a wall top, outside the bin).
+            again = self.faulty_envs(HEAP_MAX_SPEED)[ids] & (redraws < MAX_REDRAWS)
+            if not bool(again.any()):
                 break
-            self.heap_faults += int(failed.sum())
-            self._draw_and_settle(ids[failed])
+            rows = again.nonzero().flatten()
+            redraws[rows] += 1
+            self.heap_faults += len(rows)
+            self._reset_articulations(ids[rows])
         return RoundInfo(**{name: value[ids].clone() for name, value in vars(self.round).items()})
 
-    def _draw_and_settle(self, ids: torch.Tensor) -> RoundInfo:
+    def _drop(self, ids: torch.Tensor) -> torch.Tensor:
+        """Draw new heaps in ``ids``, drop them (park the other objects) and store the round, not yet settled.
+        Returns the placed objects (len(ids), P)."""
         draw = randomization.draw_round(self.settings, self.pool, len(ids), self.generator)
         poses = self._park_pose.expand(len(ids), -1, -1).clone()
         drop = randomization.drop_poses(self.settings, self.pool, draw.placed, self.generator)
@@ -329,10 +354,30 @@ class BinWorld:
             static_friction=draw.static_friction.to(self.device),
             dynamic_friction=draw.dynamic_friction.to(self.device),
             restitution=draw.restitution.to(self.device),
+            settle_time=torch.zeros(len(ids), device=self.device),
+            settled=torch.zeros(len(ids), dtype=torch.bool, device=self.device),
         )
-        info.settle_time, info.settled = self.settle(ids, info.placed)
         self._store_round(ids, info)
-        return info
+        return placed
+
+    def _reset_articulations(self, env_ids: torch.Tensor, only_nonfinite: bool = False) -> None:
+        """Put the articulations (e.g. the gripper) of ``env_ids`` back at their default joint state, at rest;
+        with ``only_nonfinite``, only where their joint state is non-finite. A blown-up heap spoils the whole
+        env's state: without this, every redraw of it blew up again from the gripper's non-finite state."""
+        all_envs = torch.arange(self.num_envs, device=self.device)
+        for articulation in self.scene.articulations.values():
+            data = articulation.data
+            position, velocity = data.joint_pos.torch.clone(), data.joint_vel.torch.clone()
+            reset = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+            reset[env_ids] = True
+            if only_nonfinite:
+                reset &= ~(torch.isfinite(position).all(dim=-1) & torch.isfinite(velocity).all(dim=-1))
+                if not bool(reset.any()):
+                    continue
+            position[reset] = data.default_joint_pos.torch[reset]
+            velocity[reset] = data.default_joint_vel.torch[reset]
+            # All envs are written (the others keep their state), as for the object collection.
+            articulation.write_joint_state_to_sim_index(position=position, velocity=velocity, env_ids=all_envs)
 
     def _apply_materials(self, ids: torch.Tensor, draw: "randomization.RoundDraw") -> None:
         masses = draw.mass.to(self.device)
@@ -341,38 +386,81 @@ class BinWorld:
         self.objects.set_inertias_index(inertias=self._default_inertia[ids] * ratio, env_ids=ids)
         randomization.write_contact_materials(self, ids, draw)
 
-    def settle(self, env_ids: torch.Tensor, placed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def settle(
+        self, env_ids: torch.Tensor, placed: torch.Tensor, timeout: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Step until every placed object of every env in ``env_ids`` is at rest, or the timeout.
 
         Rest is judged on motion over a window of ``quiet_time`` (displacement / window below
         ``linear_speed``, rotation / window below ``angular_speed``) rather than on instantaneous
-        velocities, which chatter in resting contact without the objects going anywhere.
+        velocities, which chatter in resting contact without the objects going anywhere. A heap whose physics
+        failed (see :meth:`new_round`) is not waited for and counts as not at rest.
+
+        Args:
+            timeout: simulated seconds; ``settings.settle.timeout`` by default.
 
         Returns:
             settle_time: (len(env_ids),) simulated seconds until each env came to rest (timeout if never).
-            settled: (len(env_ids),) bool, False where the timeout came first.
+            settled: (len(env_ids),) bool, False where the timeout came first or the physics failed.
+        """
+        settle_time, settled, _ = self._settle(env_ids, placed, timeout)
+        return settle_time, settled
+
+    def _settle(
+        self, env_ids: torch.Tensor, placed: torch.Tensor, timeout: float | None = None, redraws: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`settle`, plus (len(env_ids),) bool: the heaps whose physics failed.
+
+        With ``redraws`` ((len(env_ids),) long, counted up in place), a heap whose physics fails is drawn
+        again at once while the others settle on (at most ``MAX_REDRAWS`` times an env), its clock restarted.
         """
         cfg = self.settings.settle
+        timeout = cfg.timeout if timeout is None else timeout
         window = max(1, round(cfg.quiet_time / self.dt))
-        num_windows = max(1, round(cfg.timeout / (window * self.dt)))
-        settle_time = torch.full((len(env_ids),), cfg.timeout, device=self.device)
-        done = torch.zeros(len(env_ids), dtype=torch.bool, device=self.device)
+        num_windows = max(1, round(timeout / (window * self.dt)))
+        n = len(env_ids)
+        placed = placed.clone()
+        settle_time = torch.full((n,), timeout, device=self.device)
+        done = torch.zeros(n, dtype=torch.bool, device=self.device)
+        failed = torch.zeros(n, dtype=torch.bool, device=self.device)
+        timed_out = torch.zeros(n, dtype=torch.bool, device=self.device)
+        start = torch.zeros(n, dtype=torch.long, device=self.device)  # the window each heap was dropped after
         previous_pos = self.objects.data.body_pos_w.torch[env_ids].clone()
         previous_quat = self.objects.data.body_quat_w.torch[env_ids].clone()
-        for index in range(1, num_windows + 1):
+        index = 0
+        while True:
+            index += 1
             self.step(window)
             pos = self.objects.data.body_pos_w.torch[env_ids]
             quat = self.objects.data.body_quat_w.torch[env_ids]
             speed = torch.linalg.norm(pos - previous_pos, dim=-1) / (window * self.dt)
             turn = 2 * torch.acos((quat * previous_quat).sum(-1).abs().clamp(max=1.0)) / (window * self.dt)
             moving = ((speed > cfg.linear_speed) | (turn > cfg.angular_speed) | ~torch.isfinite(speed)) & placed
-            newly = ~moving.any(dim=1) & ~done
-            settle_time = torch.where(newly, torch.full_like(settle_time, index * window * self.dt), settle_time)
+            active = ~(done | failed | timed_out)
+            # A heap that blew up, or threw an object out below the wall tops, will not come right again.
+            failed |= active & self._heap_faults(env_ids, placed, HEAP_MAX_SPEED, out_below_wall_top=True)
+            newly = active & ~failed & ~moving.any(dim=1)
+            age = index - start
+            settle_time = torch.where(newly, age * window * self.dt, settle_time)
             done |= newly
-            if bool(done.all()):
+            timed_out |= ~(done | failed) & (age >= num_windows)
+            if redraws is not None:
+                retry = failed & (redraws < MAX_REDRAWS)
+                if bool(retry.any()):
+                    rows = retry.nonzero().flatten()
+                    redraws[rows] += 1
+                    self.heap_faults += len(rows)
+                    self._reset_articulations(env_ids[rows])
+                    placed[rows] = self._drop(env_ids[rows])
+                    failed[rows] = False
+                    start[rows] = index
+                    settle_time[rows] = timeout
+                    pos = self.objects.data.body_pos_w.torch[env_ids]
+                    quat = self.objects.data.body_quat_w.torch[env_ids]
+            if bool((done | failed | timed_out).all()):
                 break
             previous_pos, previous_quat = pos.clone(), quat.clone()
-        return settle_time, done
+        return settle_time, done, failed
 
     def park_objects(self, env_ids: torch.Tensor, slots: torch.Tensor) -> None:
         """Move one pool object per listed env (``slots[i]`` of ``env_ids[i]``) back to its parking spot."""
@@ -438,17 +526,27 @@ class BinWorld:
     def faulty_envs(self, max_speed: float) -> torch.Tensor:
         """(N,) bool: non-finite object state, an object faster than ``max_speed`` [m/s], or a placed object
         outside the bin (beyond the walls, or below the floor)."""
-        pos = self.object_positions()
-        vel = self.objects.data.body_lin_vel_w.torch
+        return self._heap_faults(torch.arange(self.num_envs, device=self.device), self.round.placed, max_speed)
+
+    def _heap_faults(
+        self, env_ids: torch.Tensor, placed: torch.Tensor, max_speed: float, out_below_wall_top: bool = False
+    ) -> torch.Tensor:
+        """(len(env_ids),) bool: :meth:`faulty_envs` of ``env_ids`` for the placed objects ``placed``
+        (len(env_ids), P). ``out_below_wall_top`` counts an object outside the bin only once it is below the
+        wall tops (one still in the air above them may fall back in)."""
+        pos = self.object_positions()[env_ids]
+        vel = self.objects.data.body_lin_vel_w.torch[env_ids]
         nonfinite = ~(torch.isfinite(pos).all(dim=-1) & torch.isfinite(vel).all(dim=-1)).all(dim=1)
         too_fast = (torch.linalg.norm(vel, dim=-1) > max_speed).any(dim=1)
-        x0, x1, y0, y1, z0, _ = self.interior_bounds.tolist()
+        x0, x1, y0, y1, z0, z1 = self.interior_bounds.tolist()
         slack = 0.02  # [m] objects leaning on a wall top may overhang it a little
         outside = (
             (pos[..., 0] < x0 - slack) | (pos[..., 0] > x1 + slack) | (pos[..., 1] < y0 - slack)
             | (pos[..., 1] > y1 + slack) | (pos[..., 2] < z0 - 0.01)
         )
-        thrown_out = (outside & self.round.placed).any(dim=1)
+        if out_below_wall_top:
+            outside &= pos[..., 2] < z1
+        thrown_out = (outside & placed).any(dim=1)
         return nonfinite | too_fast | thrown_out
 
     # ------------------------------------------------------------------ sensing

@@ -7,9 +7,11 @@ The attempt is a tensor state machine (no Python loop over envs):
 
 Every attempt ends in exactly one :class:`Outcome`. Success means that one of the env's placed objects is
 between the pads, lifted by at least ``lift_threshold`` above where it lay, at the end of the hold time.
+An attempt whose jaw has shut after the close (nothing can be held any more) is judged then: EMPTY or SLIP.
 The grasped object then leaves the bin (it is parked); the bin is re-drawn when empty or after
 ``attempts_per_heap`` attempts. A non-finite or exploding state, or an object thrown out of the bin,
-resets that env only and is counted as a fault.
+resets that env only and is counted as a fault. All re-draws of a batch (faults, empty and spent bins) share
+one :meth:`BinWorld.new_round`, which waits at most ``settings.settle.redraw_timeout`` for them to settle.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class ExecutorCfg:
     phase_timeout: float = 2.0  # [s] per phase
     attempts_per_heap: int = 10  # the bin is re-drawn after this many attempts (or when empty)
     max_speed: float = 20.0  # [m/s] an object faster than this is a fault
+    shut_opening: float = 0.001  # [m] a jaw this far closed after the close holds nothing (as in the judgement)
 
 
 def gripper_entities(gripper: GripperCfg, asset_folder) -> dict:
@@ -112,6 +115,10 @@ class GraspExecutor:
         self.home = self.robot.data.default_joint_pos.torch.clone()
         self.attempts_on_heap = torch.zeros(world.num_envs, dtype=torch.long, device=self.device)
         self.fault_count = 0
+        self.redrawn_heaps = 0  # heaps re-drawn between attempts (faults, empty and spent bins)
+        self.redrawn_settled = 0  # of those, how many were at rest before the next attempt
+        # The end-of-attempt check costs a host sync on a GPU: there only every few steps.
+        self._check_every = 1 if self.device.type == "cpu" else 10
         self._teleport(self.home)  # the articulation starts at zero joint positions, in the camera's view
         world.step()
 
@@ -212,16 +219,20 @@ class GraspExecutor:
             target[:, 2] = torch.where(lifting, self._ramp(target[:, 2], lift_joint_z, cfg.lift_speed), target[:, 2])
             lifted = lifting & ((q[:, 2] - lift_joint_z).abs() < 0.003)
             held_long_enough = (phase == Phase.HOLD) & (phase_time >= cfg.hold_time)
+            # A jaw that has shut holds nothing, and a jaw driven shut does not open again: the attempt is over
+            # (judged below as at the end of the hold: EMPTY or SLIP). Saves the lift and hold of the batch
+            # when no env holds anything.
+            shut = (lifting | (phase == Phase.HOLD)) & (q[:, 4:].sum(dim=-1) <= cfg.shut_opening)
 
             timed_out = active & (phase_time > cfg.phase_timeout)
             outcome = torch.where(timed_out, torch.full_like(outcome, Outcome.TIMEOUT), outcome)
-            finished_hold |= held_long_enough & ~timed_out
+            finished_hold |= (held_long_enough | shut) & ~timed_out
 
-            next_phase = phase.clone()
-            next_phase[to_close] = Phase.CLOSE
-            next_phase[closed] = Phase.LIFT
-            next_phase[lifted] = Phase.HOLD
-            next_phase[held_long_enough | timed_out] = Phase.DONE
+            # torch.where, not masked assignment: a boolean index costs a host sync on a GPU, every step.
+            next_phase = torch.where(to_close, int(Phase.CLOSE), phase)
+            next_phase = torch.where(closed, int(Phase.LIFT), next_phase)
+            next_phase = torch.where(lifted, int(Phase.HOLD), next_phase)
+            next_phase = torch.where(held_long_enough | shut | timed_out, int(Phase.DONE), next_phase)
             phase_time = torch.where(next_phase != phase, torch.zeros_like(phase_time), phase_time + dt)
             elapsed = torch.where(active, elapsed + dt, elapsed)
             phase = next_phase
@@ -229,8 +240,8 @@ class GraspExecutor:
 
             self.robot.actuators.target_command.set_position_index(value=target)
             world.step()
-            # Checking for the end costs a host sync: only every few steps (envs that are done keep holding).
-            if step % 10 == 0 and bool((phase == Phase.DONE).all()):
+            # Envs that are done keep holding until all are.
+            if step % self._check_every == 0 and bool((phase == Phase.DONE).all()):
                 break
 
         depth_after_lift = world.render_depth() if render_after_lift else None
@@ -244,9 +255,10 @@ class GraspExecutor:
         outcome = torch.where(outcome < 0, torch.full_like(outcome, Outcome.TIMEOUT), outcome)
         grasped = torch.where(outcome == Outcome.SUCCESS, grasped, -1)
         self._teleport(self.home)  # also makes the gripper state finite again where a fault spoiled it
-        outcome = self._handle_faults(outcome)
-        grasped = torch.where(outcome == Outcome.FAULT, -1, grasped)
-        self._release(grasped)
+        faulty = self._faults()
+        outcome = torch.where(faulty, torch.full_like(outcome, Outcome.FAULT), outcome)
+        grasped = torch.where(faulty, -1, grasped)
+        self._release(grasped, faulty)
         reached = GraspPoses(position=reached_position, yaw=reached_yaw, width=local.width)
         return AttemptResult(outcome, grasped, local, reached, elapsed, depth_after_lift)
 
@@ -281,30 +293,30 @@ class GraspExecutor:
         self.robot.write_joint_state_to_sim_index(position=joint_pos, velocity=torch.zeros_like(joint_pos), env_ids=ids)
         self.robot.actuators.target_command.set_position_index(value=joint_pos)
 
-    def _release(self, grasped: torch.Tensor) -> None:
-        """Park grasped objects (they leave the bin), count the attempt on the heap, re-draw spent heaps."""
+    def _faults(self) -> torch.Tensor:
+        """(N,) bool: envs whose state is non-finite, exploding or has an object out of the bin (counted)."""
+        faulty = self.world.faulty_envs(self.cfg.max_speed)
+        self.fault_count += int(faulty.sum())
+        return faulty
+
+    def _release(self, grasped: torch.Tensor, faulty: torch.Tensor) -> None:
+        """Park grasped objects (they leave the bin), count the attempt on the heap, and re-draw faulted,
+        empty and spent heaps together: one settle of the world per batch."""
         world = self.world
         success = grasped >= 0
         if bool(success.any()):
             envs = success.nonzero().flatten()
             world.park_objects(envs, grasped[envs])
-        world.step()
         self.attempts_on_heap += 1
         empty = ~world.round.placed.any(dim=1)
-        redraw = empty | (self.attempts_on_heap >= self.cfg.attempts_per_heap)
+        redraw = faulty | empty | (self.attempts_on_heap >= self.cfg.attempts_per_heap)
         if bool(redraw.any()):
+            # The settle steps the world (the parked objects' state too). The gripper of a faulted env was
+            # teleported home; new_round resets it if it is still non-finite.
             envs = redraw.nonzero().flatten()
-            world.new_round(envs)
+            info = world.new_round(envs, timeout=world.settings.settle.redraw_timeout)
             self.attempts_on_heap[envs] = 0
-
-    def _handle_faults(self, outcome: torch.Tensor) -> torch.Tensor:
-        """Reset the envs whose state is non-finite, exploding or has an object out of the bin."""
-        world = self.world
-        faulty = world.faulty_envs(self.cfg.max_speed)
-        if bool(faulty.any()):
-            envs = faulty.nonzero().flatten()
-            self.fault_count += len(envs)
-            world.new_round(envs)
-            self.attempts_on_heap[envs] = 0
-            outcome = torch.where(faulty, torch.full_like(outcome, Outcome.FAULT), outcome)
-        return outcome
+            self.redrawn_heaps += len(envs)
+            self.redrawn_settled += int(info.settled.sum())
+        else:
+            world.step()  # the parked objects' state reaches the buffers

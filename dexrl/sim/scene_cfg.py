@@ -125,6 +125,10 @@ class SettleCfg:
     angular_speed: float = 0.5  # [rad/s]
     quiet_time: float = 0.1  # [s] below both thresholds before an env counts as settled
     timeout: float = 4.0  # [s] of simulated time
+    # [s] for heaps re-drawn between grasp attempts (faulted, emptied or spent bins), during which the whole
+    # world steps; the first round keeps ``timeout``. Measured (seen set, CPU): 96 heaps whose physics did not
+    # fail came to rest after 0.5-1.9 s (median 0.8 s, 95% by 1.2 s); none after that.
+    redraw_timeout: float = 2.0
 
 
 @configclass
