@@ -13,7 +13,7 @@ import pytest
 
 from dexrl.app import Session, SessionConfig
 from dexrl.app.sac_corrector import SacCorrector
-from dexrl.grasp.baseline import HighestObjectPlanner
+from dexrl.gqcnn.policy import FCGQCNNPlanner
 
 playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e .[test])"
@@ -44,7 +44,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def panel(tmp_path_factory):
+def panel(tmp_path_factory, network):
     from dexrl.panel import Panel
     from dexrl.sim.grasp_runner import GraspRunner
     from dexrl.sim.settings import load_scene_settings
@@ -54,8 +54,8 @@ def panel(tmp_path_factory):
     )
     gripper_dir = tmp_path_factory.mktemp("gripper")
     session = Session(
-        SessionConfig(settings, planner_name="baseline", top_k=3),
-        HighestObjectPlanner(),
+        SessionConfig(settings, planner_name="FC-GQ-CNN (seeded random weights)", top_k=3),
+        FCGQCNNPlanner(network),  # a real planner q-map (no trained weights ship yet)
         trainer=SacCorrector(settings, batch_size=2, seed=0),
         runner_factory=lambda s, p: GraspRunner(s, p, asset_dir=gripper_dir),
     ).start()
@@ -115,7 +115,8 @@ def test_spawn_plan_and_train_in_the_browser(panel, page):
 
     page.get_by_role("button", name="Plan").click()
     expect(page.get_by_text("proposed")).to_be_visible(timeout=UI_TIMEOUT_MS)
-    expect(page.get_by_text("depth stand-in")).to_be_visible(timeout=UI_TIMEOUT_MS)
+    state = panel.session.wait_for(lambda s: s.q_map_source != "", TIMEOUT_S)
+    assert state.q_map_source == "planner", state.message  # FC-GQ-CNN's own q-map, not the depth stand-in
     page.wait_for_function("() => [...document.querySelectorAll('img')].some(i => i.naturalWidth >= 64)")
     page.wait_for_timeout(1000)  # let the new image decode
     planned = _q_image_stats(page)

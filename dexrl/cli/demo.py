@@ -3,7 +3,9 @@
 Builds randomized bins of the seen object set, plans a grasp per bin with FC-GQ-CNN when its weights are
 available (else the baseline planner), executes the grasps in physics, and writes to ``--out``: per env a
 PNG strip (planned grasp on the depth image | the view after the lift), the settled depth images, and
-``summary.json`` with the outcome counts and the success rate with its 95% confidence interval.
+``summary.json`` with the outcome counts and the success rate with its 95% confidence interval. When the
+repository ships a SAC agent, the demo ends with its result table on a few attempts: the planner alone vs the
+planner + SAC (the full evaluation is ``dexrl eval``, see docs/rl.md).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ._common import add_scene_arguments, scene_settings_from_args
 def configure(parser: argparse.ArgumentParser) -> None:
     add_scene_arguments(parser)
     parser.add_argument("--batches", type=int, default=2, help="grasp attempts per env (default 2)")
+    parser.add_argument("--sac-attempts", type=int, default=8, help="attempts per arm of the SAC table (default 8; 0 skips it)")
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
 
 
@@ -42,4 +45,29 @@ def run(args: argparse.Namespace) -> int:
                "heaps_redrawn_after_physics_faults": runner.world.heap_faults}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"[demo] wrote strips, depth images and summary.json to {args.out}")
+    if args.sac_attempts > 0:
+        _sac_table(settings, planner_name, args.sac_attempts, args.out / "sac")
     return 0
+
+
+def _sac_table(settings, planner_name: str, attempts: int, out: Path) -> None:
+    """The shipped agent's result table on this machine: planner alone vs planner + SAC."""
+    from dexrl.rl import SHIPPED_AGENT  # noqa: PLC0415
+
+    if not SHIPPED_AGENT.is_file():
+        print("[demo] no shipped SAC agent in this checkout: train one with `dexrl train` (docs/rl.md)")
+        return
+    from dexrl.rl.env import make_env, task_cfg  # noqa: PLC0415
+    from dexrl.rl.evaluate import evaluate_arms, markdown_table, sac_policy, summarize, write_results, zero_policy  # noqa: PLC0415
+
+    settings.num_envs = max(2, settings.num_envs)
+    env = make_env(task_cfg(settings, planner_name))
+    try:
+        arms = {"planner": zero_policy, "planner+sac": sac_policy(SHIPPED_AGENT, settings.device)}
+        summary = summarize(evaluate_arms(env, arms, attempts, seed=settings.seed, progress=lambda _: None))
+    finally:
+        env.close()
+    write_results(summary, out)
+    print(f"[demo] the shipped SAC agent ({SHIPPED_AGENT.name}), {attempts}+ attempts per arm:")
+    print(markdown_table(summary))
+    print("[demo] the full evaluation (>= 2000 attempts per arm, seen and novel sets): docs/rl.md")
