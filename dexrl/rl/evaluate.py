@@ -20,7 +20,6 @@ from stable_baselines3 import SAC
 from dexrl.sim.executor import Outcome
 from dexrl.sim.grasp_runner import OutcomeTally
 from dexrl.sim.tasks.grasp_correction.grasp_correction_env import GraspCorrectionEnv
-from dexrl.stats import wilson_interval
 from dexrl.synth.evaluate import EVAL_SEED_OFFSET
 
 __all__ = ["ArmScore", "Policy", "evaluate_arms", "markdown_table", "plot_scores", "sac_policy", "summarize", "write_results", "zero_policy"]
@@ -54,16 +53,7 @@ class ArmScore:
     tally: OutcomeTally
 
     def as_dict(self) -> dict:
-        low, high = wilson_interval(self.tally.successes, self.tally.attempts)
-        return {
-            "arm": self.arm,
-            "object_set": self.object_set,
-            "attempts": self.tally.attempts,
-            "successes": self.tally.successes,
-            "success_rate": self.tally.successes / max(1, self.tally.attempts),
-            "ci95": [low, high],
-            "outcomes": self.tally.as_dict(),
-        }
+        return {"arm": self.arm, "object_set": self.object_set, **self.tally.score()}
 
 
 def evaluate_arms(

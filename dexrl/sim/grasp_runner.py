@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from dexrl.grasp import GraspPoses, NoValidGrasps, Planner, PlanResult, image_to_world
-from dexrl.stats import format_rate
+from dexrl.stats import format_rate, wilson_interval
 
 from .bin_world import BinWorld
 from .executor import AttemptResult, ExecutorCfg, GraspExecutor, Outcome, gripper_entities
@@ -41,6 +41,17 @@ class OutcomeTally:
 
     def as_dict(self) -> dict[str, int]:
         return {outcome.name.lower(): int(self.counts[outcome]) for outcome in Outcome}
+
+    def score(self) -> dict:
+        """Attempts, successes, success rate with its 95% Wilson interval, and the outcome counts."""
+        low, high = wilson_interval(self.successes, self.attempts)
+        return {
+            "attempts": self.attempts,
+            "successes": self.successes,
+            "success_rate": self.successes / max(1, self.attempts),
+            "ci95": [low, high],
+            "outcomes": self.as_dict(),
+        }
 
     def summary(self) -> str:
         parts = ", ".join(f"{name} {count}" for name, count in self.as_dict().items() if count)

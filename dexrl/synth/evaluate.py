@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dexrl.grasp import Planner
 from dexrl.sim.grasp_runner import GraspRunner, OutcomeTally
-from dexrl.stats import format_rate, wilson_interval
+from dexrl.stats import format_rate
 
 __all__ = ["EVAL_SEED_OFFSET", "PlannerScore", "evaluate_planners", "markdown_table"]
 
@@ -30,16 +30,7 @@ class PlannerScore:
     tally: OutcomeTally
 
     def as_dict(self) -> dict:
-        low, high = wilson_interval(self.tally.successes, self.tally.attempts)
-        return {
-            "planner": self.planner,
-            "object_set": self.object_set,
-            "attempts": self.tally.attempts,
-            "successes": self.tally.successes,
-            "success_rate": self.tally.successes / max(1, self.tally.attempts),
-            "ci95": [low, high],
-            "outcomes": self.tally.as_dict(),
-        }
+        return {"planner": self.planner, "object_set": self.object_set, **self.tally.score()}
 
 
 def evaluate_planners(
