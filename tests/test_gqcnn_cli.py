@@ -122,3 +122,15 @@ def test_benchmark_options_and_scenes():
     inside = depth[masks]
     assert (inside == 0).any() and inside[inside > 0].min() > 0.49 and inside.max() < 0.61
     assert not torch.equal(depth[0], depth[1])
+
+
+def test_rendered_heaps_file_is_what_the_planner_benchmark_reads(tmp_path):
+    from dexrl.grasp import CameraIntrinsics
+    from dexrl.sim.scene_io import write_heaps_npz
+
+    camera = CameraIntrinsics(fx=500.0, fy=501.0, cx=60.0, cy=40.5, width=120, height=80)
+    rounds = [(torch.rand(2, 80, 120), torch.rand(2, 80, 120) > 0.5) for _ in range(2)]
+    path = write_heaps_npz(tmp_path / "heaps.npz", rounds, camera)
+    depth, masks, cameras = bench.load_npz_images(str(path))
+    assert torch.equal(depth, torch.cat([d for d, _ in rounds])) and torch.equal(masks, torch.cat([m for _, m in rounds]))
+    assert cameras == [camera] * 4

@@ -10,7 +10,7 @@ import torch
 from dexrl.gqcnn.dataset import MANIFEST, GraspBatch, iterate_batches, read_manifest, write_shard
 from dexrl.gqcnn.grid import bin_to_angle
 from dexrl.gqcnn.model import FCGQCNN, load_network
-from dexrl.gqcnn.training import TrainConfig, _labelled_bin_logits, binary_metrics, train
+from dexrl.gqcnn.training import TrainConfig, _labelled_bin_logits, binary_metrics, random_symmetries, train
 
 
 def _examples(rng: np.random.Generator, count: int):
@@ -96,6 +96,36 @@ def test_only_the_labelled_angle_bins_logits_get_gradients():
     assert rows_with_gradient == [4, 5, 18, 19]  # logits (fail, success) of bins 2 and 9
 
 
+def _jaw_line(angle: float) -> torch.Tensor:
+    """A 96x96 crop, zero but for a line through the grasp centre (pixel 48, 48) along the jaw axis
+    (cos angle, sin angle) in image coordinates (x right, y down), 1 on one side and 2 on the other."""
+    crop = torch.zeros(96, 96)
+    for t in range(-30, 31):
+        if t:
+            x, y = 48 + round(t * math.cos(angle)), 48 + round(t * math.sin(angle))
+            crop[y, x] = 1.0 if t > 0 else 2.0
+    return crop
+
+
+@pytest.mark.parametrize("angle", [0.4, -1.1, 1.3, math.pi / 2])
+def test_symmetries_keep_the_grasp_centre_and_follow_the_jaw_axis(angle):
+    batch = GraspBatch(
+        _jaw_line(angle).expand(64, 1, 96, 96), torch.full((64,), 0.6), torch.full((64,), angle),
+        torch.ones(64, dtype=torch.long),
+    )
+    augmented = random_symmetries(batch, torch.Generator().manual_seed(0))
+    kinds = set()
+    for crop, new_angle in zip(augmented.crops[:, 0], augmented.angles):
+        # the jaw axis of the new angle passes through the same centre pixel and covers the drawn line
+        on_axis = (_jaw_line(float(new_angle)) > 0) & (crop > 0)
+        assert on_axis.sum() >= 0.9 * (crop > 0).sum(), float(new_angle)
+        ahead = crop[48 + round(10 * math.sin(new_angle)), 48 + round(10 * math.cos(new_angle))]
+        kinds.add((round(float(new_angle), 4), float(ahead)))
+    # identity, half turn (same angle, sides swapped), the two mirrors (negated angle, either side ahead)
+    assert len(kinds) == 4
+    assert torch.equal(augmented.labels, batch.labels) and torch.equal(augmented.depths, batch.depths)
+
+
 def test_binary_metrics():
     q = torch.tensor([0.9, 0.8, 0.7, 0.3, 0.2])
     labels = torch.tensor([1, 0, 1, 1, 0])
@@ -103,7 +133,9 @@ def test_binary_metrics():
     assert metrics["accuracy"] == pytest.approx(3 / 5)
     assert metrics["precision"] == pytest.approx(2 / 3) and metrics["recall"] == pytest.approx(2 / 3)
     assert metrics["ap"] == pytest.approx((1 + 2 / 3 + 3 / 4) / 3)
+    assert metrics["auc"] == pytest.approx(4 / 6)  # positive above negative in 4 of the 6 pairs
     assert binary_metrics(q, torch.tensor([1, 1, 0, 0, 0]))["ap"] == pytest.approx(1.0)
+    assert binary_metrics(torch.tensor([0.5, 0.5, 0.1]), torch.tensor([1, 0, 0]))["auc"] == pytest.approx(0.75)
 
 
 def test_training_learns_a_synthetic_task(tmp_path):

@@ -21,6 +21,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mix", default="uniform=0.5,edge=0.5", help="candidate sources and weights (default uniform=0.5,edge=0.5)")
     parser.add_argument("--policy-weights", type=Path, default=None, help="FC-GQ-CNN weights of the policy source")
     parser.add_argument("--out", type=Path, default=Path("data/synth"), help="dataset folder (default data/synth)")
+    parser.add_argument(
+        "--time-budget", type=float, default=None, metavar="SECONDS",
+        help="start no shard that would end past this many seconds (run again to continue)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
         policy = load_planner(args.policy_weights, device=settings.device)
     runner = GraspRunner(settings, HighestObjectPlanner())
     sampler = CandidateSampler(mix, settings.camera.intrinsics, planner=policy, generator=torch.Generator().manual_seed(args.seed))
-    config = SynthConfig(out=args.out, grasps=args.grasps, shard_size=args.shard_size, seed=args.seed)
+    config = SynthConfig(
+        out=args.out, grasps=args.grasps, shard_size=args.shard_size, seed=args.seed, time_budget_s=args.time_budget
+    )
     meta = {"object_set": settings.objects.object_set, "mix": args.mix, "envs": settings.num_envs,
             "device": settings.device, "overrides": list(args.overrides)}
     stats = synthesize(runner, sampler, config, meta)

@@ -35,6 +35,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default=None, help="cpu or cuda:N (default: cuda:0 if available, else cpu)"
     )
+    parser.add_argument(
+        "--no-augment", dest="augment", action="store_false",
+        help="train on the examples as recorded (default: random half turns and mirrors of each grasp)",
+    )
+    parser.add_argument(
+        "--time-budget", type=float, default=None, metavar="SECONDS",
+        help="start no epoch that would end past this many seconds (--resume continues)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
 
 
@@ -54,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         angle_bins=args.angle_bins,
         seed=args.seed,
         device=device,
+        augment=args.augment,
+        time_budget_s=args.time_budget,
         resume=args.resume,
     )
     result = train(config)

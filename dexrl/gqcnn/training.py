@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from .grid import angle_to_bin
 from .model import FCGQCNN, Normalization, save_network
 from .preprocess import inpaint
 
-__all__ = ["TrainConfig", "TrainResult", "binary_metrics", "train"]
+__all__ = ["TrainConfig", "TrainResult", "binary_metrics", "random_symmetries", "train"]
 
 
 @dataclass
@@ -45,6 +46,10 @@ class TrainConfig:
         seed: seeds initialisation, the validation split and the data order.
         device: ``cpu`` or ``cuda:N``.
         normalization_samples: training examples used to estimate the input statistics.
+        augment: apply a random symmetry of the parallel-jaw grasp to each training example
+            (:func:`random_symmetries`); validation examples are never augmented.
+        time_budget_s: start no epoch that would end past this many seconds (estimated from the epochs so
+            far); None trains all ``epochs``. ``resume`` continues a stopped run.
         resume: continue from ``out/checkpoint.pt`` when it exists.
         progress: show a progress bar.
     """
@@ -63,6 +68,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     normalization_samples: int = 10_000
+    augment: bool = True
+    time_budget_s: float | None = None
     resume: bool = False
     progress: bool = True
 
@@ -78,8 +85,10 @@ class TrainResult:
 
 
 def binary_metrics(q: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5) -> dict[str, float]:
-    """Accuracy, precision and recall at ``threshold``, and average precision (mean precision at the rank of
-    each positive, examples sorted by q) of predicted success probabilities q (N,) against 0/1 labels (N,)."""
+    """Accuracy, precision and recall at ``threshold``; average precision (mean precision at the rank of each
+    positive, examples sorted by q; a random ranking scores the positive rate); and ROC AUC (the chance that a
+    positive outranks a negative, ties half; a random ranking scores 0.5) of predicted success probabilities
+    q (N,) against 0/1 labels (N,)."""
     labels = labels.bool()
     predicted = q >= threshold
     true_positives = (predicted & labels).sum().item()
@@ -87,12 +96,42 @@ def binary_metrics(q: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5
     hits = labels[order].double()
     precision_at_rank = hits.cumsum(0) / torch.arange(1, len(hits) + 1, dtype=torch.float64)
     positives = labels.sum().item()
+    negatives = len(labels) - positives
+    ranks = _average_ranks(q.double())
+    auc = (ranks[labels].sum().item() - positives * (positives + 1) / 2) / (positives * negatives)
     return {
         "accuracy": (predicted == labels).double().mean().item(),
         "precision": true_positives / max(predicted.sum().item(), 1),
         "recall": true_positives / max(positives, 1),
         "ap": (precision_at_rank * hits).sum().item() / positives if positives else math.nan,
+        "auc": auc if positives and negatives else math.nan,
     }
+
+
+def _average_ranks(values: torch.Tensor) -> torch.Tensor:
+    """1-based ranks of ``values`` in ascending order, tied values sharing their mean rank."""
+    unique, inverse, counts = torch.unique(values, return_inverse=True, return_counts=True)
+    last = counts.cumsum(0).double()
+    return (last - (counts.double() - 1) / 2)[inverse]
+
+
+def random_symmetries(batch: GraspBatch, generator: torch.Generator) -> GraspBatch:
+    """Each example as itself, turned by 180 degrees, or mirrored left-right or up-down, with equal odds.
+
+    The jaws are symmetric and the camera looks down, so these are the same grasp on a mirrored or turned
+    heap: a half turn keeps the jaw angle, a mirror negates it. A mirror maps crop column i to 95 - i, so
+    mirrored crops are rolled by one pixel to keep the grasp centre on pixel 48 (the one wrapped row or
+    column is a copy of the edge).
+    """
+    crops, angles = batch.crops, batch.angles
+    choice = torch.randint(4, (len(angles),), generator=generator).to(crops.device)
+    turned = crops.flip(-1, -2).roll((1, 1), (-1, -2))
+    mirrored_lr = crops.flip(-1).roll(1, -1)
+    mirrored_ud = crops.flip(-2).roll(1, -2)
+    pick = choice.view(-1, 1, 1, 1)
+    crops = torch.where(pick == 1, turned, torch.where(pick == 2, mirrored_lr, torch.where(pick == 3, mirrored_ud, crops)))
+    angles = torch.where(choice >= 2, -angles, angles)
+    return GraspBatch(crops.contiguous(), batch.depths, angles, batch.labels)
 
 
 def _labelled_bin_logits(model: FCGQCNN, batch: GraspBatch) -> torch.Tensor:
@@ -164,6 +203,7 @@ def train(config: TrainConfig) -> TrainResult:
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_path, best_path = out / "checkpoint.pt", out / "best.safetensors"
     torch.manual_seed(config.seed)
+    augment_generator = torch.Generator().manual_seed(config.seed)
     resume = (
         torch.load(checkpoint_path, weights_only=False)
         if config.resume and checkpoint_path.is_file()
@@ -190,6 +230,7 @@ def train(config: TrainConfig) -> TrainResult:
         schedule.load_state_dict(resume["schedule"])
         result.history, best_ap, first_epoch = resume["history"], resume["best_ap"], resume["epoch"] + 1
         torch.set_rng_state(resume["torch_rng"])
+        augment_generator.set_state(resume["augment_rng"])
         if best_path.is_file():
             result.best_weights = best_path
     writer = SummaryWriter(str(out / "tensorboard"))
@@ -208,7 +249,13 @@ def train(config: TrainConfig) -> TrainResult:
             if k not in ("data", "out", "progress")
         },
     }
+    start = time.perf_counter()
     for epoch in range(first_epoch, config.epochs):
+        done = epoch - first_epoch
+        elapsed = time.perf_counter() - start
+        if config.time_budget_s is not None and done and elapsed * (done + 1) / done > config.time_budget_s:
+            print(f"[train-gqcnn] time budget: stopping after epoch {epoch} ({elapsed:.0f} s)")
+            break
         model.train()
         rng = np.random.default_rng((config.seed, epoch))
         batches = tqdm(
@@ -221,6 +268,8 @@ def train(config: TrainConfig) -> TrainResult:
         loss_sum, seen = 0.0, 0
         for batch in batches:
             batch = batch.to(config.device)
+            if config.augment:
+                batch = random_symmetries(batch, augment_generator)
             loss = F.cross_entropy(_labelled_bin_logits(model, batch), batch.labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -247,6 +296,7 @@ def train(config: TrainConfig) -> TrainResult:
             "history": result.history,
             "best_ap": best_ap,
             "torch_rng": torch.get_rng_state(),
+            "augment_rng": augment_generator.get_state(),
             "normalization": asdict(normalization),
         }
         torch.save(state, checkpoint_path.with_suffix(".tmp"))

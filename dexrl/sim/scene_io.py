@@ -1,15 +1,19 @@
-"""Write one round of the bin scene to files: depth ``.npy``, depth PNG with the mask outlined, JSON record."""
+"""Write rounds of the bin scene to files: per env a depth ``.npy``, a depth PNG with the mask outlined and a
+JSON record, or all heaps in one NPZ."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from dexrl.grasp import CameraIntrinsics
 
 from .bin_world import BinWorld, RoundInfo
 from .outputs import write_depth_png, write_json
 
-__all__ = ["round_records", "write_scene_round"]
+__all__ = ["round_records", "write_heaps_npz", "write_scene_round"]
 
 
 def round_records(world: BinWorld, info: RoundInfo) -> list[dict]:
@@ -61,3 +65,17 @@ def write_scene_round(world: BinWorld, info: RoundInfo, out: Path, round_index: 
         write_json(stem.with_suffix(".json"), record)
         written += [stem.with_name(stem.name + s) for s in ("_depth.npy", "_mask.npy", "_depth.png")] + [stem.with_suffix(".json")]
     return written
+
+
+def write_heaps_npz(path: Path, heaps: list[tuple[torch.Tensor, torch.Tensor]], intrinsics: CameraIntrinsics) -> Path:
+    """One NPZ of rendered heaps: ``depth`` (B, H, W) float32 [m], ``mask`` (B, H, W) bool and ``intrinsics``
+    (fx, fy, cx, cy), from (depth, mask) pairs of (N, H, W) each; the format ``dexrl bench planner --depth-npz``
+    reads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        path,
+        depth=torch.cat([depth for depth, _ in heaps]).cpu().numpy().astype(np.float32),
+        mask=torch.cat([mask for _, mask in heaps]).cpu().numpy(),
+        intrinsics=np.array([intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy]),
+    )
+    return path

@@ -38,6 +38,8 @@ class SynthConfig:
         grasps: labelled grasps in total (rounded up to whole batches of envs).
         shard_size: grasps per shard (rounded up to whole batches).
         seed: seeds each shard's heaps and candidates (shard i uses ``seed * 100_003 + i``).
+        time_budget_s: stop before a shard that would end past this many seconds (estimated from the shards
+            so far); None runs until ``grasps`` are labelled. A later run with the same settings continues.
         progress: show a progress bar.
     """
 
@@ -45,6 +47,7 @@ class SynthConfig:
     grasps: int = 10_000
     shard_size: int = 8192
     seed: int = 0
+    time_budget_s: float | None = None
     progress: bool = True
 
 
@@ -86,6 +89,12 @@ def synthesize(runner: GraspRunner, sampler: CandidateSampler, config: SynthConf
     for shard in range(shard_count):
         if _shard_name(shard) in done:
             continue
+        elapsed = time.perf_counter() - start
+        if config.time_budget_s is not None and stats.shards_written and (
+            elapsed * (stats.shards_written + 1) / stats.shards_written > config.time_budget_s
+        ):
+            print(f"[synth] time budget: stopping after {stats.shards_written} new shards ({elapsed:.0f} s)")
+            break
         shard_seed = config.seed * 100_003 + shard
         world.generator.manual_seed(shard_seed)
         sampler.generator.manual_seed(shard_seed)
