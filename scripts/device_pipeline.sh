@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
-# The weights pipeline on an offline GPU host with the Isaac Lab wheels staged (parts as for
-# scripts/device_bench.sh): synth -> train-gqcnn -> eval-planner, each stage time-boxed so that the results
-# come back; writes stats, weights, metrics and logs to $OUT.
-#   scripts/device_pipeline.sh STAGE_DIR [ENVS] [SYNTH_SECONDS] [TRAIN_SECONDS] [EVAL_SECONDS]
+# `dexrl pipeline` on an offline GPU host with the Isaac Lab wheels staged (parts as for scripts/device_bench.sh).
+# The run folder stays on the host ($WORK, default $HOME/pipeline), so stages can run in separate calls; the
+# small results (stats, weights, metrics, tables, logs) are copied to $OUT after every call. $LIMIT (default
+# 570 s) stops the pipeline before the host's per-call limit, so that the copies still happen.
+#   scripts/device_pipeline.sh STAGE_DIR STAGES [dexrl pipeline options...]
+#   e.g. scripts/device_pipeline.sh $HOME/stage synth --envs 4096 --synth-seconds 420
 set -uo pipefail
 cd "$(dirname "$0")/.."
-stage=$1; envs=${2:-2048}; synth_s=${3:-240}; train_s=${4:-120}; eval_s=${5:-150}
+stage=$1; stages=$2; shift 2
 out=${OUT:-out/device}; work=${WORK:-$HOME/pipeline}
 mkdir -p "$out" "$work"
 SITE=${SITE:-$HOME/site} bash scripts/device_bench.sh --install-only "$stage"
 export PYTHONPATH="${SITE:-$HOME/site}:$PWD" WARP_CACHE_PATH=${WARP_CACHE_PATH:-$HOME/warpcache}
-log() { grep --line-buffered -v -i "warning\|took:\|replace_newton" | tail -40; }
-timeout "$synth_s" python3 -m dexrl synth --envs "$envs" --device cuda:0 --grasps 1000000 --shard-size $((2 * envs)) \
-  --out "$work/data" 2>&1 | log | tee "$out/synth.log"
-cp "$work/data/manifest.json" "$out/" 2>/dev/null
-timeout "$train_s" python3 -m dexrl train-gqcnn "$work/data" --out "$work/train" --epochs 12 --batch-size 256 \
-  --device cuda:0 2>&1 | log | tee "$out/train.log"
+timeout "${LIMIT:-570}" python3 -m dexrl pipeline --device cuda:0 --out "$work" --stages "$stages" "$@" 2>&1 \
+  | grep --line-buffered -v -i "warning\|took:\|replace_newton" | tr '\r' '\n' | grep --line-buffered -v "it/s\]$\|grasp/s\]$\|batch/s\]$" \
+  | tail -200 | tee "$out/pipeline_${stages//,/_}.log"
+cp "$work/pipeline.json" "$out/" 2>/dev/null
+cp "$work/data/manifest.json" "$work/data/synth_stats.json" "$out/" 2>/dev/null
 cp "$work/train/best.safetensors" "$work/train/best.json" "$work/train/history.json" "$out/" 2>/dev/null
-timeout "$eval_s" python3 -m dexrl eval-planner --envs "$envs" --device cuda:0 --attempts "$envs" \
-  --weights "$work/train/best.safetensors" --out "$out" 2>&1 | log | tee "$out/eval_seen.log"
+cp -r "$work/eval" "$out/" 2>/dev/null
+exit 0

@@ -90,7 +90,7 @@ def test_load_object_set_by_name_or_folder(tmp_path, monkeypatch):
     trimesh.creation.icosphere(radius=0.02).export(tmp_path / "ball.stl")
     assert [s.name for s in load_object_set(str(tmp_path)).shapes] == ["ball"]
     with pytest.raises(
-        ConfigError, match=r"objects\.object_set: 'nope' is neither a procedural set \(novel, seen\)"
+        ConfigError, match=r"objects\.object_set: 'nope' is neither a procedural set \(blocks, novel, seen\)"
     ):
         load_object_set("nope")
 
@@ -133,7 +133,7 @@ def test_a_bad_config_value_is_named_with_its_allowed_range(tmp_path, change, me
 
 def test_bad_arguments_are_named():
     with pytest.raises(
-        ConfigError, match=r"unknown object set 'unseen': the procedural sets are novel, seen"
+        ConfigError, match=r"unknown object set 'unseen': the procedural sets are blocks, novel, seen"
     ):
         make_object_set("unseen")
     with pytest.raises(ConfigError, match="seed must be a non-negative integer, got -1"):

@@ -2,8 +2,8 @@
 
 Builds randomized bins of the seen object set, plans a grasp per bin with FC-GQ-CNN when its weights are
 available (else the baseline planner), executes the grasps in physics, and writes to ``--out``: per env a
-PNG strip (planned grasp on the depth image | the view after the lift), the settled depth images, and
-``summary.json`` with the outcome counts and the success rate with its 95% confidence interval. When the
+PNG strip (planned grasp on the depth image | the view after the lift), the planner's q-map over the first heap
+with its top 5 grasps (``envNNNN_qmap.png``, FC-GQ-CNN only), the settled depth images, and ``summary.json`` with the outcome counts and the success rate with its 95% confidence interval. When the
 repository ships a SAC agent, the demo ends with its result table on a few attempts: the planner alone vs the
 planner + SAC (the full evaluation is ``dexrl eval``, see docs/rl.md).
 """
@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     runner = GraspRunner(settings, planner)
     args.out.mkdir(parents=True, exist_ok=True)
     write_scene_round(runner.world, runner.world.round, args.out)
+    if _write_q_maps(runner, args.out):
+        print(f"[demo] wrote the planner's q-maps (envNNNN_qmap.png) to {args.out}")
     for index in range(args.batches):
         batch = runner.attempt(render_after_lift=True)
         write_attempt_strips(batch, args.out, f"attempt{index:02d}", settings.camera.intrinsics.fx)
@@ -46,13 +48,42 @@ def run(args: argparse.Namespace) -> int:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"[demo] wrote strips, depth images and summary.json to {args.out}")
     if args.sac_attempts > 0:
-        _sac_table(settings, planner_name, args.sac_attempts, args.out / "sac")
+        _sac_table(settings, args.sac_attempts, args.out / "sac")
     return 0
 
 
-def _sac_table(settings, planner_name: str, attempts: int, out: Path) -> None:
-    """The shipped agent's result table on this machine: planner alone vs planner + SAC."""
-    from dexrl.rl import SHIPPED_AGENT  # noqa: PLC0415
+def _write_q_maps(runner, out: Path) -> bool:
+    """Per env, the planner's q-map over the current heap with its top 5 grasps drawn; False when the planner
+    has no q-map (the baseline)."""
+    from PIL import Image  # noqa: PLC0415
+
+    from dexrl.grasp.draw import plan_picture  # noqa: PLC0415
+
+    world = runner.world
+    camera = world.settings.camera.intrinsics
+    depth = world.render_depth()
+    mask = world.bin_mask(depth)
+    result = runner.planner.plan(depth, camera, mask, k=5, return_q_map=True)
+    if result.q_map is None:
+        return False
+    stride, offset = result.q_map_grid
+    for env in range(len(depth)):
+        valid = result.valid[env].cpu().numpy()
+        grasps = result.grasps[env].to("cpu")
+        widths_px = grasps.width * camera.fx / grasps.depth.clamp(min=1e-3)
+        picture = plan_picture(
+            depth[env].cpu().numpy(), result.q_map[env].float().cpu().numpy(), grasps.center.numpy()[valid],
+            grasps.angle.numpy()[valid], widths_px.numpy()[valid], grasps.q.numpy()[valid], stride, offset,
+            mask[env].cpu().numpy(),
+        )
+        Image.fromarray(picture).save(out / f"env{env:04d}_qmap.png")
+    return True
+
+
+def _sac_table(settings, attempts: int, out: Path) -> None:
+    """The shipped agent's result table on this machine: planner alone vs planner + SAC, with the planner the
+    agent was trained to correct."""
+    from dexrl.rl import SHIPPED_AGENT, shipped_agent_planner  # noqa: PLC0415
 
     if not SHIPPED_AGENT.is_file():
         print("[demo] no shipped SAC agent in this checkout: train one with `dexrl train` (docs/rl.md)")
@@ -61,6 +92,7 @@ def _sac_table(settings, planner_name: str, attempts: int, out: Path) -> None:
     from dexrl.rl.evaluate import evaluate_arms, markdown_table, sac_policy, summarize, write_results, zero_policy  # noqa: PLC0415
 
     settings.num_envs = max(2, settings.num_envs)
+    planner_name = shipped_agent_planner()
     env = make_env(task_cfg(settings, planner_name))
     try:
         arms = {"planner": zero_policy, "planner+sac": sac_policy(SHIPPED_AGENT, settings.device)}
@@ -68,6 +100,6 @@ def _sac_table(settings, planner_name: str, attempts: int, out: Path) -> None:
     finally:
         env.close()
     write_results(summary, out)
-    print(f"[demo] the shipped SAC agent ({SHIPPED_AGENT.name}), {attempts}+ attempts per arm:")
+    print(f"[demo] the shipped SAC agent ({SHIPPED_AGENT.name}, corrects the {planner_name} planner), {attempts}+ attempts per arm:")
     print(markdown_table(summary))
     print("[demo] the full evaluation (>= 2000 attempts per arm, seen and novel sets): docs/rl.md")

@@ -24,10 +24,10 @@ from pathlib import Path
 
 TOY = {
     "envs": 8, "grasps": 448, "shard_size": 64, "epochs": 12, "batch_size": 32, "lr": 0.003, "val_fraction": 0.3,
-    "attempts": 16,
+    "attempts": 16, "objects": "blocks", "sets": "blocks",
 }
 """Sizes of ``--toy``: a few easy blocks per bin, so that a CPU labels enough grasps to learn from in minutes."""
-TOY_SCENE = ["objects.object_set=blocks", "objects.count_range=[2,3]", "objects.pool_size=8"]
+TOY_SCENE = ["objects.count_range=[2,3]", "objects.pool_size=8"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--envs", type=int, default=2048, help="parallel envs of synthesis and evaluation (default 2048)")
     parser.add_argument("--grasps", type=int, default=1_000_000, help="labelled grasps to synthesize (default 1000000)")
     parser.add_argument("--shard-size", type=int, default=8192, help="grasps per shard (default 8192)")
+    parser.add_argument("--objects", default="seen", help="object set of the training data (default seen)")
     parser.add_argument("--mix", default="uniform=0.5,edge=0.5", help="candidate sources (see dexrl synth)")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
     parser.add_argument("--batch-size", type=int, default=256, help="training batch size (default 256)")
@@ -57,7 +58,7 @@ def stage_commands(args: argparse.Namespace) -> dict[str, list[list[str]]]:
     scene = [*(["--device", args.device] if args.device else []), "--seed", str(args.seed), "--envs", str(sizes["envs"])]
     overrides = (TOY_SCENE if args.toy else []) + list(args.overrides)
     data, train, weights = args.out / "data", args.out / "train", args.out / "train" / "best.safetensors"
-    synth = ["synth", *scene, "--grasps", str(sizes["grasps"]), "--shard-size", str(sizes["shard_size"]),
+    synth = ["synth", *scene, "--objects", sizes["objects"], "--grasps", str(sizes["grasps"]), "--shard-size", str(sizes["shard_size"]),
              "--mix", args.mix, "--out", str(data), *_budget(args.synth_seconds), *overrides]
     training = ["train-gqcnn", str(data), "--out", str(train), "--seed", str(args.seed), "--resume",
                 "--epochs", str(sizes["epochs"]), "--batch-size", str(sizes["batch_size"]), "--lr", str(sizes["lr"]),
@@ -66,7 +67,7 @@ def stage_commands(args: argparse.Namespace) -> dict[str, list[list[str]]]:
     evaluation = [
         ["eval-planner", *scene, "--objects", name, "--attempts", str(sizes["attempts"]), "--weights", str(weights),
          "--out", str(args.out / "eval"), *overrides]
-        for name in args.sets.split(",") if name
+        for name in sizes["sets"].split(",") if name
     ]
     return {"synth": [synth], "train": [training], "eval": evaluation}
 

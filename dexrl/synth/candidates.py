@@ -64,7 +64,11 @@ def _random_pixels(weights: torch.Tensor, generator: torch.Generator) -> torch.T
     flat = weights.flatten(1).float()
     empty = flat.sum(dim=1) <= 0
     flat = torch.where(empty.unsqueeze(1), torch.ones_like(flat), flat)
-    index = torch.multinomial(flat.cpu(), 1, generator=generator).squeeze(1).to(weights.device)
+    # inverse CDF on the images' device: only B uniform draws come from the (CPU) generator; multinomial
+    # would need the whole (B, H*W) tensor on the CPU, seconds per batch at thousands of envs
+    cdf = flat.cumsum(dim=1)
+    draw = torch.rand(b, 1, generator=generator).to(weights.device) * cdf[:, -1:]
+    index = torch.searchsorted(cdf, draw, right=True).squeeze(1).clamp(max=h * w - 1)
     return torch.stack((index % w, index // w), dim=-1).float()
 
 
