@@ -23,7 +23,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["Rank", "all_gather_objects", "all_reduce_sum", "barrier", "current_rank", "device_for", "session"]
+__all__ = [
+    "SINGLE_PROCESS", "Rank", "all_gather_objects", "all_reduce_sum", "barrier", "current_rank", "device_for", "session",
+]
 
 GROUP_TIMEOUT = timedelta(hours=1)
 """How long a rank waits at a collective for the others, e.g. at the end of synthesis for the rank that writes
@@ -51,18 +53,22 @@ class Rank:
 
     def seed(self, seed: int) -> int:
         """A seed of this rank's own random stream: ``seed`` itself on rank 0 (so a one-process run is rank 0
-        of any run), distinct 63-bit seeds derived from ``(seed, rank)`` on the others."""
+        of any run), 63-bit seeds derived from ``(seed, rank)`` (distinct in practice) on the others."""
         if self.rank == 0:
             return seed
         return int(np.random.SeedSequence([seed, self.rank]).generate_state(1, np.uint64)[0] >> 1)
 
 
+SINGLE_PROCESS = Rank()
+"""Rank 0 of a world of one: the default of every function that takes a rank."""
+
+
 def current_rank() -> Rank:
     """The rank torchrun's environment variables describe; rank 0 of 1 when they are absent."""
     return Rank(
-        rank=int(os.environ.get("RANK", 0)),
-        world_size=int(os.environ.get("WORLD_SIZE", 1)),
-        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        rank=int(os.environ.get("RANK", "0")),
+        world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
     )
 
 

@@ -39,7 +39,7 @@ def torchrun(*args: str) -> None:
     """``torchrun --standalone --nproc_per_node=2 -m dexrl ARGS`` on the CPU (gloo)."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dexrl", *args]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
 
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from test_gqcnn_training import _dataset, _examples
 
 from dexrl import distributed
 from dexrl.gqcnn.dataset import GraspBatch
 from dexrl.gqcnn.model import FCGQCNN
 from dexrl.gqcnn.training import TrainConfig, _optimizer, _train_step, train
-from test_gqcnn_training import _dataset, _examples
 
 WORLD_SIZE = 2
 
@@ -68,7 +68,7 @@ def _ddp_steps_worker(rank: int, port: int, out: Path) -> None:
 def test_ddp_steps_equal_single_process_steps_on_the_same_global_batch(tmp_path):
     _spawn(_ddp_steps_worker, tmp_path)
     batches = _global_batches(3, 8)
-    single = _sgd(batches, distributed.Rank()).state_dict()
+    single = _sgd(batches, distributed.SINGLE_PROCESS).state_dict()
     for rank in range(WORLD_SIZE):
         weights = torch.load(tmp_path / f"rank{rank}.pt")
         for name, value in single.items():

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from dexrl.distributed import Rank, all_gather_objects, all_reduce_sum, barrier
+from dexrl.distributed import SINGLE_PROCESS, Rank, all_gather_objects, all_reduce_sum, barrier
 
 from .dataset import GraspBatch, ShardInfo, iterate_batches, read_manifest
 from .grid import angle_to_bin
@@ -222,7 +222,7 @@ def _train_step(
 
 @torch.no_grad()
 def _evaluate(
-    model: FCGQCNN, root: Path, shards: list[ShardInfo], config: TrainConfig, rank: Rank = Rank()
+    model: FCGQCNN, root: Path, shards: list[ShardInfo], config: TrainConfig, rank: Rank = SINGLE_PROCESS
 ) -> dict[str, float]:
     """Validation metrics over ``shards``: each rank predicts its share, the metrics use every prediction."""
     model.eval()
@@ -250,7 +250,7 @@ def _optimizer(model: FCGQCNN, config: TrainConfig) -> torch.optim.SGD:
     )
 
 
-def train(config: TrainConfig, rank: Rank = Rank()) -> TrainResult:
+def train(config: TrainConfig, rank: Rank = SINGLE_PROCESS) -> TrainResult:
     """Train (or resume) a run; returns the metrics history and the files written. Under a process group,
     every rank calls this with its :class:`Rank` (see the module's notes); all ranks return the same history."""
     from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 (imports tensorboard)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from stable_baselines3 import SAC
 
-from dexrl.distributed import Rank
+from dexrl.distributed import SINGLE_PROCESS, Rank
 from dexrl.sim.executor import Outcome
 from dexrl.sim.grasp_runner import OutcomeTally
 from dexrl.sim.tasks.grasp_correction.grasp_correction_env import GraspCorrectionEnv
@@ -66,7 +66,7 @@ def evaluate_arms(
     attempts: int,
     seed: int = 0,
     progress: Callable[[str], None] = print,
-    rank: Rank = Rank(),
+    rank: Rank = SINGLE_PROCESS,
 ) -> list[ArmScore]:
     """Run at least ``attempts`` attempts per arm on fresh held-out heaps of ``env`` (seeded by ``seed``); envs
     are dealt round-robin to the arms. ``rank`` runs its share of the attempts (at least ``len(rank.share(

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from dexrl.distributed import Rank
+from dexrl.distributed import SINGLE_PROCESS, Rank
 from dexrl.grasp import Planner
 from dexrl.sim.grasp_runner import GraspRunner, OutcomeTally
 from dexrl.stats import format_rate
@@ -44,7 +44,7 @@ def evaluate_planners(
     attempts: int,
     seed: int = 0,
     progress: bool = True,
-    rank: Rank = Rank(),
+    rank: Rank = SINGLE_PROCESS,
 ) -> list[PlannerScore]:
     """Run ``attempts`` attempts (rounded up to whole batches) with each planner on fresh held-out heaps;
     ``rank`` runs its share of the batches, and the scores count the attempts of all ranks."""

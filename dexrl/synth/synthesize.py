@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from dexrl.distributed import Rank, all_gather_objects, all_reduce_sum, barrier
-from dexrl.grasp import image_to_world
+from dexrl.distributed import SINGLE_PROCESS, Rank, all_gather_objects, all_reduce_sum, barrier
 from dexrl.gqcnn.dataset import MANIFEST, listed_shards, merge_manifests, rank_manifest, write_shard
 from dexrl.gqcnn.preprocess import extract_crops, inpaint
+from dexrl.grasp import image_to_world
 from dexrl.sim.executor import Outcome
 from dexrl.sim.grasp_runner import GraspRunner, OutcomeTally
 
@@ -78,7 +78,7 @@ class SynthStats:
 
 
 def synthesize(
-    runner: GraspRunner, sampler: CandidateSampler, config: SynthConfig, meta: dict | None = None, rank: Rank = Rank()
+    runner: GraspRunner, sampler: CandidateSampler, config: SynthConfig, meta: dict | None = None, rank: Rank = SINGLE_PROCESS
 ) -> SynthStats:
     """Label ``config.grasps`` candidate grasps in physics and write them as shards to ``config.out``.
 
