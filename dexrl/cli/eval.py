@@ -4,6 +4,8 @@ For each object set (``--sets``), the planner alone (zero action) and planner + 
 least ``--attempts`` attempts each on held-out heaps, in one world whose envs are dealt to the arms in turn. With
 ``--finetuned`` (an agent fine-tuned on the novel set), the novel set gets a third arm and the table reports how
 much of the seen-to-novel drop the fine-tuning recovers. Writes results.json, results.md and results.png.
+Under ``torchrun --nproc_per_node=N`` the attempts are split over the ranks (one GPU each) and their counts summed
+before the intervals are computed.
 """
 
 from __future__ import annotations
@@ -38,26 +40,32 @@ def adaptation(rows: list[dict]) -> dict | None:
 
 def run(args: argparse.Namespace) -> int:
     sets = [name.strip() for name in args.sets.split(",") if name.strip()]
+    from dexrl import distributed  # noqa: PLC0415
     from dexrl.rl.env import make_env, task_cfg  # noqa: PLC0415 (imports Isaac Lab)
     from dexrl.rl.evaluate import evaluate_arms, markdown_table, sac_policy, summarize, write_results, zero_policy  # noqa: PLC0415
 
     scores = []
-    for object_set in sets:
-        args.objects = object_set
-        settings = scene_settings_from_args(args)
-        arms = {"planner": zero_policy}
-        if args.checkpoint:
-            arms["planner+sac"] = sac_policy(args.checkpoint, settings.device)
-        if args.finetuned and object_set == "novel":
-            arms["planner+sac-finetuned"] = sac_policy(args.finetuned, settings.device)
-        env = make_env(task_cfg(settings, args.planner, args.weights))
-        try:
-            scores += evaluate_arms(env, arms, args.attempts, seed=args.seed)
-        finally:
-            env.close()
+    with distributed.session(args.device) as (rank, device):
+        args.device = device
+        for object_set in sets:
+            args.objects = object_set
+            settings = scene_settings_from_args(args)
+            arms = {"planner": zero_policy}
+            if args.checkpoint:
+                arms["planner+sac"] = sac_policy(args.checkpoint, settings.device)
+            if args.finetuned and object_set == "novel":
+                arms["planner+sac-finetuned"] = sac_policy(args.finetuned, settings.device)
+            env = make_env(task_cfg(settings, args.planner, args.weights))
+            try:
+                scores += evaluate_arms(env, arms, args.attempts, seed=args.seed, rank=rank)
+            finally:
+                env.close()
+    if not rank.is_main:
+        return 0
     summary = summarize(scores)
     summary["adaptation"] = adaptation(summary["rows"])
     summary["run"] = {"envs": args.envs, "device": settings.device, "planner": args.planner, "seed": args.seed,
+                      "ranks": rank.world_size,
                       "checkpoint": str(args.checkpoint) if args.checkpoint else None,
                       "finetuned": str(args.finetuned) if args.finetuned else None}
     written = write_results(summary, args.out)

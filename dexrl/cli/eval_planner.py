@@ -2,7 +2,8 @@
 
 Each planner's best grasp per bin is executed in physics for ``--attempts`` attempts; the table gives the
 success rate with its 95% Wilson interval and the outcome breakdown (``eval_<set>.json`` / ``.md`` in --out).
-Run it once per object set (``--objects seen``, ``--objects novel``).
+Run it once per object set (``--objects seen``, ``--objects novel``). Under ``torchrun --nproc_per_node=N`` the
+attempts are split over the ranks (one GPU each) and their counts summed before the intervals are computed.
 """
 
 from __future__ import annotations
@@ -26,15 +27,21 @@ def run(args: argparse.Namespace) -> int:
     unknown = [name for name in names if name not in ("fcgqcnn", "baseline")]
     if unknown or not names:
         raise SystemExit(f"dexrl eval-planner: --planners: unknown planner(s) {unknown}; choose fcgqcnn, baseline")
-    settings = scene_settings_from_args(args)
-    from dexrl.planning import make_planner  # noqa: PLC0415
-    from dexrl.sim.grasp_runner import GraspRunner  # noqa: PLC0415 (imports Isaac Lab)
-    from dexrl.synth.evaluate import evaluate_planners, markdown_table, write_scores  # noqa: PLC0415
+    from dexrl import distributed  # noqa: PLC0415
 
-    planners = {name: make_planner(name, args.weights, settings.device) for name in names}
-    runner = GraspRunner(settings, planners[names[0]])
-    scores = evaluate_planners(runner, planners, args.attempts, seed=args.seed)
-    write_scores(scores, args.out, {"envs": settings.num_envs, "device": settings.device, "seed": args.seed,
-                                    "weights": str(args.weights) if args.weights else "shipped"})
-    print(markdown_table(scores))
+    with distributed.session(args.device) as (rank, device):
+        args.device = device
+        settings = scene_settings_from_args(args)
+        from dexrl.planning import make_planner  # noqa: PLC0415
+        from dexrl.sim.grasp_runner import GraspRunner  # noqa: PLC0415 (imports Isaac Lab)
+        from dexrl.synth.evaluate import evaluate_planners, markdown_table, write_scores  # noqa: PLC0415
+
+        planners = {name: make_planner(name, args.weights, settings.device) for name in names}
+        runner = GraspRunner(settings, planners[names[0]])
+        scores = evaluate_planners(runner, planners, args.attempts, seed=args.seed, rank=rank)
+    if rank.is_main:
+        write_scores(scores, args.out, {"envs": settings.num_envs, "device": settings.device, "seed": args.seed,
+                                        "ranks": rank.world_size,
+                                        "weights": str(args.weights) if args.weights else "shipped"})
+        print(markdown_table(scores))
     return 0

@@ -3,6 +3,10 @@
 Renders the randomized bins, samples candidate grasps (``--mix uniform=..,edge=..,policy=..``; the policy
 source needs ``--policy-weights``), executes them in parallel envs and records crop, depth, angle and
 success per attempt. Resumable: run the same command again and it continues after the last finished shard.
+
+Under ``torchrun --nproc_per_node=N -m dexrl synth ...`` each rank owns one GPU (``cuda:LOCAL_RANK``, or the CPU
+with ``--device cpu``) and labels every N-th shard; the dataset is the same as one process's (shard i is seeded
+by ``--seed`` and i alone), and rank 0 writes the one manifest at the end.
 """
 
 from __future__ import annotations
@@ -10,8 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._common import add_scene_arguments, scene_settings_from_args
+
+if TYPE_CHECKING:
+    from dexrl.distributed import Rank
+    from dexrl.synth.candidates import CandidateMix
+    from dexrl.synth.synthesize import SynthStats
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +46,19 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"dexrl synth: --mix: {error}") from None
     if mix.policy > 0 and args.policy_weights is None:
         raise SystemExit("dexrl synth: the policy source needs --policy-weights")
+    from dexrl import distributed  # noqa: PLC0415
+
+    with distributed.session(args.device) as (rank, device):
+        args.device = device
+        stats = _synthesize(args, mix, rank)
+    if rank.is_main:
+        print(json.dumps(stats.as_dict(), indent=2))
+        print(f"[synth] {stats.grasps} grasps in {stats.seconds:.1f} s ({stats.grasps_per_hour:,.0f} per hour) -> {args.out}")
+    return 0
+
+
+def _synthesize(args: argparse.Namespace, mix: CandidateMix, rank: Rank) -> SynthStats:
+    """This rank's part of the synthesis (the statistics summed over all ranks)."""
     settings = scene_settings_from_args(args)
     import torch  # noqa: PLC0415
 
@@ -56,7 +79,4 @@ def run(args: argparse.Namespace) -> int:
     )
     meta = {"object_set": settings.objects.object_set, "mix": args.mix, "envs": settings.num_envs,
             "device": settings.device, "overrides": list(args.overrides)}
-    stats = synthesize(runner, sampler, config, meta)
-    print(json.dumps(stats.as_dict(), indent=2))
-    print(f"[synth] {stats.grasps} grasps in {stats.seconds:.1f} s ({stats.grasps_per_hour:,.0f} per hour) -> {args.out}")
-    return 0
+    return synthesize(runner, sampler, config, meta, rank)

@@ -1,5 +1,9 @@
 """``dexrl train-gqcnn DATA``: train FC-GQ-CNN on a sharded grasp dataset (format: dexrl.gqcnn.dataset);
-progress bar, TensorBoard logs, a checkpoint per epoch (``--resume`` continues), the best epoch's weights."""
+progress bar, TensorBoard logs, a checkpoint per epoch (``--resume`` continues), the best epoch's weights.
+
+Under ``torchrun --nproc_per_node=N`` it trains with DistributedDataParallel, one GPU per rank (NCCL; gloo with
+``--device cpu``); ``--batch-size`` stays the global batch.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"default {defaults.epochs}")
     parser.add_argument(
-        "--batch-size", type=int, default=defaults.batch_size, help=f"default {defaults.batch_size}"
+        "--batch-size", type=int, default=defaults.batch_size,
+        help=f"global batch, split over torchrun's ranks (default {defaults.batch_size})"
     )
     parser.add_argument(
         "--lr", type=float, default=defaults.lr, help=f"initial learning rate (default {defaults.lr})"
@@ -49,25 +54,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch  # noqa: PLC0415
 
+    from dexrl import distributed  # noqa: PLC0415
     from dexrl.gqcnn.training import TrainConfig, train  # noqa: PLC0415
 
-    device = args.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
-    config = TrainConfig(
-        data=args.data,
-        out=args.out,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        val_fraction=args.val_fraction,
-        angle_bins=args.angle_bins,
-        seed=args.seed,
-        device=device,
-        augment=args.augment,
-        time_budget_s=args.time_budget,
-        resume=args.resume,
-    )
-    result = train(config)
-    if result.history:
+    with distributed.session(args.device) as (rank, device):
+        config = TrainConfig(
+            data=args.data,
+            out=args.out,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            val_fraction=args.val_fraction,
+            angle_bins=args.angle_bins,
+            seed=args.seed,
+            device=device or ("cuda:0" if torch.cuda.is_available() else "cpu"),
+            augment=args.augment,
+            time_budget_s=args.time_budget,
+            resume=args.resume,
+        )
+        result = train(config, rank)
+    if result.history and rank.is_main:
         last = result.history[-1]
         print(
             f"epoch {last['epoch'] + 1}: val loss {last['val_loss']:.4f}, "

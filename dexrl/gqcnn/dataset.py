@@ -23,7 +23,9 @@ Each shard is an uncompressed numpy ``.npz`` of N examples:
      "shards": [{"file": "shard_00000.npz", "count": N, "positives": P, "meta": {...}}, ...]}
 
 ``meta`` is whatever the writer passed (seed, object set, camera, ...). Write shards with :func:`write_shard`,
-one writer per folder at a time; it keeps the manifest up to date.
+one writer per manifest at a time; it keeps the manifest up to date. Several writers share a folder by writing
+their own manifests (:func:`rank_manifest`, one per rank of a distributed run), which :func:`merge_manifests`
+folds into ``manifest.json`` at the end.
 """
 
 from __future__ import annotations
@@ -40,12 +42,16 @@ import torch
 
 from .grid import CROP_SIZE
 
-__all__ = ["MANIFEST", "GraspBatch", "ShardInfo", "iterate_batches", "read_manifest", "write_shard"]
+__all__ = [
+    "MANIFEST", "GraspBatch", "ShardInfo", "iterate_batches", "listed_shards", "merge_manifests", "rank_manifest",
+    "read_manifest", "write_shard",
+]
 
 MANIFEST = "manifest.json"
 _FORMAT = "dexrl-grasp-shards"
 _VERSION = 1
 _FIELDS = ("crops", "depths", "angles", "labels")
+_RANK_MANIFESTS = "manifest.rank*.json"
 
 
 @dataclass(frozen=True)
@@ -79,9 +85,15 @@ def _write_atomically(path: Path, write) -> None:
     os.replace(temporary, path)
 
 
-def read_manifest(root: str | Path) -> list[ShardInfo]:
-    """The shards of a dataset folder; raises FileNotFoundError or ValueError with the reason."""
-    path = Path(root) / MANIFEST
+def rank_manifest(rank: int) -> str:
+    """File name of the manifest that rank ``rank`` of a distributed run keeps until :func:`merge_manifests`."""
+    return f"manifest.rank{rank:05d}.json"
+
+
+def read_manifest(root: str | Path, name: str = MANIFEST) -> list[ShardInfo]:
+    """The shards of a dataset folder (listed in its manifest ``name``); raises FileNotFoundError or
+    ValueError with the reason."""
+    path = Path(root) / name
     if not path.is_file():
         raise FileNotFoundError(f"no {MANIFEST} in {root}: not a DexRL grasp dataset")
     manifest = json.loads(path.read_text())
@@ -101,6 +113,8 @@ def write_shard(
     depths: np.ndarray,
     angles: np.ndarray,
     labels: np.ndarray,
+    *,
+    manifest: str = MANIFEST,
     **meta: Any,
 ) -> ShardInfo:
     """Write one shard ``path`` (e.g. ``data/shard_00003.npz``) and list it in the folder's manifest.
@@ -108,7 +122,8 @@ def write_shard(
     Args:
         crops: (N, 96, 96) float32 depth crops [m]. depths: (N,) grasp depths [m].
         angles: (N,) jaw angles [rad].
-        labels: (N,) 0/1. meta: JSON-serialisable facts about the shard, stored in the manifest.
+        labels: (N,) 0/1. manifest: the manifest file to list the shard in (in the shard's folder).
+        meta: JSON-serialisable facts about the shard, stored in the manifest.
 
     A shard of the same file name already in the manifest is replaced.
     """
@@ -132,17 +147,39 @@ def write_shard(
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomically(path, lambda f: np.savez(f, **arrays))
     info = ShardInfo(path.name, count, int(arrays["labels"].sum()), meta)
-    manifest_path = path.parent / MANIFEST
-    shards = read_manifest(path.parent) if manifest_path.is_file() else []
-    shards = [shard for shard in shards if shard.file != path.name] + [info]
+    shards = read_manifest(path.parent, manifest) if (path.parent / manifest).is_file() else []
+    _write_manifest(path.parent, manifest, [shard for shard in shards if shard.file != path.name] + [info])
+    return info
+
+
+def _write_manifest(root: Path, name: str, shards: Sequence[ShardInfo]) -> None:
     manifest = {
         "format": _FORMAT,
         "version": _VERSION,
         "crop_size": CROP_SIZE,
         "shards": [vars(s) for s in shards],
     }
-    _write_atomically(manifest_path, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
-    return info
+    _write_atomically(root / name, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+
+
+def listed_shards(root: str | Path) -> list[ShardInfo]:
+    """Every shard listed in ``manifest.json`` or in a rank's manifest (a distributed run that stopped before
+    merging leaves those), each file once (a rank's entry wins: it is the newer)."""
+    root = Path(root)
+    names = [MANIFEST] if (root / MANIFEST).is_file() else []
+    names += sorted(path.name for path in root.glob(_RANK_MANIFESTS))
+    return list({shard.file: shard for name in names for shard in read_manifest(root, name)}.values())
+
+
+def merge_manifests(root: str | Path) -> list[ShardInfo]:
+    """Fold the ranks' manifests into ``manifest.json`` (every shard once, sorted by file name, so that the
+    manifest does not depend on how many ranks wrote the shards) and delete them; returns the shards."""
+    root = Path(root)
+    shards = sorted(listed_shards(root), key=lambda shard: shard.file)
+    _write_manifest(root, MANIFEST, shards)
+    for path in root.glob(_RANK_MANIFESTS):
+        path.unlink()
+    return shards
 
 
 def _load_shard(root: Path, shard: ShardInfo) -> dict[str, np.ndarray]:

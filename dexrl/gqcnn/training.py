@@ -10,10 +10,17 @@ Validation shards are held out by shard (neighbouring grasps of one heap stay on
 ``out``: ``checkpoint.pt`` (everything needed to resume, after every epoch), ``best.safetensors`` +
 ``best.json`` (the epoch with the best validation average precision, in DexRL's weights format),
 ``history.json`` (metrics per epoch) and TensorBoard logs under ``tensorboard/``.
+
+Under ``torchrun`` (:mod:`dexrl.distributed`) the network trains with DistributedDataParallel: every epoch
+deals the training shards to the ranks, each rank feeds ``batch_size / N`` examples per step, and DDP averages
+the gradients, so that a step sees one global batch of ``batch_size``. Validation shards are split the same way
+and the metrics computed from every rank's predictions; rank 0 writes all files, and a run resumes with the
+same number of ranks.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -24,6 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from dexrl.distributed import SINGLE_PROCESS, Rank, all_gather_objects, all_reduce_sum, barrier
 
 from .dataset import GraspBatch, ShardInfo, iterate_batches, read_manifest
 from .grid import angle_to_bin
@@ -40,7 +50,8 @@ class TrainConfig:
     Attributes:
         data: dataset folder (manifest.json + shards). out: run folder for checkpoints, weights and logs.
         epochs, batch_size, lr, momentum, weight_decay: SGD settings; ``lr`` decays by ``lr_decay`` every
-            ``decay_epochs`` epochs (staircase).
+            ``decay_epochs`` epochs (staircase). ``batch_size`` is the global batch, whatever the number of
+            ranks (which must divide it).
         val_fraction: share of shards held out for validation (at least one).
         angle_bins: A, angle bins of the network.
         seed: seeds initialisation, the validation split and the data order.
@@ -134,11 +145,11 @@ def random_symmetries(batch: GraspBatch, generator: torch.Generator) -> GraspBat
     return GraspBatch(crops.contiguous(), batch.depths, angles, batch.labels)
 
 
-def _labelled_bin_logits(model: FCGQCNN, batch: GraspBatch) -> torch.Tensor:
+def _labelled_bin_logits(model: FCGQCNN | DistributedDataParallel, batch: GraspBatch) -> torch.Tensor:
     """The two logits (N, 2) of each example's labelled angle bin, from the crop's single output cell."""
     crops = inpaint(batch.crops[:, 0]).unsqueeze(1).contiguous(memory_format=torch.channels_last)
     logits = model(crops, batch.depths[:, None])[:, 0, :, :, 0, 0]  # (N, A, 2)
-    bins = angle_to_bin(batch.angles, model.angle_bins).to(logits.device)
+    bins = angle_to_bin(batch.angles, logits.shape[1]).to(logits.device)
     return logits[torch.arange(len(bins), device=logits.device), bins]
 
 
@@ -168,18 +179,64 @@ def _split(shards: list[ShardInfo], fraction: float, seed: int) -> tuple[list[Sh
     return [shards[i] for i in sorted(order[held_out:])], [shards[i] for i in sorted(order[:held_out])]
 
 
+def _epoch_share(
+    shards: list[ShardInfo], config: TrainConfig, epoch: int, rank: Rank
+) -> tuple[list[ShardInfo], np.random.Generator, int]:
+    """This rank's training shards of ``epoch``, the generator that shuffles them, and the number of steps.
+
+    One process: every shard, shuffled by (seed, epoch), every example once (the last batch may be smaller).
+    N ranks: the shards dealt round robin after a fresh permutation per epoch; every rank takes the same number
+    of full local batches (``batch_size / N``), so that each step averages the gradients of one global batch.
+    A rank's surplus examples (when its shards hold more) wait for another epoch's deal.
+    """
+    if rank.world_size == 1:
+        steps = math.ceil(sum(s.count for s in shards) / config.batch_size)
+        return shards, np.random.default_rng((config.seed, epoch)), steps
+    order = np.random.default_rng((config.seed, epoch)).permutation(len(shards))
+    dealt = [[shards[i] for i in order[r :: rank.world_size]] for r in range(rank.world_size)]
+    local_batch = config.batch_size // rank.world_size
+    steps = min(sum(s.count for s in part) // local_batch for part in dealt)
+    if steps == 0:
+        raise ValueError(
+            f"each of the {rank.world_size} ranks needs training shards of at least one local batch "
+            f"({local_batch} examples); use more shards or fewer ranks"
+        )
+    return dealt[rank.rank], np.random.default_rng((config.seed, epoch, rank.rank)), steps
+
+
+def _train_step(
+    model: FCGQCNN | DistributedDataParallel,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    batch: GraspBatch,
+) -> float:
+    """One SGD step on ``batch``; under DDP ``batch`` is this rank's equal part of the global batch and the
+    gradients are averaged over the ranks. Returns the mean loss over ``batch``."""
+    loss = F.cross_entropy(_labelled_bin_logits(model, batch), batch.labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+    return loss.item()
+
+
 @torch.no_grad()
-def _evaluate(model: FCGQCNN, root: Path, shards: list[ShardInfo], config: TrainConfig) -> dict[str, float]:
+def _evaluate(
+    model: FCGQCNN, root: Path, shards: list[ShardInfo], config: TrainConfig, rank: Rank = SINGLE_PROCESS
+) -> dict[str, float]:
+    """Validation metrics over ``shards``: each rank predicts its share, the metrics use every prediction."""
     model.eval()
-    losses, qs, labels = [], [], []
-    for batch in iterate_batches(root, shards, config.batch_size):
+    loss, qs, labels = 0.0, [torch.empty(0)], [torch.empty(0, dtype=torch.long)]
+    for batch in iterate_batches(root, shards[rank.rank :: rank.world_size], config.batch_size):
         batch = batch.to(config.device)
         logits = _labelled_bin_logits(model, batch)
-        losses.append(F.cross_entropy(logits, batch.labels, reduction="sum").item())
+        loss += F.cross_entropy(logits, batch.labels, reduction="sum").item()
         qs.append(torch.softmax(logits, dim=1)[:, 1].cpu())
         labels.append(batch.labels.cpu())
-    metrics = binary_metrics(torch.cat(qs), torch.cat(labels))
-    metrics["loss"] = sum(losses) / sum(len(label) for label in labels)
+    parts = all_gather_objects((loss, torch.cat(qs), torch.cat(labels)))
+    q, label = torch.cat([part[1] for part in parts]), torch.cat([part[2] for part in parts])
+    metrics = binary_metrics(q, label)
+    metrics["loss"] = sum(part[0] for part in parts) / len(label)
     return {f"val_{name}": value for name, value in metrics.items()}
 
 
@@ -193,47 +250,57 @@ def _optimizer(model: FCGQCNN, config: TrainConfig) -> torch.optim.SGD:
     )
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Train (or resume) a run; returns the metrics history and the files written."""
+def train(config: TrainConfig, rank: Rank = SINGLE_PROCESS) -> TrainResult:
+    """Train (or resume) a run; returns the metrics history and the files written. Under a process group,
+    every rank calls this with its :class:`Rank` (see the module's notes); all ranks return the same history."""
     from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 (imports tensorboard)
     from tqdm import tqdm  # noqa: PLC0415
 
+    if config.batch_size % rank.world_size:
+        raise ValueError(f"the batch size {config.batch_size} must be a multiple of the {rank.world_size} ranks")
     root, out = Path(config.data), Path(config.out)
     train_shards, val_shards = _split(read_manifest(root), config.val_fraction, config.seed)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_path, best_path = out / "checkpoint.pt", out / "best.safetensors"
     torch.manual_seed(config.seed)
-    augment_generator = torch.Generator().manual_seed(config.seed)
+    augment_generator = torch.Generator().manual_seed(rank.seed(config.seed))
     resume = (
-        torch.load(checkpoint_path, weights_only=False)
+        torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         if config.resume and checkpoint_path.is_file()
         else None
     )
+    if resume and resume.get("world_size", 1) != rank.world_size:
+        raise ValueError(
+            f"{checkpoint_path} was written by {resume.get('world_size', 1)} rank(s); resume it with as many"
+        )
     normalization = (
         Normalization(**resume["normalization"])
         if resume
         else _estimate_normalization(root, train_shards, config.normalization_samples)
     )
-    model = FCGQCNN(angle_bins=config.angle_bins, normalization=normalization)
-    model = model.to(config.device, memory_format=torch.channels_last)  # about twice as fast on CPUs and GPUs
-    optimizer = _optimizer(model, config)
-    steps_per_epoch = math.ceil(sum(s.count for s in train_shards) / config.batch_size)
-    decay_steps = max(1, round(config.decay_epochs * steps_per_epoch))
+    network = FCGQCNN(angle_bins=config.angle_bins, normalization=normalization)
+    network = network.to(config.device, memory_format=torch.channels_last)  # about twice as fast on CPUs and GPUs
+    optimizer = _optimizer(network, config)
+    decay_steps = max(1, round(config.decay_epochs * math.ceil(sum(s.count for s in train_shards) / config.batch_size)))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: config.lr_decay ** (step // decay_steps)
     )
     result = TrainResult(checkpoint=checkpoint_path)
     best_ap, first_epoch = -math.inf, 0
     if resume:
-        model.load_state_dict(resume["model"])
+        network.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         schedule.load_state_dict(resume["schedule"])
         result.history, best_ap, first_epoch = resume["history"], resume["best_ap"], resume["epoch"] + 1
         torch.set_rng_state(resume["torch_rng"])
-        augment_generator.set_state(resume["augment_rng"])
+        augment_generator.set_state(resume.get("augment_rngs", [resume.get("augment_rng")])[rank.rank])
         if best_path.is_file():
             result.best_weights = best_path
-    writer = SummaryWriter(str(out / "tensorboard"))
+    model = network
+    if rank.world_size > 1:  # DDP broadcasts rank 0's weights and averages the gradients in backward()
+        on_gpu = torch.device(config.device).type == "cuda"
+        model = DistributedDataParallel(network, device_ids=[torch.device(config.device).index] if on_gpu else None)
+    writer = SummaryWriter(str(out / "tensorboard")) if rank.is_main else None
     provenance = {
         "source": "dexrl train-gqcnn",
         "dataset": {
@@ -253,54 +320,61 @@ def train(config: TrainConfig) -> TrainResult:
     for epoch in range(first_epoch, config.epochs):
         done = epoch - first_epoch
         elapsed = time.perf_counter() - start
-        if config.time_budget_s is not None and done and elapsed * (done + 1) / done > config.time_budget_s:
+        over_budget = config.time_budget_s is not None and done and elapsed * (done + 1) / done > config.time_budget_s
+        if all_reduce_sum(torch.tensor([int(bool(over_budget))])).item():  # all ranks stop together
             print(f"[train-gqcnn] time budget: stopping after epoch {epoch} ({elapsed:.0f} s)")
             break
         model.train()
-        rng = np.random.default_rng((config.seed, epoch))
+        shards, rng, steps = _epoch_share(train_shards, config, epoch, rank)
         batches = tqdm(
-            iterate_batches(root, train_shards, config.batch_size, rng),
-            total=steps_per_epoch,
+            itertools.islice(iterate_batches(root, shards, config.batch_size // rank.world_size, rng), steps),
+            total=steps,
             desc=f"epoch {epoch + 1}/{config.epochs}",
             unit="batch",
-            disable=not config.progress,
+            disable=not (config.progress and rank.is_main),
         )
         loss_sum, seen = 0.0, 0
         for batch in batches:
             batch = batch.to(config.device)
             if config.augment:
                 batch = random_symmetries(batch, augment_generator)
-            loss = F.cross_entropy(_labelled_bin_logits(model, batch), batch.labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            loss_sum, seen = loss_sum + loss.item() * len(batch.labels), seen + len(batch.labels)
-            writer.add_scalar("train/loss", loss.item(), schedule.last_epoch)
+            loss = _train_step(model, optimizer, schedule, batch)
+            loss_sum, seen = loss_sum + loss * len(batch.labels), seen + len(batch.labels)
+            if writer is not None:
+                writer.add_scalar("train/loss", loss, schedule.last_epoch)
             batches.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        loss_sum, seen = all_reduce_sum(torch.tensor([loss_sum, seen], dtype=torch.float64)).tolist()
         metrics = {"epoch": epoch, "train_loss": loss_sum / seen, "lr": optimizer.param_groups[0]["lr"]}
-        metrics |= _evaluate(model, root, val_shards, config)
+        metrics |= _evaluate(network, root, val_shards, config, rank)
         result.history.append(metrics)
+        improved = metrics["val_ap"] > best_ap or result.best_weights is None
+        if improved:
+            best_ap = metrics["val_ap"] if not math.isnan(metrics["val_ap"]) else best_ap
+            result.best_weights = best_path
+        augment_states = all_gather_objects(augment_generator.get_state())
+        if not rank.is_main:
+            continue  # the files are rank 0's
         for name, value in metrics.items():
             if name != "epoch":
                 writer.add_scalar(name.replace("_", "/", 1), value, epoch)
-        if metrics["val_ap"] > best_ap or result.best_weights is None:
-            best_ap = metrics["val_ap"] if not math.isnan(metrics["val_ap"]) else best_ap
-            save_network(model, best_path, {**provenance, "epoch": epoch, "metrics": metrics})
-            result.best_weights = best_path
+        if improved:
+            save_network(network, best_path, {**provenance, "epoch": epoch, "metrics": metrics})
         state = {
-            "model": model.state_dict(),
+            "model": network.state_dict(),
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
             "epoch": epoch,
             "history": result.history,
             "best_ap": best_ap,
             "torch_rng": torch.get_rng_state(),
-            "augment_rng": augment_generator.get_state(),
+            "augment_rngs": augment_states,
+            "world_size": rank.world_size,
             "normalization": asdict(normalization),
         }
         torch.save(state, checkpoint_path.with_suffix(".tmp"))
         os.replace(checkpoint_path.with_suffix(".tmp"), checkpoint_path)
         (out / "history.json").write_text(json.dumps(result.history, indent=2))
-    writer.close()
+    if writer is not None:
+        writer.close()
+    barrier()  # rank 0's files are written when any rank returns
     return result

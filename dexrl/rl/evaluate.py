@@ -4,6 +4,9 @@ Each object set gets one world whose envs are dealt round-robin to the arms bein
 i.e. the zero action, and one or more agents). Every env draws its heaps from the same distribution, so the
 arms meet statistically identical heaps in one run. Heap seeds are offset by
 :data:`dexrl.synth.evaluate.EVAL_SEED_OFFSET`, away from the seeds of training heaps.
+
+Under ``torchrun`` each rank runs its share of the attempts on heaps of its own seed (:meth:`Rank.seed`; rank 0
+keeps the single-process seed) and the outcome counts are summed over the ranks before the intervals.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 import torch
 from stable_baselines3 import SAC
 
+from dexrl.distributed import SINGLE_PROCESS, Rank
 from dexrl.sim.executor import Outcome
 from dexrl.sim.grasp_runner import OutcomeTally
 from dexrl.sim.tasks.grasp_correction.grasp_correction_env import GraspCorrectionEnv
@@ -57,22 +61,28 @@ class ArmScore:
 
 
 def evaluate_arms(
-    env: GraspCorrectionEnv, arms: dict[str, Policy], attempts: int, seed: int = 0, progress: Callable[[str], None] = print
+    env: GraspCorrectionEnv,
+    arms: dict[str, Policy],
+    attempts: int,
+    seed: int = 0,
+    progress: Callable[[str], None] = print,
+    rank: Rank = SINGLE_PROCESS,
 ) -> list[ArmScore]:
     """Run at least ``attempts`` attempts per arm on fresh held-out heaps of ``env`` (seeded by ``seed``); envs
-    are dealt round-robin to the arms."""
+    are dealt round-robin to the arms. ``rank`` runs its share of the attempts (at least ``len(rank.share(
+    attempts))`` per arm), and the scores count the attempts of all ranks."""
     if env.num_envs < len(arms):
         raise ValueError(f"{len(arms)} arms need at least as many envs, got {env.num_envs}")
     names = list(arms)
     owner = torch.arange(env.num_envs, device=env.device) % len(names)
     tallies = {name: OutcomeTally() for name in names}
     world = env.runner.world
-    world.generator.manual_seed(EVAL_SEED_OFFSET + seed)
+    world.generator.manual_seed(EVAL_SEED_OFFSET + rank.seed(seed))
     world.new_round()
     env.runner.executor.attempts_on_heap.zero_()
     obs, _ = env.reset()
     object_set = env.runner.world.settings.objects.object_set
-    while min(tally.attempts for tally in tallies.values()) < attempts:
+    while min(tally.attempts for tally in tallies.values()) < len(rank.share(attempts)):
         actions = torch.zeros(env.num_envs, 4, device=env.device)
         for index, name in enumerate(names):
             mine = owner == index
@@ -81,8 +91,9 @@ def evaluate_arms(
         outcome = env.last.result.outcome
         for index, name in enumerate(names):
             tallies[name].add(outcome[owner == index])
-        progress(f"[dexrl eval] {object_set}: " + "; ".join(f"{name} {tallies[name].summary()}" for name in names))
-    return [ArmScore(name, object_set, tallies[name]) for name in names]
+        if rank.is_main:
+            progress(f"[dexrl eval] {object_set}: " + "; ".join(f"{name} {tallies[name].summary()}" for name in names))
+    return [ArmScore(name, object_set, tallies[name].sum_over_ranks()) for name in names]
 
 
 def summarize(scores: list[ArmScore], baseline: str = "planner") -> dict:

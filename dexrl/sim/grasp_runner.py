@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from dexrl.distributed import all_reduce_sum
 from dexrl.grasp import GraspPoses, NoValidGrasps, Planner, PlanResult, image_to_world
 from dexrl.stats import format_rate, wilson_interval
 
@@ -30,6 +31,12 @@ class OutcomeTally:
 
     def add(self, outcomes: torch.Tensor) -> None:
         self.counts += torch.bincount(outcomes.cpu(), minlength=len(Outcome))
+
+    def sum_over_ranks(self) -> OutcomeTally:
+        """Sum the counts (in place) over the ranks of a distributed run, so that rates and confidence
+        intervals come from every rank's attempts; unchanged for a single process. Returns the tally."""
+        all_reduce_sum(self.counts)
+        return self
 
     @property
     def attempts(self) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from isaaclab.utils import configclass
@@ -142,7 +143,9 @@ def write_gantry_usd(cfg: GripperCfg, folder: str | Path) -> Path:
     joint("revolute", "joint_yaw", "z_link", "palm", "Z", (-200.0, 200.0))  # degrees in USD
     joint("prismatic", "finger_l_joint", "palm", "finger_l", "Y", (0.0, half_open))
     joint("prismatic", "finger_r_joint", "palm", "finger_r", "Y", (0.0, half_open), flip=True)
-    stage.GetRootLayer().Export(str(path))
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.usda")
+    stage.GetRootLayer().Export(str(partial))
+    partial.replace(path)  # atomic: ranks starting together never read half a file
     return path
 
 

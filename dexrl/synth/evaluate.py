@@ -3,6 +3,10 @@
 Every planner meets the same heaps: the world's generator is reseeded before each planner's run, so the
 first heaps are identical (later ones diverge with the outcomes). Heap seeds live far from the seeds that
 :mod:`.synthesize` uses, so evaluation heaps are never training heaps.
+
+Under ``torchrun`` each rank runs every N-th batch of attempts on heaps of its own seed (:meth:`Rank.seed`; rank 0
+keeps the single-process seed), and the outcome counts are summed over the ranks before the intervals are
+computed: N ranks give the counts of N single-process runs with those seeds and batch shares, added up.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from dexrl.distributed import SINGLE_PROCESS, Rank
 from dexrl.grasp import Planner
 from dexrl.sim.grasp_runner import GraspRunner, OutcomeTally
 from dexrl.stats import format_rate
@@ -34,23 +39,30 @@ class PlannerScore:
 
 
 def evaluate_planners(
-    runner: GraspRunner, planners: dict[str, Planner], attempts: int, seed: int = 0, progress: bool = True
+    runner: GraspRunner,
+    planners: dict[str, Planner],
+    attempts: int,
+    seed: int = 0,
+    progress: bool = True,
+    rank: Rank = SINGLE_PROCESS,
 ) -> list[PlannerScore]:
-    """Run ``attempts`` attempts (rounded up to whole batches) with each planner on fresh held-out heaps."""
+    """Run ``attempts`` attempts (rounded up to whole batches) with each planner on fresh held-out heaps;
+    ``rank`` runs its share of the batches, and the scores count the attempts of all ranks."""
     from tqdm import tqdm  # noqa: PLC0415
 
     world = runner.world
-    batches = max(1, -(-attempts // world.num_envs))
+    batches = len(rank.share(max(1, -(-attempts // world.num_envs))))
     scores = []
     for name, planner in planners.items():
-        world.generator.manual_seed(EVAL_SEED_OFFSET + seed)
+        world.generator.manual_seed(EVAL_SEED_OFFSET + rank.seed(seed))
         world.new_round()
         runner.executor.attempts_on_heap.zero_()
         runner.planner, runner.tally = planner, OutcomeTally()
-        for _ in tqdm(range(batches), desc=f"eval {name}", unit="batch", disable=not progress):
+        for _ in tqdm(range(batches), desc=f"eval {name}", unit="batch", disable=not (progress and rank.is_main)):
             runner.attempt()
-        scores.append(PlannerScore(name, world.settings.objects.object_set, runner.tally))
-        print(f"{name} on {world.settings.objects.object_set}: {runner.tally.summary()}")
+        scores.append(PlannerScore(name, world.settings.objects.object_set, runner.tally.sum_over_ranks()))
+        if rank.is_main:
+            print(f"{name} on {world.settings.objects.object_set}: {runner.tally.summary()}")
     return scores
 
 

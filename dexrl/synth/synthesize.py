@@ -5,6 +5,10 @@ all of them in parallel with the grasp executor, and record (96x96 depth crop ar
 depth, jaw angle, success) per attempt. Examples go to NPZ shards (:mod:`dexrl.gqcnn.dataset`); each shard
 starts on fresh heaps from its own seed, so that shards are independent and held-out shards mean held-out
 heaps, and a run that stops can be resumed: finished shards are kept, the next one starts from its seed.
+
+Under ``torchrun`` the shard is the unit of work: rank r of N labels shards r, r + N, r + 2N, ... and each shard's
+content depends on its seed alone, so N ranks write exactly the shards that one process would write. Ranks list
+their shards in their own manifests, which rank 0 merges into ``manifest.json`` at the end.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from pathlib import Path
 
 import torch
 
-from dexrl.grasp import image_to_world
-from dexrl.gqcnn.dataset import read_manifest, write_shard
+from dexrl.distributed import SINGLE_PROCESS, Rank, all_gather_objects, all_reduce_sum, barrier
+from dexrl.gqcnn.dataset import MANIFEST, listed_shards, merge_manifests, rank_manifest, write_shard
 from dexrl.gqcnn.preprocess import extract_crops, inpaint
+from dexrl.grasp import image_to_world
 from dexrl.sim.executor import Outcome
 from dexrl.sim.grasp_runner import GraspRunner, OutcomeTally
 
@@ -37,9 +42,10 @@ class SynthConfig:
         out: dataset folder (manifest.json + shards).
         grasps: labelled grasps in total (rounded up to whole batches of envs).
         shard_size: grasps per shard (rounded up to whole batches).
-        seed: seeds each shard's heaps and candidates (shard i uses ``seed * 100_003 + i``).
+        seed: seeds each shard's heaps and candidates (shard i uses ``seed * 100_003 + i``, on any rank).
         time_budget_s: stop before a shard that would end past this many seconds (estimated from the shards
-            so far); None runs until ``grasps`` are labelled. A later run with the same settings continues.
+            so far, per rank); None runs until ``grasps`` are labelled. A later run with the same settings
+            continues, with any number of ranks.
         progress: show a progress bar.
     """
 
@@ -53,7 +59,8 @@ class SynthConfig:
 
 @dataclass
 class SynthStats:
-    """Counts of what was synthesized (this run plus what an earlier run left)."""
+    """Counts of what was synthesized (this run plus what an earlier run left; summed over ranks, ``seconds``
+    of the slowest rank)."""
 
     grasps: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
@@ -70,8 +77,14 @@ class SynthStats:
         return {**asdict(self), "grasps_per_hour": self.grasps_per_hour}
 
 
-def synthesize(runner: GraspRunner, sampler: CandidateSampler, config: SynthConfig, meta: dict | None = None) -> SynthStats:
-    """Label ``config.grasps`` candidate grasps in physics and write them as shards to ``config.out``."""
+def synthesize(
+    runner: GraspRunner, sampler: CandidateSampler, config: SynthConfig, meta: dict | None = None, rank: Rank = SINGLE_PROCESS
+) -> SynthStats:
+    """Label ``config.grasps`` candidate grasps in physics and write them as shards to ``config.out``.
+
+    ``rank`` labels only its share of the shards (:meth:`Rank.share`); the returned statistics are summed over
+    the ranks of the process group, and rank 0 writes the merged manifest and ``synth_stats.json``.
+    """
     from tqdm import tqdm  # noqa: PLC0415
 
     world = runner.world
@@ -79,21 +92,21 @@ def synthesize(runner: GraspRunner, sampler: CandidateSampler, config: SynthConf
     per_shard = max(1, -(-config.shard_size // n))  # batches per shard
     shard_count = max(1, -(-config.grasps // (per_shard * n)))
     config.out.mkdir(parents=True, exist_ok=True)
-    done = {info.file for info in read_manifest(config.out)} if (config.out / "manifest.json").exists() else set()
-    stats = SynthStats(shards_kept=sum(1 for i in range(shard_count) if _shard_name(i) in done))
+    manifest = MANIFEST if rank.world_size == 1 else rank_manifest(rank.rank)
+    done = {info.file for info in listed_shards(config.out)}
+    mine = [shard for shard in rank.share(shard_count) if _shard_name(shard) not in done]
+    shards_kept = len(rank.share(shard_count)) - len(mine)
+    shards_written = 0
     tallies = {name: OutcomeTally() for name in SOURCES}
     intrinsics = world.settings.camera.intrinsics
-    bar = tqdm(total=shard_count * per_shard * n, desc="synth grasps", unit="grasp", disable=not config.progress)
-    bar.update(stats.shards_kept * per_shard * n)
+    bar = tqdm(total=len(mine) * per_shard * n, desc="synth grasps", unit="grasp", disable=not (config.progress and rank.is_main))
     start = time.perf_counter()
-    for shard in range(shard_count):
-        if _shard_name(shard) in done:
-            continue
+    for shard in mine:
         elapsed = time.perf_counter() - start
-        if config.time_budget_s is not None and stats.shards_written and (
-            elapsed * (stats.shards_written + 1) / stats.shards_written > config.time_budget_s
+        if config.time_budget_s is not None and shards_written and (
+            elapsed * (shards_written + 1) / shards_written > config.time_budget_s
         ):
-            print(f"[synth] time budget: stopping after {stats.shards_written} new shards ({elapsed:.0f} s)")
+            print(f"[synth] rank {rank.rank}: time budget: stopping after {shards_written} new shards ({elapsed:.0f} s)")
             break
         shard_seed = config.seed * 100_003 + shard
         world.generator.manual_seed(shard_seed)
@@ -125,21 +138,34 @@ def synthesize(runner: GraspRunner, sampler: CandidateSampler, config: SynthConf
             arrays["depths"].astype("float32"),
             arrays["angles"].astype("float32"),
             arrays["labels"].astype("uint8"),
+            manifest=manifest,
             seed=shard_seed,
             outcomes=shard_tallies.as_dict(),
             **(meta or {}),
         )
-        stats.shards_written += 1
+        shards_written += 1
         bar.set_postfix(success=f"{100 * _success_rate(tallies):.1f}%")
     bar.close()
-    stats.seconds = time.perf_counter() - start
+    seconds = max(all_gather_objects(time.perf_counter() - start))
+    by_source = all_reduce_sum(torch.stack([tallies[name].counts for name in SOURCES]))  # (sources, outcomes)
+    for name, counts in zip(SOURCES, by_source):
+        tallies[name].counts = counts
     total = OutcomeTally()
-    for tally in tallies.values():
-        total.counts += tally.counts
-    stats.grasps = total.attempts
-    stats.outcomes = total.as_dict()
-    stats.by_source = {name: tally.as_dict() for name, tally in tallies.items() if tally.attempts}
-    (config.out / "synth_stats.json").write_text(json.dumps({**stats.as_dict(), "meta": meta or {}}, indent=2))
+    total.counts = by_source.sum(dim=0)
+    written, kept = all_reduce_sum(torch.tensor([shards_written, shards_kept])).tolist()
+    stats = SynthStats(
+        grasps=total.attempts,
+        outcomes=total.as_dict(),
+        by_source={name: tally.as_dict() for name, tally in tallies.items() if tally.attempts},
+        seconds=seconds,
+        shards_written=written,
+        shards_kept=kept,
+    )
+    barrier()  # every rank's manifest is complete
+    if rank.is_main:
+        merge_manifests(config.out)
+        record = {**stats.as_dict(), "ranks": rank.world_size, "meta": meta or {}}
+        (config.out / "synth_stats.json").write_text(json.dumps(record, indent=2))
     return stats
 
 
