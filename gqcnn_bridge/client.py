@@ -35,11 +35,10 @@ from .protocol import (
     PlanOptions,
     ProtocolViolation,
     ServerInfo,
-    as_fragments,
     decode_message,
     decode_plan_reply,
     encode_message,
-    encode_plan_request,
+    plan_request_fragments,
     planner_error_for,
 )
 
@@ -110,8 +109,9 @@ class _Session:
         intrinsics: CameraIntrinsics | Sequence[CameraIntrinsics],
         mask: torch.Tensor | None,
         options: PlanOptions,
-    ) -> tuple[int, bytearray]:
-        """A new request id and its message; raises ``too_large`` rather than send what the server refuses."""
+    ) -> tuple[int, bytearray | list]:
+        """A new request id and what to ``send``: the message, or its fragments (``depth`` is not copied, so
+        it must not change until sent). Raises ``too_large`` rather than send what the server refuses."""
         if not depth.is_floating_point():
             raise planner_error_for(
                 ErrorCode.BAD_DTYPE, f"depth must be floating point metres, got {depth.dtype}"
@@ -120,13 +120,14 @@ class _Session:
         mask_array = None if mask is None else mask.detach().cpu().contiguous().numpy()
         cameras = intrinsics if isinstance(intrinsics, CameraIntrinsics) else list(intrinsics)
         request_id = next(self._request_ids)
-        message = encode_plan_request(request_id, depth_array, cameras, mask_array, options)
-        if len(message) > self.info.limits.max_message_bytes:
+        fragments = plan_request_fragments(request_id, depth_array, cameras, mask_array, options)
+        size = sum(len(fragment) for fragment in fragments)
+        if size > self.info.limits.max_message_bytes:
             limit = self.info.limits.max_message_bytes
             raise planner_error_for(
-                ErrorCode.TOO_LARGE, f"request of {len(message)} bytes exceeds the server's {limit}"
+                ErrorCode.TOO_LARGE, f"request of {size} bytes exceeds the server's {limit}"
             )
-        return request_id, message
+        return request_id, fragments[0] if len(fragments) == 1 else fragments
 
     def reply(self, data: bytes | str) -> tuple[int | str | None, PlanResult | PlannerError]:
         """The request id a reply answers and its outcome: a result, or the planner error to raise."""
@@ -257,7 +258,7 @@ class RemotePlanner:
             request_id, message = self._session.request(depth, intrinsics, mask, options)
             started = time.perf_counter()
             try:
-                connection.send(as_fragments(message))
+                connection.send(message)
                 while True:
                     remaining = started + self.timeout_s - time.perf_counter()
                     replied_id, outcome = self._session.reply(connection.recv(timeout=max(remaining, 0.0)))
@@ -396,7 +397,7 @@ class AsyncRemotePlanner:
         self._pending[request_id] = waiter
         started = time.perf_counter()
         try:
-            await connection.send(as_fragments(message))
+            await connection.send(message)
             async with asyncio.timeout(self.timeout_s):
                 outcome = await waiter
         except TimeoutError:

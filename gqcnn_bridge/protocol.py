@@ -57,6 +57,8 @@ __all__ = [
     "encode_plan_reply",
     "encode_plan_request",
     "grasp_orientations_cam",
+    "message_fragments",
+    "plan_request_fragments",
     "planner_error_for",
     "q_map_reply_nbytes",
 ]
@@ -70,10 +72,15 @@ ALIGNMENT = 8
 MAX_HEADER_BYTES = 1 << 20
 """Longest JSON header accepted [bytes] (a 256-image request with per-image intrinsics needs ~30 KB)."""
 
-FRAGMENT_BYTES = 1 << 20
-"""Messages larger than this are sent as websocket fragments of this size: websockets serializes and masks
-each frame in Python-managed buffers, and 1 MiB frames move a 51 MB batch ~1.5x faster than one frame, while
-one 0.8 MB depth image is fastest as a single frame (measured on loopback)."""
+WHOLE_MESSAGE_BYTES = 1 << 20
+"""Messages up to this size are sent as one websocket frame, larger ones in fragments of FRAGMENT_BYTES."""
+
+FRAGMENT_BYTES = 1 << 16
+"""Fragment size of large messages. websockets masks and frames every fragment into new objects, and on
+receipt copies and unmasks each into new ones again: 64 KiB pieces are recycled by the C allocator, while
+1 MiB ones are mapped afresh and page-faulted in, so a 51 MB batch spent more time faulting pages than
+moving bytes (a 64-image request: 86 ms of overhead with 1 MiB fragments, 36 ms with 64 KiB, on a 2-core VM).
+A message of one 0.8 MB image is cheapest as a single frame."""
 
 MAX_ARRAY_DIMS = 8
 MAX_REQUEST_ID_CHARS = 128
@@ -252,13 +259,11 @@ def _wire_dtype(dtype: np.dtype) -> str:
     raise TypeError(f"dtype {dtype} has no wire name (use one of {sorted(DTYPES)})")
 
 
-def encode_message(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None) -> bytearray:
-    """Frame a header and arrays into one message (arrays are written little-endian, C order).
-
-    Args:
-        header: JSON-serializable fields; must include ``type`` (``version`` is added when absent).
-        arrays: name -> array, written in this order.
-    """
+def _layout(
+    header: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None
+) -> tuple[bytes, list[tuple[int, np.ndarray]], int]:
+    """The framing of a message: its prefix (header length, header and padding), each array with its offset
+    in the message (arrays little-endian, C order), and the message length."""
     arrays = {
         name: a.astype(a.dtype.newbyteorder("<"), order="C", copy=False) for name, a in (arrays or {}).items()
     }
@@ -279,19 +284,72 @@ def encode_message(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray] |
         {"version": PROTOCOL_VERSION, **header, "arrays": specs}, separators=(",", ":")
     ).encode()
     data_start = _aligned(_HEADER_LENGTH.size + len(header_bytes))
-    message = bytearray(data_start + end)
-    _HEADER_LENGTH.pack_into(message, 0, len(header_bytes))
-    message[_HEADER_LENGTH.size : _HEADER_LENGTH.size + len(header_bytes)] = header_bytes
-    message_bytes = np.frombuffer(message, dtype=np.uint8)  # a writable view of the message
-    for spec, array in zip(specs, arrays.values()):
-        start = data_start + spec["offset"]
-        message_bytes[start : start + array.nbytes] = array.reshape(-1).view(np.uint8)
+    prefix = _HEADER_LENGTH.pack(len(header_bytes)) + header_bytes
+    prefix += bytes(data_start - len(prefix))
+    placed = [(data_start + spec["offset"], array) for spec, array in zip(specs, arrays.values())]
+    return prefix, placed, data_start + end
+
+
+def _bytes_of(array: np.ndarray) -> memoryview:
+    return memoryview(array.reshape(-1).view(np.uint8))
+
+
+def _joined(prefix: bytes, placed: list[tuple[int, np.ndarray]], length: int) -> bytearray:
+    message = bytearray(length)
+    message[: len(prefix)] = prefix
+    for start, array in placed:
+        message[start : start + array.nbytes] = _bytes_of(array)
     return message
 
 
+def encode_message(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None) -> bytearray:
+    """Frame a header and arrays into one contiguous message (arrays are written little-endian, C order).
+
+    Args:
+        header: JSON-serializable fields; must include ``type`` (``version`` is added when absent).
+        arrays: name -> array, written in this order.
+    """
+    return _joined(*_layout(header, arrays))
+
+
+def message_fragments(
+    header: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None
+) -> list[bytes | bytearray | memoryview]:
+    """The message :func:`encode_message` frames, as the pieces to send as one websocket message: a message
+    of up to :data:`WHOLE_MESSAGE_BYTES` joined into one piece; a larger one in fragments of at most
+    :data:`FRAGMENT_BYTES`, without copying the arrays: runs of whole fragments are views of the arrays'
+    memory (which must not change until sent), and only the prefix, padding and pieces shorter than a
+    fragment are copied."""
+    prefix, placed, length = _layout(header, arrays)
+    if length <= WHOLE_MESSAGE_BYTES:
+        return [_joined(prefix, placed, length)]
+    fragments: list[bytes | bytearray | memoryview] = []
+    pending, position = bytearray(prefix), len(prefix)  # the fragment being filled; bytes placed so far
+    for start, array in placed:
+        pending += bytes(start - position)  # alignment padding
+        while len(pending) >= FRAGMENT_BYTES:  # a header longer than a fragment
+            fragments.append(pending[:FRAGMENT_BYTES])
+            del pending[:FRAGMENT_BYTES]
+        view = _bytes_of(array)
+        position = start + len(view)
+        if pending:  # top the pending fragment up; it is full if anything of the array is left
+            fill = min(len(view), FRAGMENT_BYTES - len(pending))
+            pending += view[:fill]
+            view = view[fill:]
+            if len(pending) == FRAGMENT_BYTES:
+                fragments.append(pending)
+                pending = bytearray()
+        whole = len(view) - len(view) % FRAGMENT_BYTES
+        fragments += [view[i : i + FRAGMENT_BYTES] for i in range(0, whole, FRAGMENT_BYTES)]
+        pending += view[whole:]
+    fragments += [pending[i : i + FRAGMENT_BYTES] for i in range(0, len(pending), FRAGMENT_BYTES)]
+    return fragments or [pending]
+
+
 def as_fragments(message: bytearray) -> bytearray | list[memoryview]:
-    """What to pass to a websocket ``send``: a small message whole, a large one in fragments."""
-    if len(message) <= FRAGMENT_BYTES:
+    """What to pass to a websocket ``send`` for an encoded message: up to :data:`WHOLE_MESSAGE_BYTES` whole,
+    a larger one in fragments of :data:`FRAGMENT_BYTES` (views, no copies)."""
+    if len(message) <= WHOLE_MESSAGE_BYTES:
         return message
     view = memoryview(message)
     return [view[start : start + FRAGMENT_BYTES] for start in range(0, len(message), FRAGMENT_BYTES)]
@@ -637,14 +695,13 @@ def check_depth_values(depth: np.ndarray, request_id: int | str | None = None) -
         raise ProtocolViolation(ErrorCode.BAD_DEPTH, f"images {empty} have no positive depth", request_id)
 
 
-def encode_plan_request(
+def _plan_request(
     request_id: int | str,
     depth: np.ndarray,
     intrinsics: CameraIntrinsics | list[CameraIntrinsics],
     mask: np.ndarray | None,
     options: PlanOptions,
-) -> bytearray:
-    """A ``plan`` request: depth (B, H, W) float32 [m], one or B intrinsics, optional (B, H, W) mask."""
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     arrays = {"depth": depth} if mask is None else {"depth": depth, "mask": mask}
     wire_intrinsics = (
         [c.to_dict() for c in intrinsics] if isinstance(intrinsics, list) else intrinsics.to_dict()
@@ -660,7 +717,29 @@ def encode_plan_request(
             "q_map_stride": options.q_map_stride,
         },
     }
-    return encode_message(header, arrays)
+    return header, arrays
+
+
+def encode_plan_request(
+    request_id: int | str,
+    depth: np.ndarray,
+    intrinsics: CameraIntrinsics | list[CameraIntrinsics],
+    mask: np.ndarray | None,
+    options: PlanOptions,
+) -> bytearray:
+    """A ``plan`` request: depth (B, H, W) float32 [m], one or B intrinsics, optional (B, H, W) mask."""
+    return encode_message(*_plan_request(request_id, depth, intrinsics, mask, options))
+
+
+def plan_request_fragments(
+    request_id: int | str,
+    depth: np.ndarray,
+    intrinsics: CameraIntrinsics | list[CameraIntrinsics],
+    mask: np.ndarray | None,
+    options: PlanOptions,
+) -> list[bytes | bytearray | memoryview]:
+    """The request :func:`encode_plan_request` builds, as :func:`message_fragments` (views of ``depth``)."""
+    return message_fragments(*_plan_request(request_id, depth, intrinsics, mask, options))
 
 
 # --- plan replies -----------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from gqcnn_bridge.protocol import (
     encode_plan_reply,
     encode_plan_request,
     grasp_orientations_cam,
+    message_fragments,
     planner_error_for,
 )
 
@@ -81,6 +82,32 @@ def test_large_messages_are_fragmented_and_small_ones_sent_whole():
         and max(len(f) for f in fragments) <= FRAGMENT_BYTES
     )
     assert b"".join(fragments) == large
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.sampled_from([0, 1, 3, 100, 16383, 16384, 16385, 40000]), max_size=4),
+    header_chars=st.sampled_from([0, 20, 65_500, 65_536, 140_000]),
+)
+def test_message_fragments_are_the_encoded_message_in_pieces(sizes, header_chars):
+    rng = np.random.default_rng(len(sizes) + header_chars)
+    dtypes = ("<f4", ">f4", "u1", "?", "<f2", "<i8")
+    named = {f"a{i}": rng.random(n).astype(dtypes[i % len(dtypes)]) for i, n in enumerate(sizes)}
+    header = {"type": "probe", "note": "x" * header_chars}
+    fragments = message_fragments(header, named)
+    assert b"".join(bytes(f) for f in fragments) == encode_message(header, named)
+    assert len(fragments) == 1 or all(0 < len(f) <= FRAGMENT_BYTES for f in fragments)
+
+
+def test_a_small_message_is_one_piece_and_a_large_one_shares_the_arrays_memory():
+    small = {"a": np.arange(1000, dtype=np.float32)}
+    (whole,) = message_fragments({"type": "probe"}, small)
+    assert whole == encode_message({"type": "probe"}, small)
+    depth = np.random.default_rng(0).random((4, 386, 516), dtype=np.float32)  # 3.2 MB
+    fragments = message_fragments({"type": "plan"}, {"depth": depth})
+    views = [f for f in fragments if isinstance(f, memoryview)]
+    assert sum(len(v) for v in views) > depth.nbytes - 2 * FRAGMENT_BYTES  # all but the ends are not copied
+    assert all(np.shares_memory(np.frombuffer(v, np.uint8), depth) for v in views)
 
 
 def _plan_request_bytes(depth, intrinsics=PHOXI_S, mask=None, **options):

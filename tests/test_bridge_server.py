@@ -51,7 +51,7 @@ from gqcnn_bridge.protocol import (
     encode_message,
     encode_plan_request,
 )
-from gqcnn_bridge.server import JsonLogFormatter
+from gqcnn_bridge.server import BufferPool, JsonLogFormatter
 
 CAMERA = PHOXI_S.scaled(1 / 16)
 """A 24 x 32 PhoXi S: small images keep the CPU time of every test low."""
@@ -247,6 +247,31 @@ def test_concurrent_clients_get_their_own_replies_from_shared_batches():
             assert_same_result(result, local)
     assert sum(planner.calls) == 8 and len(planner.calls) < 8  # requests were merged, each image planned once
     assert max(result.timings["queue"] for client_results in results for result in client_results) < 5
+
+
+def test_fragmented_requests_reuse_a_pooled_buffer_and_get_their_own_results():
+    planner = GradientPlanner()
+    camera = PHOXI_S.scaled(1 / 2)  # 193 x 258: 4 images make a 0.8 MB request, 8 a fragmented 1.6 MB one
+    inputs = [bin_depth(seed, batch=8, camera=camera) for seed in range(4)]
+    expected = [planner.plan(depth, camera, k=3) for depth in inputs]
+    with served(planner) as server, RemotePlanner(server.url) as client:
+        for depth, local in zip(inputs, expected):
+            assert_same_result(client.plan(depth, camera, k=3), local)
+        small = bin_depth(9, batch=1, camera=camera)
+        assert_same_result(client.plan(small, camera), planner.plan(small, camera))
+        assert len(server.server._pool._idle) == 1  # one buffer served every fragmented request
+
+
+def test_the_buffer_pool_never_hands_out_a_buffer_that_is_still_viewed():
+    pool = BufferPool(keep=2)
+    buffer = pool.take()
+    buffer += b"\x01" * 1000
+    view = np.frombuffer(memoryview(buffer)[:500], np.uint8)
+    pool.give_back(buffer)
+    assert pool.take() is not buffer and view.sum() == 500  # still viewed: dropped, not reused
+    del view
+    pool.give_back(buffer)
+    assert len(buffer) == 1000 and pool.take() is buffer
 
 
 def test_one_bad_image_in_a_merged_batch_fails_only_its_own_request():
