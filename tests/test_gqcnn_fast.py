@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from dexrl.gqcnn import bench
 from dexrl.gqcnn.agreement import agreement
-from dexrl.gqcnn.fast import live_depth_bins, window_of_cells
+from dexrl.gqcnn.fast import SpectralConv, live_depth_bins, window_of_cells
 from dexrl.gqcnn.grid import grid_mask
 from dexrl.gqcnn.model import FCGQCNN, GQCNN
 from dexrl.gqcnn.policy import FCGQCNNPlanner, PlannerOptions
@@ -104,16 +104,30 @@ def test_skipped_depth_bins_could_not_hold_the_top_grasp(network):
     assert torch.equal(result.grasps.depth, expected.grasps.depth)
 
 
-@pytest.mark.parametrize("seed", [4, 5])
-def test_fast_path_top_k_equals_the_reference_on_seeded_heaps(network, seed):
+def test_spectral_convolution_equals_the_direct_one():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(16, 128, 17)
+    x = torch.rand(3, 16, 40, 57)
+    expected = F.conv2d(x.double(), conv.weight.double(), conv.bias.double())
+    spectral = SpectralConv(conv)
+    out = spectral(x)
+    assert out.shape == expected.shape == (3, 128, 24, 41) and out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), expected, rtol=0, atol=2e-5 * expected.abs().max().item())
+    assert torch.equal(spectral(x[:1].bfloat16()), spectral(x[:1].bfloat16().float()))  # any input dtype
+    with pytest.raises(ValueError, match="valid convolutions"):
+        SpectralConv(torch.nn.Conv2d(16, 128, 17, padding=2))
+
+
+@pytest.mark.parametrize(("seed", "fc3"), [(4, "conv"), (5, "conv"), (4, "fft"), (5, "fft")])
+def test_fast_path_top_k_equals_the_reference_on_seeded_heaps(network, seed, fc3):
     depth, mask = _heaps(3, seed=seed)
     expected = _reference(network).plan(depth, CAMERA, mask, k=5)
-    exact = _fast(network, precision="fp32", rescore_top=0, group_images=2).plan(depth, CAMERA, mask, k=5)
+    exact = _fast(network, precision="fp32", rescore_top=0, group_images=2, fc3=fc3).plan(depth, CAMERA, mask, k=5)
     for field in ("center", "angle", "depth"):
         assert torch.equal(getattr(exact.grasps, field), getattr(expected.grasps, field))
     torch.testing.assert_close(exact.grasps.q, expected.grasps.q, rtol=0, atol=1e-5)
     # bfloat16 trunk: its top-5 pairs rescored in float32 give the reference's top 5 and their float32 q
-    rescored = _fast(network, rescore_top=5).plan(depth, CAMERA, mask, k=5)
+    rescored = _fast(network, rescore_top=5, fc3=fc3).plan(depth, CAMERA, mask, k=5)
     for field in ("center", "angle", "depth"):
         assert torch.equal(getattr(rescored.grasps, field), getattr(expected.grasps, field))
     torch.testing.assert_close(rescored.grasps.q, expected.grasps.q, rtol=0, atol=1e-5)
@@ -147,7 +161,8 @@ def test_the_path_is_chosen_by_device_network_and_option(network):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert PlannerOptions().resolved(cpu, network).path == "plain"
     on_gpu = PlannerOptions().resolved(cuda, network)
-    assert (on_gpu.path, on_gpu.precision, on_gpu.channels_last) == ("fast", "bf16", True)
+    assert (on_gpu.path, on_gpu.precision, on_gpu.channels_last, on_gpu.fc3) == ("fast", "bf16", True, "conv")
+    assert PlannerOptions(path="fast").resolved(cpu, network).fc3 == "fft"
     assert PlannerOptions(path="plain").resolved(cuda, network).precision == "fp32"
     crop_converted = FCGQCNN.from_crop_network(GQCNN())
     assert PlannerOptions().resolved(cuda, crop_converted).path == "plain"

@@ -7,7 +7,7 @@ import torch
 
 from dexrl.gqcnn import load_planner
 from dexrl.gqcnn.grid import STRIDE, bin_to_angle, cell_of_pixel, grid_mask
-from dexrl.gqcnn.model import FCGQCNN, GQCNN, save_network
+from dexrl.gqcnn.model import GQCNN, save_network
 from dexrl.gqcnn.policy import FCGQCNNPlanner, PlannerOptions
 from dexrl.grasp import CameraIntrinsics, NoValidGrasps, Planner, PlannerInputError, deproject_per_camera
 

@@ -10,6 +10,8 @@ Paths (``--modes``):
   through CUDA graphs, the best ``--rescore-top`` (depth bin, cell) pairs per image rescored in float32;
 - ``fast-compiled``: the same with the trunk under ``torch.compile`` (tens of seconds per group shape).
 
+``--fc3 conv|fft`` picks how the fast paths compute fc3 (default: fft on CPUs, conv on CUDA).
+
 Times are whole ``plan()`` calls (validation, inpainting, depth bins, network, rescoring, top-k selection;
 CUDA synchronised) as median and minimum ms per image, and images/s. The plain paths evaluate a batch in one
 pass and are timed at batches up to 64 only (beyond, their activations outgrow the GPU).
@@ -81,6 +83,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=16,
         help="fast paths: pairs per image rescored in float32 (default 16)",
+    )
+    parser.add_argument(
+        "--fc3",
+        choices=("conv", "fft"),
+        default=None,
+        help="fast paths: fc3 as a direct convolution or through FFTs (default: fft on cpu, conv on cuda)",
     )
     parser.add_argument(
         "--weights", default=None, help="FC-GQ-CNN weights file (default: seeded random weights)"
@@ -190,7 +198,7 @@ def _random_network(seed: int):
     return network
 
 
-def _options(mode: str, rescore_top: int):
+def _options(mode: str, rescore_top: int, fc3: str | None = None):
     from .policy import PlannerOptions  # noqa: PLC0415
 
     if mode == "reference":
@@ -198,7 +206,7 @@ def _options(mode: str, rescore_top: int):
     if mode in ("fp32", "tf32", "bf16"):
         return PlannerOptions(path="plain", precision=mode)
     compile_mode = "max-autotune-no-cudagraphs" if mode == "fast-compiled" else None
-    return PlannerOptions(path="fast", rescore_top=rescore_top, compile_mode=compile_mode)
+    return PlannerOptions(path="fast", rescore_top=rescore_top, compile_mode=compile_mode, fc3=fc3)
 
 
 def _repeat(tensor, count: int):
@@ -266,8 +274,8 @@ def run(args: argparse.Namespace) -> int:
 
     def planner_for(mode: str) -> FCGQCNNPlanner:
         if network is None:
-            return load_planner(args.weights, str(device), _options(mode, args.rescore_top))
-        return FCGQCNNPlanner(network, device, _options(mode, args.rescore_top))
+            return load_planner(args.weights, str(device), _options(mode, args.rescore_top, args.fc3))
+        return FCGQCNNPlanner(network, device, _options(mode, args.rescore_top, args.fc3))
 
     def write_json(verdicts: list[str]) -> None:
         if not args.json:
@@ -281,6 +289,7 @@ def run(args: argparse.Namespace) -> int:
             "weights": args.weights or "random (seeded)",
             "seed": args.seed,
             "rescore_top": args.rescore_top,
+            "fc3": args.fc3 or ("conv" if device.type == "cuda" else "fft"),
             "target_ms_per_image_batch1": TARGET_GPU_MS if cuda else TARGET_CPU_MS,
             "rows": rows,
             "verdicts": verdicts,

@@ -78,6 +78,9 @@ class PlannerOptions:
             again in float32, and the returned grasps come from them first; 0 turns it off.
         group_images: fast path: images per network pass (bounds memory: about 0.4 GB per image in bf16).
         cuda_graphs: fast path on CUDA: replay each group shape through a captured CUDA graph.
+        fc3: fast path: ``conv`` (a direct 17x17 convolution in the trunk's precision) or ``fft`` (the same
+            convolution through float32 FFTs, :class:`dexrl.gqcnn.fast.SpectralConv`: about 100x fewer
+            operations for this kernel); None: fft on CPUs, conv on CUDA.
     """
 
     depth_bins: int = 16
@@ -95,6 +98,7 @@ class PlannerOptions:
     rescore_top: int = 16
     group_images: int = 16
     cuda_graphs: bool = True
+    fc3: Literal["conv", "fft"] | None = None
 
     def resolved(self, device: torch.device, model: FCGQCNN) -> PlannerOptions:
         """These options with ``auto`` / None choices made for ``device`` and ``model``."""
@@ -103,7 +107,8 @@ class PlannerOptions:
             path = "fast" if device.type == "cuda" and model.pose_stream is None else "plain"
         precision = self.precision or ("bf16" if path == "fast" else "fp32")
         channels_last = precision == "bf16" if self.channels_last is None else self.channels_last
-        return dataclasses.replace(self, path=path, precision=precision, channels_last=channels_last)
+        fc3 = self.fc3 or ("conv" if device.type == "cuda" else "fft")
+        return dataclasses.replace(self, path=path, precision=precision, channels_last=channels_last, fc3=fc3)
 
 
 def depth_bin_centers(depth: torch.Tensor, mask: torch.Tensor, bins: int) -> torch.Tensor:
