@@ -55,7 +55,7 @@ def panel(tmp_path_factory, network):
     gripper_dir = tmp_path_factory.mktemp("gripper")
     session = Session(
         SessionConfig(settings, planner_name="FC-GQ-CNN (seeded random weights)", top_k=3),
-        FCGQCNNPlanner(network),  # a real planner q-map; seeded weights keep the test independent of the shipped ones
+        FCGQCNNPlanner(network),  # a real q-map; seeded weights, not the shipped ones
         trainer=SacCorrector(settings, batch_size=2, seed=0),
         runner_factory=lambda s, p: GraspRunner(s, p, asset_dir=gripper_dir),
     ).start()
