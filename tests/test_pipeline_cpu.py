@@ -73,3 +73,19 @@ def test_pipeline_resumes_instead_of_starting_again(toy_run):
     stats = json.loads((toy_run / "data" / "synth_stats.json").read_text())
     assert stats["shards_kept"] == 7 and stats["shards_written"] == 0
     assert len(json.loads((toy_run / "train" / "history.json").read_text())) == 12
+
+
+def test_toy_sizes_are_defaults_that_given_options_override(tmp_path):
+    import argparse
+
+    from dexrl.cli import pipeline
+
+    parser = argparse.ArgumentParser()
+    pipeline.configure(parser)
+    toy = pipeline.stage_commands(parser.parse_args(["--toy", "--out", str(tmp_path), "--envs", "16"]))
+    synth = toy["synth"][0]
+    assert synth[synth.index("--envs") + 1] == "16" and synth[synth.index("--grasps") + 1] == "448"
+    assert [command[command.index("--objects") + 1] for command in toy["eval"]] == ["blocks"]
+    full = pipeline.stage_commands(parser.parse_args(["--out", str(tmp_path)]))
+    assert [command[command.index("--objects") + 1] for command in full["eval"]] == ["seen", "novel"]
+    assert full["train"][0][full["train"][0].index("--epochs") + 1] == "30"

@@ -22,11 +22,25 @@ import sys
 import time
 from pathlib import Path
 
-TOY = {
-    "envs": 8, "grasps": 448, "shard_size": 64, "epochs": 12, "batch_size": 32, "lr": 0.003, "val_fraction": 0.3,
-    "attempts": 16, "objects": "blocks", "sets": "blocks",
+SIZES = {
+    "envs": (int, 2048, "parallel envs of synthesis and evaluation"),
+    "grasps": (int, 1_000_000, "labelled grasps to synthesize"),
+    "shard_size": (int, 8192, "grasps per shard"),
+    "objects": (str, "seen", "object set of the training data"),
+    "epochs": (int, 30, "training epochs"),
+    "batch_size": (int, 256, "training batch size"),
+    "lr": (float, 0.01, "training learning rate"),
+    "val_fraction": (float, 0.1, "share of shards held out for validation"),
+    "attempts": (int, 2048, "evaluation attempts per planner and set"),
+    "sets": (str, "seen,novel", "object sets to evaluate on"),
 }
-"""Sizes of ``--toy``: a few easy blocks per bin, so that a CPU labels enough grasps to learn from in minutes."""
+"""The sized options: type, default for one GPU, help."""
+TOY = {
+    "envs": 8, "grasps": 448, "shard_size": 64, "objects": "blocks", "epochs": 12, "batch_size": 32, "lr": 0.003,
+    "val_fraction": 0.3, "attempts": 16, "sets": "blocks",
+}
+"""Defaults of ``--toy``: a few easy blocks per bin, so that a CPU labels enough grasps to learn from in
+minutes."""
 TOY_SCENE = ["objects.count_range=[2,3]", "objects.pool_size=8"]
 
 
@@ -34,27 +48,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("out/pipeline"), help="run folder (default out/pipeline)")
     parser.add_argument("--seed", type=int, default=0, help="seeds every stage (default 0)")
     parser.add_argument("--device", default=None, help="cpu or cuda:N (default: cuda:0 if available, else cpu)")
-    parser.add_argument("--envs", type=int, default=2048, help="parallel envs of synthesis and evaluation (default 2048)")
-    parser.add_argument("--grasps", type=int, default=1_000_000, help="labelled grasps to synthesize (default 1000000)")
-    parser.add_argument("--shard-size", type=int, default=8192, help="grasps per shard (default 8192)")
-    parser.add_argument("--objects", default="seen", help="object set of the training data (default seen)")
+    for name, (kind, default, text) in SIZES.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=f"{text} (default {default}; --toy: {TOY[name]})")
     parser.add_argument("--mix", default="uniform=0.5,edge=0.5", help="candidate sources (see dexrl synth)")
-    parser.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
-    parser.add_argument("--batch-size", type=int, default=256, help="training batch size (default 256)")
-    parser.add_argument("--lr", type=float, default=0.01, help="training learning rate (default 0.01)")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="shards held out for validation (default 0.1)")
-    parser.add_argument("--attempts", type=int, default=2048, help="evaluation attempts per planner and set (default 2048)")
-    parser.add_argument("--sets", default="seen,novel", help="object sets to evaluate on (default seen,novel)")
     parser.add_argument("--synth-seconds", type=float, default=None, help="time budget of synthesis")
     parser.add_argument("--train-seconds", type=float, default=None, help="time budget of training")
     parser.add_argument("--stages", default="synth,train,eval", help="stages to run (default synth,train,eval)")
-    parser.add_argument("--toy", action="store_true", help=f"toy sizes for a CPU: {TOY}, scene {TOY_SCENE}")
+    parser.add_argument("--toy", action="store_true", help=f"toy defaults for a CPU (options given still win), scene {TOY_SCENE}")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="scene overrides for synthesis and evaluation")
 
 
 def stage_commands(args: argparse.Namespace) -> dict[str, list[list[str]]]:
     """The ``dexrl`` argument lists of each stage."""
-    sizes = {k: getattr(args, k) for k in TOY} | (TOY if args.toy else {})
+    defaults = TOY if args.toy else {name: default for name, (_, default, _) in SIZES.items()}
+    sizes = {name: defaults[name] if getattr(args, name) is None else getattr(args, name) for name in SIZES}
     scene = [*(["--device", args.device] if args.device else []), "--seed", str(args.seed), "--envs", str(sizes["envs"])]
     overrides = (TOY_SCENE if args.toy else []) + list(args.overrides)
     data, train, weights = args.out / "data", args.out / "train", args.out / "train" / "best.safetensors"

@@ -177,7 +177,7 @@ class SpectralConv:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, O, H - K + 1, W - K + 1) float32."""
-        n, _, height, width = x.shape
+        height, width = x.shape[-2:]
         k, out_channels = self.weight.shape[-1], self.weight.shape[0]
         size = (_smooth_size(height), _smooth_size(width))
         spectrum = torch.fft.rfft2(x.float(), s=size)  # (N, C, S, S2)

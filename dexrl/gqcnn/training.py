@@ -24,7 +24,6 @@ import itertools
 import json
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from dexrl.budget import TimeBudget
 from dexrl.distributed import SINGLE_PROCESS, Rank, all_gather_objects, all_reduce_sum, barrier
 
 from .dataset import GraspBatch, ShardInfo, iterate_batches, read_manifest
@@ -316,13 +316,11 @@ def train(config: TrainConfig, rank: Rank = SINGLE_PROCESS) -> TrainResult:
             if k not in ("data", "out", "progress")
         },
     }
-    start = time.perf_counter()
+    budget = TimeBudget(config.time_budget_s)
     for epoch in range(first_epoch, config.epochs):
-        done = epoch - first_epoch
-        elapsed = time.perf_counter() - start
-        over_budget = config.time_budget_s is not None and done and elapsed * (done + 1) / done > config.time_budget_s
-        if all_reduce_sum(torch.tensor([int(bool(over_budget))])).item():  # all ranks stop together
-            print(f"[train-gqcnn] time budget: stopping after epoch {epoch} ({elapsed:.0f} s)")
+        over_budget = budget.next_unit_overruns(epoch - first_epoch)
+        if all_reduce_sum(torch.tensor([int(over_budget)])).item():  # all ranks stop together
+            print(f"[train-gqcnn] time budget: stopping after epoch {epoch} ({budget.elapsed:.0f} s)")
             break
         model.train()
         shards, rng, steps = _epoch_share(train_shards, config, epoch, rank)

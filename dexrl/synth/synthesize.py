@@ -14,12 +14,12 @@ their shards in their own manifests, which rank 0 merges into ``manifest.json`` 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from dexrl.budget import TimeBudget
 from dexrl.distributed import SINGLE_PROCESS, Rank, all_gather_objects, all_reduce_sum, barrier
 from dexrl.gqcnn.dataset import MANIFEST, listed_shards, merge_manifests, rank_manifest, write_shard
 from dexrl.gqcnn.preprocess import extract_crops, inpaint
@@ -100,13 +100,10 @@ def synthesize(
     tallies = {name: OutcomeTally() for name in SOURCES}
     intrinsics = world.settings.camera.intrinsics
     bar = tqdm(total=len(mine) * per_shard * n, desc="synth grasps", unit="grasp", disable=not (config.progress and rank.is_main))
-    start = time.perf_counter()
+    budget = TimeBudget(config.time_budget_s)
     for shard in mine:
-        elapsed = time.perf_counter() - start
-        if config.time_budget_s is not None and shards_written and (
-            elapsed * (shards_written + 1) / shards_written > config.time_budget_s
-        ):
-            print(f"[synth] rank {rank.rank}: time budget: stopping after {shards_written} new shards ({elapsed:.0f} s)")
+        if budget.next_unit_overruns(shards_written):
+            print(f"[synth] rank {rank.rank}: time budget: stopping after {shards_written} new shards ({budget.elapsed:.0f} s)")
             break
         shard_seed = config.seed * 100_003 + shard
         world.generator.manual_seed(shard_seed)
@@ -146,7 +143,7 @@ def synthesize(
         shards_written += 1
         bar.set_postfix(success=f"{100 * _success_rate(tallies):.1f}%")
     bar.close()
-    seconds = max(all_gather_objects(time.perf_counter() - start))
+    seconds = max(all_gather_objects(budget.elapsed))
     by_source = all_reduce_sum(torch.stack([tallies[name].counts for name in SOURCES]))  # (sources, outcomes)
     for name, counts in zip(SOURCES, by_source):
         tallies[name].counts = counts
