@@ -7,7 +7,8 @@ import torch
 
 from dexrl.grasp import GraspPoses, ImageGrasps, image_to_world
 from dexrl.sim.bin_world import BinWorld
-from dexrl.sim.executor import ExecutorCfg, GraspExecutor, Outcome, gripper_entities
+from dexrl.sim.executor import ExecutorCfg, GraspExecutor, Outcome
+from dexrl.sim.mounts import embodiment_entities
 from dexrl.sim.gripper import GripperCfg
 from dexrl.sim.scene_cfg import SceneSettingsCfg
 from primitive_pools import box
@@ -23,7 +24,7 @@ def rig(tmp_path_factory):
     settings.objects.pool_size = 1
     settings.objects.count_range = (1, 1)
     gripper = GripperCfg()
-    world = BinWorld(settings, [box(BOX)], extras=gripper_entities(gripper, tmp_path_factory.mktemp("gripper")))
+    world = BinWorld(settings, [box(BOX)], extras=embodiment_entities("gantry", gripper, tmp_path_factory.mktemp("gripper")))
     executor = GraspExecutor(world, gripper, ExecutorCfg(attempts_per_heap=1000))
     return world, executor
 

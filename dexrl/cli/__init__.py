@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("synth", "Synthesize physics-labelled grasps for FC-GQ-CNN training (NPZ shards)."),
     "eval-planner": ("eval_planner", "Closed-loop success of FC-GQ-CNN and the baseline planner on held-out heaps."),
     "pipeline": ("pipeline", "FC-GQ-CNN weights from a seed: synth -> train-gqcnn -> eval-planner in one command."),
+    "reach": ("reach", "Where the Franka arm can grasp top-down in the bin (IK reachability map)."),
     "train": ("train", "Train the SAC grasp corrector on the DexRL-GraspCorrection task."),
     "eval": ("eval", "The result table: planner alone vs planner + SAC on the seen and novel sets."),
     "panel": ("panel", "Web panel (viser): spawn bins, plan, correct, execute, train and evaluate, live."),

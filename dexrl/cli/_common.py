@@ -11,6 +11,10 @@ def add_scene_arguments(parser: argparse.ArgumentParser, default_envs: int = 4) 
     parser.add_argument("--objects", default=None, help="object set: seen | novel | a folder of meshes (default seen)")
     parser.add_argument("--device", default=None, help="cpu or cuda:N (default: cuda:0 if available, else cpu)")
     parser.add_argument(
+        "--embodiment", choices=("gantry", "franka"), default=None,
+        help="what carries the fingers: the 4-DoF gantry or the Franka Panda arm (default gantry)",
+    )
+    parser.add_argument(
         "overrides",
         nargs="*",
         metavar="key=value",
@@ -30,5 +34,6 @@ def scene_settings_from_args(args: argparse.Namespace):
         num_envs=args.envs,
         seed=args.seed,
         device=args.device,
+        embodiment=args.embodiment,
         **{"objects.object_set": args.objects},
     )

@@ -22,15 +22,15 @@ from dataclasses import dataclass
 
 import torch
 
-from isaaclab.sensors import ContactSensorCfg
 from isaaclab.utils import configclass
 
 from dexrl.grasp import GraspPoses, wrap_half_turn
 
 from .bin_world import BinWorld
-from .gripper import JOINT_NAMES, GripperCfg, gantry_articulation_cfg, write_gantry_usd
+from .gripper import GripperCfg
+from .mounts import make_mount
 
-__all__ = ["ExecutorCfg", "GraspExecutor", "Outcome", "AttemptResult", "gripper_entities"]
+__all__ = ["ExecutorCfg", "GraspExecutor", "Outcome", "AttemptResult"]
 
 
 class Outcome(enum.IntEnum):
@@ -74,15 +74,6 @@ class ExecutorCfg:
     shut_opening: float = 0.001  # [m] a jaw this far closed after the close holds nothing (as in the judgement)
 
 
-def gripper_entities(gripper: GripperCfg, asset_folder) -> dict:
-    """Scene entities of the gantry gripper: the articulation and a contact sensor on palm and pads."""
-    usd = write_gantry_usd(gripper, asset_folder)
-    return {
-        "gripper": gantry_articulation_cfg(gripper, usd),
-        "gripper_contacts": ContactSensorCfg(prim_path="{ENV_REGEX_NS}/Gripper/(palm|finger_l|finger_r)"),
-    }
-
-
 @dataclass
 class AttemptResult:
     """Per env result of one batch of attempts (tensors on the world's device)."""
@@ -96,10 +87,11 @@ class AttemptResult:
 
 
 class GraspExecutor:
-    """Executes one top-down grasp per env on a :class:`BinWorld` that holds the gantry gripper.
+    """Executes one top-down grasp per env on a :class:`BinWorld` that holds the fingers on a mount (the gantry
+    or the Franka arm, :mod:`dexrl.sim.mounts`); the attempt, its outcomes and its judgement do not depend on it.
 
     Args:
-        world: a world built with :func:`gripper_entities` as extras.
+        world: a world built with :func:`~dexrl.sim.mounts.embodiment_entities` as extras.
         gripper: the gripper cfg it was built with.
         cfg: executor parameters.
     """
@@ -109,10 +101,8 @@ class GraspExecutor:
         self.robot = world.scene["gripper"]
         self.contacts = world.scene["gripper_contacts"]
         self.device = world.device
-        names = list(self.robot.joint_names)
-        if tuple(names) != JOINT_NAMES:
-            raise RuntimeError(f"unexpected gripper joint order {names}")
-        self.home = self.robot.data.default_joint_pos.torch.clone()
+        self.mount = make_mount(self.robot, gripper, world.settings.franka)
+        self.home = self.mount.home
         self.attempts_on_heap = torch.zeros(world.num_envs, dtype=torch.long, device=self.device)
         self.fault_count = 0
         self.redrawn_heaps = 0  # heaps re-drawn between attempts (faults, empty and spent bins)
@@ -123,26 +113,22 @@ class GraspExecutor:
         world.step()
 
     # ------------------------------------------------------------------ geometry
-    def tcp_height_at(self, joint_z: torch.Tensor) -> torch.Tensor:
-        """Env-local TCP height for a joint_z value [m]."""
-        return self.gripper.base_height + joint_z - self.gripper.tcp_below_base()
-
-    def joint_z_for(self, tcp_height: torch.Tensor) -> torch.Tensor:
-        return tcp_height - self.gripper.base_height + self.gripper.tcp_below_base()
-
     def tcp_positions(self) -> torch.Tensor:
         """Env-local TCP positions (N, 3) from the joint state [m]."""
-        q = self.robot.data.joint_pos.torch
-        return torch.stack((q[:, 0], q[:, 1], self.tcp_height_at(q[:, 2])), dim=-1)
+        return self.mount.tcp_pose(self.robot.data.joint_pos.torch)[0]
 
     def reachable(self, poses: GraspPoses) -> torch.Tensor:
-        """(N,) bool: the TCP pose is inside the gantry's travel and not below the bin floor."""
-        tx, ty, tz = self.gripper.travel
+        """(N,) bool: the env-local grasp pose is within the mount's reach and not below the bin floor."""
         local = poses.position
-        z_joint = self.joint_z_for(local[:, 2])
         finite = torch.isfinite(local).all(dim=-1) & torch.isfinite(poses.yaw)
-        inside = (local[:, 0].abs() <= tx) & (local[:, 1].abs() <= ty) & (z_joint >= -tz) & (z_joint <= 0)
+        position = torch.where(finite.unsqueeze(-1), local, torch.zeros_like(local))
+        inside = self.mount.reachable(position, self._palm_yaw(torch.where(finite, poses.yaw, 0.0)))
         return finite & inside & (local[:, 2] >= self.world.settings.bin.floor_z)
+
+    @staticmethod
+    def _palm_yaw(grasp_yaw: torch.Tensor) -> torch.Tensor:
+        """Palm yaw [rad] that puts the palm's Y (the jaw axis) along the grasp axis."""
+        return wrap_half_turn(grasp_yaw) - math.pi / 2
 
     # ------------------------------------------------------------------ attempt
     def execute(self, poses: GraspPoses, render_after_lift: bool = False) -> AttemptResult:
@@ -152,21 +138,24 @@ class GraspExecutor:
         world, cfg, dt = self.world, self.cfg, self.world.dt
         n, dev = world.num_envs, self.device
         local = GraspPoses(position=poses.position.to(dev) - world.env_origins, yaw=poses.yaw.to(dev), width=poses.width.to(dev))
-        yaw = wrap_half_turn(local.yaw) - math.pi / 2  # palm Y (the jaw axis) along the grasp axis
-        valid = self.reachable(local)
-        outcome = torch.full((n,), -1, dtype=torch.long, device=dev)
-        outcome[~valid] = Outcome.INVALID
+        yaw = self._palm_yaw(local.yaw)
+        mount, fingers = self.mount, slice(self.mount.num_arm_joints, None)
 
-        bounds = world.interior_bounds
-        wall_top = float(bounds[5])
-        goal_z = torch.where(valid, local.position[:, 2], torch.full_like(local.position[:, 2], wall_top))
+        wall_top = float(world.interior_bounds[5])
+        goal = local.position
+        goal_z = goal[:, 2]
         start_z = torch.maximum(goal_z + cfg.approach_distance, torch.full_like(goal_z, wall_top + 0.03))
+        start_z = start_z.clamp(max=mount.max_tcp_height)
+        start = torch.cat((local.position[:, :2], start_z.unsqueeze(-1)), dim=-1)
+        valid = self.reachable(local) & self.reachable(GraspPoses(start, local.yaw, local.width))
+        outcome = torch.where(valid, -1, int(Outcome.INVALID))
+
+        # Invalid envs wait at home; the others start above their grasp with the fingers open.
+        set_position = torch.where(valid.unsqueeze(-1), start, mount.tcp_pose(self.home)[0])
         target = self.home.clone()
-        target[:, 0] = torch.where(valid, local.position[:, 0], self.home[:, 0])
-        target[:, 1] = torch.where(valid, local.position[:, 1], self.home[:, 1])
-        target[:, 2] = torch.where(valid, self.joint_z_for(start_z), self.home[:, 2])
-        target[:, 3] = torch.where(valid, yaw, self.home[:, 3])
-        target[:, 4:] = self.gripper.max_opening / 2
+        arm = mount.solve(torch.where(valid.unsqueeze(-1), start, torch.zeros_like(start)), torch.where(valid, yaw, 0.0))
+        target[:, :mount.num_arm_joints] = torch.where(valid.unsqueeze(-1), arm, self.home[:, :mount.num_arm_joints])
+        target[:, fingers] = self.gripper.max_opening / 2
         self._teleport(target)
         world.step()  # refresh the contact buffers, which still hold the last step before the teleport
 
@@ -175,11 +164,10 @@ class GraspExecutor:
         phase = torch.where(valid, Phase.DESCEND, Phase.DONE).long()
         phase_time = torch.zeros(n, device=dev)
         elapsed = torch.zeros(n, device=dev)
-        goal_joint_z = self.joint_z_for(goal_z)
-        lift_joint_z = torch.zeros(n, device=dev)
+        lift_z = torch.zeros(n, device=dev)
         had_object = torch.zeros(n, dtype=torch.bool, device=dev)
         still_steps = torch.zeros(n, dtype=torch.long, device=dev)
-        previous_q = self.robot.data.joint_pos.torch[:, 4:].clone()
+        previous_q = self.robot.data.joint_pos.torch[:, fingers].clone()
         finished_hold = torch.zeros(n, dtype=torch.bool, device=dev)
         reached_position = torch.zeros(n, 3, device=dev)
         reached_yaw = torch.zeros(n, device=dev)
@@ -188,41 +176,43 @@ class GraspExecutor:
         for step in range(1, max_steps + 1):
             active = phase < Phase.DONE
             q = self.robot.data.joint_pos.torch
+            tcp, tcp_yaw = mount.tcp_pose(q)
+            tcp_z, finger_q = tcp[:, 2], q[:, fingers]
             force = torch.linalg.norm(self.contacts.data.net_forces_w.torch, dim=-1).amax(dim=-1)
 
-            # DESCEND: ramp joint_z down; stop on contact, far above the goal means a collision.
+            # DESCEND: ramp the TCP set-point down; stop on contact, far above the goal means a collision.
             descending = phase == Phase.DESCEND
-            target[:, 2] = torch.where(descending, self._ramp(target[:, 2], goal_joint_z, cfg.descend_speed), target[:, 2])
+            set_z = torch.where(descending, self._ramp(set_position[:, 2], goal_z, cfg.descend_speed), set_position[:, 2])
             hit = descending & (force > cfg.contact_force)
-            collided = hit & (q[:, 2] - goal_joint_z > cfg.collision_margin)
-            arrived = descending & ((q[:, 2] - goal_joint_z).abs() < 0.0005)
+            collided = hit & (tcp_z - goal_z > cfg.collision_margin)
+            arrived = descending & (torch.linalg.norm(tcp - goal, dim=-1) < mount.tracking_tolerance)
             to_close = descending & ~collided & (hit | arrived)
-            reached_position = torch.where(to_close.unsqueeze(-1), self.tcp_positions(), reached_position)
-            reached_yaw = torch.where(to_close, wrap_half_turn(q[:, 3] + math.pi / 2), reached_yaw)
-            target[:, 2] = torch.where(to_close, q[:, 2], target[:, 2])  # hold where the descent stopped
+            reached_position = torch.where(to_close.unsqueeze(-1), tcp, reached_position)
+            reached_yaw = torch.where(to_close, wrap_half_turn(tcp_yaw + math.pi / 2), reached_yaw)
+            set_z = torch.where(to_close, tcp_z, set_z)  # hold where the descent stopped
             outcome = torch.where(collided, torch.full_like(outcome, Outcome.COLLISION), outcome)
             phase = torch.where(collided, torch.full_like(phase, Phase.DONE), phase)
 
             # CLOSE: drive both fingers shut; done when they stall (after a minimum time) or at the maximum.
             closing = phase == Phase.CLOSE
-            target[:, 4:] = torch.where(closing.unsqueeze(-1), self.gripper.closing_target(), target[:, 4:])
-            finger_speed = (q[:, 4:] - previous_q).abs().amax(dim=-1) / dt
+            target[:, fingers] = torch.where(closing.unsqueeze(-1), self.gripper.closing_target(), target[:, fingers])
+            finger_speed = (finger_q - previous_q).abs().amax(dim=-1) / dt
             still_steps = torch.where(closing & (finger_speed < 0.005), still_steps + 1, torch.zeros_like(still_steps))
             closed = closing & (
                 ((phase_time >= cfg.close_time_min) & (still_steps >= 5)) | (phase_time >= cfg.close_time_max)
             )
-            had_object = torch.where(closed, q[:, 4:].sum(dim=-1) > 0.002, had_object)
-            lift_joint_z = torch.where(closed, (q[:, 2] + cfg.lift_height).clamp(max=0.0), lift_joint_z)
+            had_object = torch.where(closed, finger_q.sum(dim=-1) > 0.002, had_object)
+            lift_z = torch.where(closed, (tcp_z + cfg.lift_height).clamp(max=mount.max_tcp_height), lift_z)
 
             # LIFT then HOLD.
             lifting = phase == Phase.LIFT
-            target[:, 2] = torch.where(lifting, self._ramp(target[:, 2], lift_joint_z, cfg.lift_speed), target[:, 2])
-            lifted = lifting & ((q[:, 2] - lift_joint_z).abs() < 0.003)
+            set_z = torch.where(lifting, self._ramp(set_z, lift_z, cfg.lift_speed), set_z)
+            lifted = lifting & ((tcp_z - lift_z).abs() < 0.003)
             held_long_enough = (phase == Phase.HOLD) & (phase_time >= cfg.hold_time)
             # A jaw that has shut holds nothing, and a jaw driven shut does not open again: the attempt is over
             # (judged below as at the end of the hold: EMPTY or SLIP). Saves the lift and hold of the batch
             # when no env holds anything.
-            shut = (lifting | (phase == Phase.HOLD)) & (q[:, 4:].sum(dim=-1) <= cfg.shut_opening)
+            shut = (lifting | (phase == Phase.HOLD)) & (finger_q.sum(dim=-1) <= cfg.shut_opening)
 
             timed_out = active & (phase_time > cfg.phase_timeout)
             outcome = torch.where(timed_out, torch.full_like(outcome, Outcome.TIMEOUT), outcome)
@@ -236,8 +226,11 @@ class GraspExecutor:
             phase_time = torch.where(next_phase != phase, torch.zeros_like(phase_time), phase_time + dt)
             elapsed = torch.where(active, elapsed + dt, elapsed)
             phase = next_phase
-            previous_q = q[:, 4:].clone()
+            previous_q = finger_q.clone()
 
+            set_position = torch.cat((set_position[:, :2], set_z.unsqueeze(-1)), dim=-1)
+            arm = mount.track(target[:, :mount.num_arm_joints], set_position, yaw)
+            target[:, :mount.num_arm_joints] = torch.where(valid.unsqueeze(-1), arm, target[:, :mount.num_arm_joints])
             self.robot.actuators.target_command.set_position_index(value=target)
             world.step()
             # Envs that are done keep holding until all are.
@@ -274,7 +267,7 @@ class GraspExecutor:
         along = (rel * axis.unsqueeze(1)).sum(-1).abs()
         across = torch.linalg.norm(rel - (rel * axis.unsqueeze(1)).sum(-1, keepdim=True) * axis.unsqueeze(1), dim=-1)
         radius = torch.tensor([item.radius for item in world.pool], device=self.device)
-        opening = self.robot.data.joint_pos.torch[:, 4:].sum(dim=-1, keepdim=True)
+        opening = self.robot.data.joint_pos.torch[:, self.mount.num_arm_joints:].sum(dim=-1, keepdim=True)
         between = (along <= opening / 2 + 0.01) & (across <= radius + self.gripper.pad_size[2])
         risen = objects[..., 2] - object_start[..., 2] >= self.cfg.lift_threshold
         held = between & risen & placed & (opening > 0.001)

@@ -12,7 +12,8 @@ from dexrl.grasp import GraspPoses, NoValidGrasps, Planner, PlanResult, image_to
 from dexrl.stats import format_rate, wilson_interval
 
 from .bin_world import BinWorld
-from .executor import AttemptResult, ExecutorCfg, GraspExecutor, Outcome, gripper_entities
+from .executor import AttemptResult, ExecutorCfg, GraspExecutor, Outcome
+from .mounts import embodiment_entities
 from .gripper import GripperCfg
 from .scene_cfg import SceneSettingsCfg
 from .world_factory import make_world
@@ -86,7 +87,7 @@ class AttemptBatch:
 
 
 class GraspRunner:
-    """Owns the bin world with the gantry gripper, an executor and a planner."""
+    """Owns the bin world with the fingers on their mount (``settings.embodiment``), an executor and a planner."""
 
     def __init__(
         self,
@@ -97,7 +98,7 @@ class GraspRunner:
         asset_dir: Path = ASSET_DIR / "gripper",
     ):
         gripper = gripper or GripperCfg()
-        world = make_world(settings, extras=gripper_entities(gripper, asset_dir))
+        world = make_world(settings, extras=embodiment_entities(settings.embodiment, gripper, asset_dir, settings.franka))
         self._bind(world, planner, gripper, executor_cfg)
 
     @classmethod
@@ -105,7 +106,7 @@ class GraspRunner:
         cls, world: BinWorld, planner: Planner, gripper: GripperCfg, executor_cfg: ExecutorCfg | None = None
     ) -> GraspRunner:
         """A runner over a world that already holds the gripper built from ``gripper`` (see
-        :func:`gripper_entities`)."""
+        :func:`~dexrl.sim.mounts.embodiment_entities`)."""
         runner = cls.__new__(cls)
         runner._bind(world, planner, gripper, executor_cfg)
         return runner

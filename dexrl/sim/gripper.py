@@ -62,57 +62,76 @@ def tcp_offset(cfg: GripperCfg) -> float:
     return cfg.base_height - cfg.tcp_below_base()
 
 
-def write_gantry_usd(cfg: GripperCfg, folder: str | Path) -> Path:
-    """Author the gantry articulation as a USD file in ``folder`` (named by a hash of ``cfg``); returns its path."""
-    from pxr import Gf, Sdf, Usd, UsdGeom, UsdPhysics, UsdShade  # noqa: PLC0415
+def usd_key(settings: dict) -> str:
+    """A short hash of a config's dict, to name generated USD files (a changed config writes a new file)."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
-    key = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-    path = Path(folder) / f"gantry_gripper_{key}.usda"
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stage = Usd.Stage.CreateInMemory()
-    UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.z)
-    UsdGeom.SetStageMetersPerUnit(stage, 1.0)
-    root = UsdGeom.Xform.Define(stage, "/Gripper").GetPrim()
-    stage.SetDefaultPrim(root)
-    UsdPhysics.ArticulationRootAPI.Apply(root)
 
-    material = UsdShade.Material.Define(stage, "/Gripper/PadMaterial")
-    pad_material = UsdPhysics.MaterialAPI.Apply(material.GetPrim())
-    pad_material.CreateStaticFrictionAttr(cfg.pad_friction)
-    pad_material.CreateDynamicFrictionAttr(cfg.pad_friction)
+class ArticulationAuthor:
+    """Authors rigid bodies (with box colliders) and jointed drives under ``root`` of a USD stage (pxr only).
 
-    def body(name: str, mass: float, boxes: list[tuple[str, tuple, tuple]] = ()) -> Usd.Prim:
-        prim = UsdGeom.Xform.Define(stage, f"/Gripper/{name}").GetPrim()
+    Pads get a physics material of ``pad_friction``; joints a force drive whose gains the Isaac Lab actuator cfg
+    replaces at load time.
+    """
+
+    def __init__(self, stage, root: str, pad_friction: float):
+        from pxr import UsdPhysics, UsdShade  # noqa: PLC0415
+
+        self.stage, self.root = stage, root
+        self.material = UsdShade.Material.Define(stage, f"{root}/PadMaterial")
+        pad_material = UsdPhysics.MaterialAPI.Apply(self.material.GetPrim())
+        pad_material.CreateStaticFrictionAttr(pad_friction)
+        pad_material.CreateDynamicFrictionAttr(pad_friction)
+
+    def body(self, name: str, mass: float, boxes=(), position=(0.0, 0.0, 0.0), orientation=(1.0, 0.0, 0.0, 0.0)):
+        """A rigid body at ``position`` / ``orientation`` (w, x, y, z) in the root frame, with box colliders given
+        as (name, size, offset) [m] in its own frame."""
+        from pxr import Gf, UsdGeom, UsdPhysics, UsdShade  # noqa: PLC0415
+
+        xform = UsdGeom.Xform.Define(self.stage, f"{self.root}/{name}")
+        if any(position) or tuple(orientation) != (1.0, 0.0, 0.0, 0.0):
+            xform.AddTranslateOp().Set(Gf.Vec3d(*position))
+            xform.AddOrientOp().Set(Gf.Quatf(orientation[0], Gf.Vec3f(*orientation[1:])))
+        prim = xform.GetPrim()
         UsdPhysics.RigidBodyAPI.Apply(prim)
         mass_api = UsdPhysics.MassAPI.Apply(prim)
         mass_api.CreateMassAttr(mass)
         mass_api.CreateDiagonalInertiaAttr(Gf.Vec3f(1e-3, 1e-3, 1e-3))
         mass_api.CreateCenterOfMassAttr(Gf.Vec3f(0, 0, 0))
         for box_name, size, offset in boxes:
-            cube = UsdGeom.Cube.Define(stage, f"/Gripper/{name}/{box_name}")
+            cube = UsdGeom.Cube.Define(self.stage, f"{self.root}/{name}/{box_name}")
             cube.CreateSizeAttr(1.0)
-            xform = UsdGeom.Xformable(cube)
-            xform.AddTranslateOp().Set(Gf.Vec3d(*offset))
-            xform.AddScaleOp().Set(Gf.Vec3f(*size))
+            cube_xform = UsdGeom.Xformable(cube)
+            cube_xform.AddTranslateOp().Set(Gf.Vec3d(*offset))
+            cube_xform.AddScaleOp().Set(Gf.Vec3f(*size))
             UsdPhysics.CollisionAPI.Apply(cube.GetPrim())
             binding = UsdShade.MaterialBindingAPI.Apply(cube.GetPrim())
-            binding.Bind(material, UsdShade.Tokens.weakerThanDescendants, "physics")
+            binding.Bind(self.material, UsdShade.Tokens.weakerThanDescendants, "physics")
         return prim
 
-    def joint(kind: str, name: str, parent: str | None, child: str, axis: str, limits, offset=(0, 0, 0), flip=False):
-        define = UsdPhysics.PrismaticJoint if kind == "prismatic" else UsdPhysics.RevoluteJoint
-        j = define.Define(stage, f"/Gripper/{name}")
+    def joint(self, kind: str, name: str, parent: str | None, child: str, axis: str = "Z", limits=(0.0, 0.0),
+              offset=(0.0, 0.0, 0.0), rotation=(1.0, 0.0, 0.0, 0.0), child_rotation=None):
+        """A ``prismatic``, ``revolute`` (limits in degrees, as USD has them) or ``fixed`` joint from ``parent``
+        (the world if None) to ``child``; ``offset`` and ``rotation`` (w, x, y, z) place the joint frame in the
+        parent, ``child_rotation`` (default: ``rotation``) in the child."""
+        from pxr import Gf, Sdf, UsdPhysics  # noqa: PLC0415
+
+        define = {"prismatic": UsdPhysics.PrismaticJoint, "revolute": UsdPhysics.RevoluteJoint,
+                  "fixed": UsdPhysics.FixedJoint}[kind]
+        j = define.Define(self.stage, f"{self.root}/{name}")
         if parent:
-            j.CreateBody0Rel().SetTargets([Sdf.Path(f"/Gripper/{parent}")])
-        j.CreateBody1Rel().SetTargets([Sdf.Path(f"/Gripper/{child}")])
-        j.CreateAxisAttr(axis)
+            j.CreateBody0Rel().SetTargets([Sdf.Path(f"{self.root}/{parent}")])
+        j.CreateBody1Rel().SetTargets([Sdf.Path(f"{self.root}/{child}")])
+        if kind == "fixed" and parent is None:
+            return  # pinned where the body is placed
+        child_rotation = rotation if child_rotation is None else child_rotation
         j.CreateLocalPos0Attr(Gf.Vec3f(*offset))
         j.CreateLocalPos1Attr(Gf.Vec3f(0, 0, 0))
-        rotation = Gf.Quatf(0, 0, 0, 1) if flip else Gf.Quatf(1, 0, 0, 0)  # flip: half turn about Z
-        j.CreateLocalRot0Attr(rotation)
-        j.CreateLocalRot1Attr(rotation)
+        j.CreateLocalRot0Attr(Gf.Quatf(rotation[0], Gf.Vec3f(*rotation[1:])))
+        j.CreateLocalRot1Attr(Gf.Quatf(child_rotation[0], Gf.Vec3f(*child_rotation[1:])))
+        if kind == "fixed":
+            return
+        j.CreateAxisAttr(axis)
         j.CreateLowerLimitAttr(limits[0])
         j.CreateUpperLimitAttr(limits[1])
         drive = UsdPhysics.DriveAPI.Apply(j.GetPrim(), "linear" if kind == "prismatic" else "angular")
@@ -121,32 +140,64 @@ def write_gantry_usd(cfg: GripperCfg, folder: str | Path) -> Path:
         drive.CreateDampingAttr(0.1)
         drive.CreateTargetPositionAttr(0.0)
 
-    palm_h, pad = cfg.palm_size[2], cfg.pad_size
-    half_open = cfg.max_opening / 2
-    body("base", 1.0)
-    body("x_link", 0.5)
-    body("y_link", 0.5)
-    body("z_link", 0.5)
-    body("palm", 0.3, [("palm_box", cfg.palm_size, (0, 0, -palm_h / 2))])
-    # Both finger bodies keep the palm's orientation (the right joint's frames are turned alike on both
-    # sides, which only reverses its axis), so each pad sits outward of its joint origin: inner face at +-q.
-    pad_z = -palm_h - pad[2] / 2
-    body("finger_l", 0.05, [("pad", pad, (0.0, pad[1] / 2, pad_z))])
-    body("finger_r", 0.05, [("pad", pad, (0.0, -pad[1] / 2, pad_z))])
+    def hand(self, cfg: GripperCfg, position=(0.0, 0.0, 0.0), orientation=(1.0, 0.0, 0.0, 0.0)) -> None:
+        """The palm (origin at its top face, fingers hanging along its -Z, jaw axis its Y) and the two pads on
+        prismatic joints (``finger_l_joint``, ``finger_r_joint``), the palm placed at ``position`` /
+        ``orientation`` in the root frame. The caller attaches the palm to its mount."""
+        palm_h, pad = cfg.palm_size[2], cfg.pad_size
+        self.body("palm", 0.3, [("palm_box", cfg.palm_size, (0, 0, -palm_h / 2))], position, orientation)
+        # Both finger bodies keep the palm's orientation (the right joint's frames are turned alike on both
+        # sides, which only reverses its axis), so each pad sits outward of its joint origin: inner face at +-q.
+        pad_z = -palm_h - pad[2] / 2
+        self.body("finger_l", 0.05, [("pad", pad, (0.0, pad[1] / 2, pad_z))], position, orientation)
+        self.body("finger_r", 0.05, [("pad", pad, (0.0, -pad[1] / 2, pad_z))], position, orientation)
+        half_open = (0.0, cfg.max_opening / 2)
+        self.joint("prismatic", "finger_l_joint", "palm", "finger_l", "Y", half_open)
+        half_turn = (0.0, 0.0, 0.0, 1.0)  # about Z
+        self.joint("prismatic", "finger_r_joint", "palm", "finger_r", "Y", half_open, rotation=half_turn)
 
-    fixed = UsdPhysics.FixedJoint.Define(stage, "/Gripper/fix_base")
-    fixed.CreateBody1Rel().SetTargets([Sdf.Path("/Gripper/base")])
-    tx, ty, tz = cfg.travel
-    joint("prismatic", "joint_x", "base", "x_link", "X", (-tx, tx))
-    joint("prismatic", "joint_y", "x_link", "y_link", "Y", (-ty, ty))
-    joint("prismatic", "joint_z", "y_link", "z_link", "Z", (-tz, 0.0))
-    joint("revolute", "joint_yaw", "z_link", "palm", "Z", (-200.0, 200.0))  # degrees in USD
-    joint("prismatic", "finger_l_joint", "palm", "finger_l", "Y", (0.0, half_open))
-    joint("prismatic", "finger_r_joint", "palm", "finger_r", "Y", (0.0, half_open), flip=True)
+
+def new_stage(root: str):
+    """An in-memory Z-up metre stage whose default prim ``/root`` is an articulation root."""
+    from pxr import Usd, UsdGeom, UsdPhysics  # noqa: PLC0415
+
+    stage = Usd.Stage.CreateInMemory()
+    UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.z)
+    UsdGeom.SetStageMetersPerUnit(stage, 1.0)
+    prim = UsdGeom.Xform.Define(stage, f"/{root}").GetPrim()
+    stage.SetDefaultPrim(prim)
+    UsdPhysics.ArticulationRootAPI.Apply(prim)
+    return stage
+
+
+def export_stage(stage, path: Path) -> Path:
+    """Write ``stage`` to ``path`` atomically (ranks starting together never read half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.usda")
     stage.GetRootLayer().Export(str(partial))
-    partial.replace(path)  # atomic: ranks starting together never read half a file
+    partial.replace(path)
     return path
+
+
+def write_gantry_usd(cfg: GripperCfg, folder: str | Path) -> Path:
+    """Author the gantry articulation as a USD file in ``folder`` (named by a hash of ``cfg``); returns its path."""
+    path = Path(folder) / f"gantry_gripper_{usd_key(cfg.to_dict())}.usda"
+    if path.exists():
+        return path
+    stage = new_stage("Gripper")
+    author = ArticulationAuthor(stage, "/Gripper", cfg.pad_friction)
+    author.body("base", 1.0)
+    author.body("x_link", 0.5)
+    author.body("y_link", 0.5)
+    author.body("z_link", 0.5)
+    author.hand(cfg)
+    author.joint("fixed", "fix_base", None, "base")
+    tx, ty, tz = cfg.travel
+    author.joint("prismatic", "joint_x", "base", "x_link", "X", (-tx, tx))
+    author.joint("prismatic", "joint_y", "x_link", "y_link", "Y", (-ty, ty))
+    author.joint("prismatic", "joint_z", "y_link", "z_link", "Z", (-tz, 0.0))
+    author.joint("revolute", "joint_yaw", "z_link", "palm", "Z", (-200.0, 200.0))  # degrees in USD
+    return export_stage(stage, path)
 
 
 def gantry_articulation_cfg(cfg: GripperCfg, usd_path: str | Path, prim_path: str = "{ENV_REGEX_NS}/Gripper", home=(0.38, 0.0)):

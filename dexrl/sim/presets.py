@@ -28,6 +28,7 @@ from isaaclab_tasks.utils import PresetCfg
 from isaaclab_tasks.utils.presets import MultiBackendRendererCfg
 
 from .bin_world import physics_cfg
+from .franka import FrankaCfg, franka_articulation_cfg
 from .gripper import GripperCfg, gantry_articulation_cfg
 from .scene_cfg import SceneSettingsCfg
 
@@ -37,12 +38,14 @@ __all__ = [
     "PHYSX_VELOCITY_ITERATIONS",
     "STATIC_COLLIDERS",
     "BinPhysicsCfg",
-    "GantryGripperPresetCfg",
+    "GripperPresetCfg",
     "camera_renderer_presets",
     "gripper_presets",
     "physics_presets",
     "physx_gpu_buffers",
+    "franka_presets",
     "physx_gripper_cfg",
+    "physx_variant",
     "physx_physics_cfg",
 ]
 
@@ -181,47 +184,62 @@ def camera_renderer_presets(settings: SceneSettingsCfg) -> MultiBackendRendererC
     )
 
 
-def physx_gripper_cfg(
-    cfg: GripperCfg, usd_path: str | Path, prim_path: str = "{ENV_REGEX_NS}/Gripper", home=(0.38, 0.0)
-) -> ArticulationCfg:
-    """The gantry gripper for PhysX: :func:`~dexrl.sim.gripper.gantry_articulation_cfg` (same USD, joints, drive
-    gains and effort limits) with two changes.
+def physx_variant(articulation: ArticulationCfg) -> ArticulationCfg:
+    """The PhysX variant of a Newton articulation cfg of the fingers' mount (gantry or Franka): the same USD,
+    joints, drive gains and effort limits, with two changes.
 
     - ``activate_contact_sensors``: PhysX's contact sensor only reports bodies that carry PhysX's contact-report
       API, which this flag authors; without it the executor's ``gripper_contacts`` sensor (palm and pads)
       fails to initialize under PhysX. Newton's sensor does not need it.
-    - No finger armature (0 instead of ``cfg.finger_armature``): the armature is there to keep the light pads
-      from sinking into MuJoCo's mass-scaled soft contacts, a reason that does not carry over to PhysX's
+    - No finger armature (0 instead of ``GripperCfg.finger_armature``): the armature is there to keep the light
+      pads from sinking into MuJoCo's mass-scaled soft contacts, a reason that does not carry over to PhysX's
       contacts, and it multiplies the closing finger's inertia by 11 (0.05 kg + 0.5 kg). Isaac Lab's preset
       example treats armature as Newton-only the same way (``preset(default=0.0, newton_mjwarp=0.01)``).
       Not measured under PhysX: set ``actuators["fingers"].armature`` to restore it.
 
     Solver iterations come from the scene (:func:`physx_physics_cfg` sets min = max), so none are authored here.
+    The Franka arm's gravity compensation reaches PhysX as ``physxRigidBody:disableGravity`` in its USD.
     """
-    articulation = gantry_articulation_cfg(cfg, usd_path, prim_path=prim_path, home=home)
-    articulation.spawn.activate_contact_sensors = True
-    fingers: ImplicitActuatorCfg = articulation.actuators["fingers"]
+    physx = articulation.copy()
+    physx.spawn.activate_contact_sensors = True
+    fingers: ImplicitActuatorCfg = physx.actuators["fingers"]
     fingers.armature = 0.0
-    return articulation
+    return physx
+
+
+def physx_gripper_cfg(
+    cfg: GripperCfg, usd_path: str | Path, prim_path: str = "{ENV_REGEX_NS}/Gripper", home=(0.38, 0.0)
+) -> ArticulationCfg:
+    """The gantry gripper for PhysX: :func:`physx_variant` of :func:`~dexrl.sim.gripper.gantry_articulation_cfg`."""
+    return physx_variant(gantry_articulation_cfg(cfg, usd_path, prim_path=prim_path, home=home))
 
 
 @configclass
-class GantryGripperPresetCfg(PresetCfg):
-    """Gripper articulation presets for the scene's ``gripper`` entity: ``newton_mjwarp`` (default) and
-    ``isaacsim_physx``. Build it with :func:`gripper_presets`."""
+class GripperPresetCfg(PresetCfg):
+    """Presets of the scene's ``gripper`` entity (the gantry or the Franka arm with the fingers):
+    ``newton_mjwarp`` (default) and ``isaacsim_physx``. Build it with :func:`gripper_presets` or
+    :func:`franka_presets`."""
 
     default: ArticulationCfg = MISSING
     newton_mjwarp: ArticulationCfg = MISSING
     isaacsim_physx: ArticulationCfg = MISSING
 
 
+def _presets_of(newton: ArticulationCfg) -> GripperPresetCfg:
+    return GripperPresetCfg(default=newton, newton_mjwarp=newton.copy(), isaacsim_physx=physx_variant(newton))
+
+
 def gripper_presets(
     cfg: GripperCfg, usd_path: str | Path, prim_path: str = "{ENV_REGEX_NS}/Gripper", home=(0.38, 0.0)
-) -> GantryGripperPresetCfg:
-    """The gripper's presets: :func:`~dexrl.sim.gripper.gantry_articulation_cfg` (Newton, the default) and
-    :func:`physx_gripper_cfg`, over the same USD file (:func:`~dexrl.sim.gripper.write_gantry_usd`)."""
-    return GantryGripperPresetCfg(
-        default=gantry_articulation_cfg(cfg, usd_path, prim_path=prim_path, home=home),
-        newton_mjwarp=gantry_articulation_cfg(cfg, usd_path, prim_path=prim_path, home=home),
-        isaacsim_physx=physx_gripper_cfg(cfg, usd_path, prim_path=prim_path, home=home),
-    )
+) -> GripperPresetCfg:
+    """The gantry gripper's presets: :func:`~dexrl.sim.gripper.gantry_articulation_cfg` (Newton, the default) and
+    its :func:`physx_variant`, over the same USD file (:func:`~dexrl.sim.gripper.write_gantry_usd`)."""
+    return _presets_of(gantry_articulation_cfg(cfg, usd_path, prim_path=prim_path, home=home))
+
+
+def franka_presets(
+    gripper: GripperCfg, franka: FrankaCfg, usd_path: str | Path, prim_path: str = "{ENV_REGEX_NS}/Gripper"
+) -> GripperPresetCfg:
+    """The Franka embodiment's presets: :func:`~dexrl.sim.franka.franka_articulation_cfg` (Newton, the default)
+    and its :func:`physx_variant`, over the same USD file (:func:`~dexrl.sim.franka.write_franka_usd`)."""
+    return _presets_of(franka_articulation_cfg(gripper, franka, usd_path, prim_path=prim_path))

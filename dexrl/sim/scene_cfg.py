@@ -10,6 +10,8 @@ import math
 
 from isaaclab.utils import configclass
 
+from .franka import FrankaCfg
+
 from dexrl.config import ConfigError
 from dexrl.grasp import PHOXI_S, CameraIntrinsics
 
@@ -165,9 +167,13 @@ class SceneSettingsCfg:
     randomization: RandomizationCfg = RandomizationCfg()
     settle: SettleCfg = SettleCfg()
     physics: PhysicsSettingsCfg = PhysicsSettingsCfg()
+    embodiment: str = "gantry"  # what carries the fingers: "gantry" (4-DoF, idealised) or "franka" (Panda arm)
+    franka: FrankaCfg = FrankaCfg()  # the arm's placement, home pose, drives and IK (embodiment "franka")
 
     def check(self) -> None:
         if self.num_envs < 1:
             raise ConfigError(f"num_envs must be >= 1, got {self.num_envs}")
+        if self.embodiment not in ("gantry", "franka"):
+            raise ConfigError(f"embodiment must be 'gantry' or 'franka', got {self.embodiment!r}")
         for part in (self.bin, self.camera, self.objects, self.randomization):
             part.check()

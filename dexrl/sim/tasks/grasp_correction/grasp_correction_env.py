@@ -18,7 +18,8 @@ from isaaclab_newton.physics import NewtonCfg
 
 from dexrl.planning import make_planner
 from dexrl.sim.bin_world import BinWorld, build_scene_cfg, physics_cfg
-from dexrl.sim.executor import AttemptResult, Outcome, gripper_entities
+from dexrl.sim.executor import AttemptResult, Outcome
+from dexrl.sim.mounts import embodiment_entities
 from dexrl.sim.grasp_runner import ASSET_DIR, GraspRunner, View
 from dexrl.sim.pool import build_pool
 from dexrl.sim.settings import load_scene_settings
@@ -54,7 +55,8 @@ class GraspCorrectionEnv(DirectRLEnv):
         settings.seed = settings.seed if cfg.seed is None else cfg.seed
         settings.check()
         pool = build_pool(settings)
-        cfg.scene = build_scene_cfg(settings, pool, extras=gripper_entities(cfg.gripper, ASSET_DIR / "gripper"))
+        cfg.scene = build_scene_cfg(settings, pool, extras=embodiment_entities(
+            settings.embodiment, cfg.gripper, ASSET_DIR / "gripper", settings.franka))
         cfg.sim.dt, cfg.sim.physics = settings.physics.dt, physics_cfg(settings)
         cfg.observation_space = mdp.observation_space(cfg.crop_size)
         super().__init__(cfg, render_mode, **kwargs)
