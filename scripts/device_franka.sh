@@ -13,7 +13,7 @@ quiet() { grep --line-buffered -v -i "warning\|took:\|replace_newton" | tr '\r' 
 for step in ${steps//,/ }; do
   case $step in
     eval)  # one batch of first attempts per embodiment: the heaps are identical (same seed)
-      for embodiment in gantry franka; do
+      for embodiment in ${EMBODIMENTS:-franka gantry}; do
         timeout "${LIMIT:-280}" python3 -m dexrl eval-planner --device cuda:0 --embodiment "$embodiment" --planners fcgqcnn \
           --envs "$envs" --attempts "$envs" --objects seen --seed 7 --out "$out/eval_$embodiment" 2>&1 | quiet | tail -40 \
           | tee "$out/eval_$embodiment.log"

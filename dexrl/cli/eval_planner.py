@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         scores = evaluate_planners(runner, planners, args.attempts, seed=args.seed, rank=rank)
     if rank.is_main:
         write_scores(scores, args.out, {"envs": settings.num_envs, "device": settings.device, "seed": args.seed,
+                                        "embodiment": settings.embodiment,
                                         "ranks": rank.world_size,
                                         "weights": str(args.weights) if args.weights else "shipped"})
         print(markdown_table(scores))
