@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize(scores)
     summary["adaptation"] = adaptation(summary["rows"])
     summary["run"] = {"envs": args.envs, "device": settings.device, "planner": args.planner, "seed": args.seed,
+                      "embodiment": settings.embodiment,
                       "ranks": rank.world_size,
                       "checkpoint": str(args.checkpoint) if args.checkpoint else None,
                       "finetuned": str(args.finetuned) if args.finetuned else None}

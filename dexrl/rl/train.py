@@ -99,6 +99,7 @@ def train(env_cfg: GraspCorrectionEnvCfg, agent: AgentCfg, run: RunCfg) -> Path:
         summary = {
             "envs": env.num_envs,
             "object_set": env.unwrapped.runner.world.settings.objects.object_set,
+            "embodiment": env.unwrapped.runner.world.settings.embodiment,
             "planner": env_cfg.planner,
             "transitions": int(model.num_timesteps),
             "gradient_updates": int(model._n_updates),
