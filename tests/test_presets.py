@@ -20,10 +20,12 @@ from primitive_pools import box
 
 from dexrl.config import ConfigError
 from dexrl.sim.bin_world import build_scene_cfg, physics_cfg
+from dexrl.sim.franka import FrankaCfg
 from dexrl.sim.gripper import GripperCfg
 from dexrl.sim.presets import (
     BinPhysicsCfg,
     camera_renderer_presets,
+    franka_presets,
     gripper_presets,
     physics_presets,
     physx_gpu_buffers,
@@ -159,6 +161,20 @@ def test_physx_gripper_differs_from_newton_only_in_contact_reports_and_armature(
     physx_dict["spawn"]["activate_contact_sensors"] = False
     physx_dict["actuators"]["fingers"]["armature"] = 0.3
     assert physx_dict == newton_dict
+
+
+def test_franka_presets_differ_like_the_gantrys_and_keep_the_arm_drives():
+    franka = FrankaCfg(stiffness=1500.0, wrist_effort=10.0)
+    presets = franka_presets(GripperCfg(finger_armature=0.3), franka, USD)
+    assert validate(presets) == []
+    newton, physx = presets.default, presets.isaacsim_physx
+    assert presets.newton_mjwarp.to_dict() == newton.to_dict()
+    assert newton.spawn.activate_contact_sensors is False and physx.spawn.activate_contact_sensors is True
+    assert newton.actuators["fingers"].armature == 0.3 and physx.actuators["fingers"].armature == 0.0
+    for arm in (newton.actuators["arm"], physx.actuators["arm"]):
+        assert arm.stiffness == 1500.0 and arm.effort_limit_sim["panda_joint[5-7]"] == 10.0
+    assert physx.init_state.pos == franka.base_position
+    assert physx.init_state.joint_pos["panda_joint4"] == franka.home[3]
 
 
 # ------------------------------------------------------------------------ Isaac Lab's preset resolution
