@@ -1,13 +1,154 @@
-"""``dexrl bench grasp``: grasp attempts per second (render + plan + execute + judge) on the current device."""
+"""``dexrl bench grasp``: grasp attempts per second (render + plan + execute + judge) on the current device.
+
+With ``--profile``, as many batches again run after the timed ones with every phase of an attempt timed
+(:class:`PhaseTimer`); the attempts/s figure always comes from the timed batches, which are not instrumented.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["configure", "run"]
+__all__ = ["PHASES", "PhaseTimer", "configure", "instrument", "run"]
+
+PHASES: dict[str, str] = {
+    "render": "BinWorld.render_depth: depth images of all envs (Newton Warp ray caster)",
+    "mask": "BinWorld.bin_mask: bin-interior masks from the depth images",
+    "plan": "planner.plan: grasp candidates and the best grasp per env",
+    "observe": "GraspRunner.observe, the rest: deprojection of the grasps to the world frame",
+    "executor": "GraspExecutor.execute, the rest: the torch state machine per step (contact-sensor reads "
+    "included), teleports, judgement, parking of grasped objects",
+    "physics": "BinWorld.step, the rest: its Python loop",
+    "physics.write": "actuator targets to the simulation (InteractiveScene.write_data_to_sim)",
+    "physics.step": "SimulationContext.step: collision, MuJoCo-Warp solver, contact sensor (one graph launch "
+    "when CUDA or CPU graphs are on)",
+    "physics.update": "InteractiveScene.update: asset data buffers",
+    "redraw": "BinWorld.new_round, the rest: drawing, material and pose writes, resets, settle checks",
+    "redraw.physics": "BinWorld.step while re-drawn heaps settle, the rest: its Python loop",
+    "redraw.physics.write": "as physics.write, while re-drawn heaps settle",
+    "redraw.physics.step": "as physics.step, while re-drawn heaps settle (the whole world steps)",
+    "redraw.physics.update": "as physics.update, while re-drawn heaps settle",
+    "other": "GraspRunner.attempt, the rest: the outcome tally",
+}
+"""Phases of a batch of attempts, each timed exclusive of the phases nested in it; their sum is the batch."""
+
+
+class PhaseTimer:
+    """Wall-clock seconds per phase (:data:`PHASES`), from methods of one runner's objects wrapped in place.
+
+    Each timed call is charged only its own time, not that of timed calls nested in it. Physics steps inside
+    a re-draw are charged to ``redraw.*`` phases. ``sync`` runs before and after every timed call: on CUDA
+    it must wait for the device, or asynchronous kernels are charged to whichever phase waits for them
+    next; it then also costs one device synchronisation per timed call (several per physics step).
+
+    Args:
+        sync: waits until the device is idle (a no-op on the CPU, where Warp and torch run synchronously).
+    """
+
+    def __init__(self, sync: Callable[[], None]):
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: Counter = Counter()
+        self.physics_steps: Counter = Counter()  # "physics" or "redraw.physics" -> steps
+        self._sync = sync
+        self._stack: list[str] = []
+        self._wrapped: list[tuple[object, str, bool, object]] = []
+
+    def _phase(self, name: str) -> str:
+        """``name`` in an attempt, ``redraw.<name>`` for the physics steps of a re-draw."""
+        inside_redraw = bool(self._stack) and self._stack[-1].startswith("redraw")
+        return f"redraw.{name}" if inside_redraw and name.startswith("physics") else name
+
+    def wrap(self, owner: object, attr: str, name: str, steps: Callable[..., int] | None = None) -> None:
+        """Time ``owner.attr`` (a bound method, replaced on the instance) as phase ``name``; ``steps`` gives the
+        physics steps of a call from its arguments."""
+        method = getattr(owner, attr)
+        had_own = attr in vars(owner)
+
+        @functools.wraps(method)
+        def timed(*args, **kwargs):
+            phase = self._phase(name)
+            self._sync()
+            start = time.perf_counter()
+            self._stack.append(phase)
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self._sync()
+                elapsed = time.perf_counter() - start
+                self._stack.pop()
+                self.seconds[phase] += elapsed
+                self.calls[phase] += 1
+                if self._stack:
+                    self.seconds[self._stack[-1]] -= elapsed
+                if steps is not None:
+                    self.physics_steps[phase] += steps(*args, **kwargs)
+
+        setattr(owner, attr, timed)
+        self._wrapped.append((owner, attr, had_own, method))
+
+    def restore(self) -> None:
+        """Put the wrapped methods back."""
+        for owner, attr, had_own, method in reversed(self._wrapped):
+            if had_own:
+                setattr(owner, attr, method)
+            else:
+                delattr(owner, attr)
+        self._wrapped.clear()
+
+    def report(self, batches: int, attempts_per_batch: int) -> dict:
+        """Seconds per batch and share of each phase (:data:`PHASES` order), physics steps per batch and the
+        wall time per physics step [ms] of attempts and of re-draws (write + step + update + loop)."""
+        total = sum(self.seconds.values())
+        per_batch = {p: round(self.seconds[p] / batches, 4) for p in PHASES if self.calls[p]}
+        share = {p: round(self.seconds[p] / total, 4) for p in per_batch}
+        figures = {
+            "batches": batches,
+            "attempts": batches * attempts_per_batch,
+            "s_per_batch": round(total / batches, 4),
+            "phase_s_per_batch": per_batch,
+            "phase_share": share,
+        }
+        for group in ("physics", "redraw.physics"):
+            steps = self.physics_steps[group]
+            seconds = sum(s for p, s in self.seconds.items() if p == group or p.startswith(group + "."))
+            figures[f"{group}_steps_per_batch"] = round(steps / batches, 1)
+            figures[f"{group}_ms_per_step"] = round(1000 * seconds / steps, 3) if steps else None
+        return figures
+
+
+def instrument(runner, timer: PhaseTimer) -> None:
+    """Wrap the phases of ``runner`` (a :class:`~dexrl.sim.grasp_runner.GraspRunner`) in ``timer``."""
+    world = runner.world
+    timer.wrap(runner, "attempt", "other")
+    timer.wrap(runner, "observe", "observe")
+    timer.wrap(runner.executor, "execute", "executor")
+    timer.wrap(runner.planner, "plan", "plan")
+    timer.wrap(world, "render_depth", "render")
+    timer.wrap(world, "bin_mask", "mask")
+    timer.wrap(world, "new_round", "redraw")
+    timer.wrap(world, "step", "physics", steps=lambda steps=1: steps)
+    timer.wrap(world.scene, "write_data_to_sim", "physics.write")
+    timer.wrap(world.sim, "step", "physics.step")
+    timer.wrap(world.scene, "update", "physics.update")
+
+
+def print_profile(figures: dict) -> None:
+    """The profile as a table with what each phase covers."""
+    print(f"  profile ({figures['batches']} more batches, each phase timed; device synchronised around each "
+          f"phase on CUDA, so these batches run slower than the timed ones)")
+    print(f"    {'phase':<22} {'s/batch':>8} {'share':>6}  what")
+    for phase, seconds in figures["phase_s_per_batch"].items():
+        print(f"    {phase:<22} {seconds:>8.3f} {figures['phase_share'][phase]:>6.1%}  {PHASES[phase]}")
+    print(f"    {'total':<22} {figures['s_per_batch']:>8.3f}")
+    for group in ("physics", "redraw.physics"):
+        ms = figures[f"{group}_ms_per_step"]
+        per_step = f", {ms:.2f} ms per step (write + step + update)" if ms is not None else ""
+        print(f"    {group} steps per batch: {figures[f'{group}_steps_per_batch']}{per_step}")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -16,6 +157,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_scene_arguments(parser)
     parser.add_argument("--batches", type=int, default=3, help="timed batches of one attempt per env (default 3)")
     parser.add_argument("--planner", choices=("baseline", "fcgqcnn"), default="baseline")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="then run as many batches again with the seconds of each phase timed (physics steps, render, plan, "
+        "executor state machine, re-draws); on CUDA each phase synchronises the device",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
 
 
@@ -26,13 +173,15 @@ def run(args: argparse.Namespace) -> int:
     from dexrl.cli.grasp import make_planner  # noqa: PLC0415
 
     settings = scene_settings_from_args(args)
+    from dexrl.sim.cpu_graph import cpu_step_graph_stats  # noqa: PLC0415
     from dexrl.sim.grasp_runner import GraspRunner  # noqa: PLC0415
 
     start = time.perf_counter()
     runner = GraspRunner(settings, make_planner(args.planner, None, settings.device))
     startup = time.perf_counter() - start
     runner.attempt()  # warm-up: first-use kernel compilation
-    sync = torch.cuda.synchronize if settings.device.startswith("cuda") else (lambda: None)
+    cuda = settings.device.startswith("cuda")
+    sync = functools.partial(torch.cuda.synchronize, settings.device) if cuda else (lambda: None)
     sync()
     executor, world = runner.executor, runner.world
     redrawn, settled, heap_faults = executor.redrawn_heaps, executor.redrawn_settled, world.heap_faults
@@ -42,14 +191,17 @@ def run(args: argparse.Namespace) -> int:
     sync()
     wall = time.perf_counter() - start
     redrawn, settled = executor.redrawn_heaps - redrawn, executor.redrawn_settled - settled
+    p = settings.physics
     figures = {
         "device": settings.device,
         "num_envs": settings.num_envs,
         "planner": args.planner,
+        "graphs": ("cuda" if p.use_cuda_graph else "off") if cuda else ("cpu" if p.use_cpu_graph else "off"),
         "startup_s": round(startup, 2),
         "attempts": args.batches * settings.num_envs,
         "attempts_per_s": round(args.batches * settings.num_envs / wall, 2),
         "s_per_batch": round(wall / args.batches, 3),
+        # Outcomes of the warm-up batch and the timed batches (and the profiled ones, with --profile).
         "outcomes": runner.tally.as_dict(),
         # Heaps re-drawn between the timed attempts, how many were at rest when the next attempt began, and
         # how often a heap's physics failed while settling (it was drawn again).
@@ -57,9 +209,22 @@ def run(args: argparse.Namespace) -> int:
         "redrawn_settled": settled,
         "heap_faults": world.heap_faults - heap_faults,
     }
+    if not cuda:
+        figures["cpu_graph_replays"] = cpu_step_graph_stats()["replays"]
+    if args.profile:
+        timer = PhaseTimer(sync)
+        instrument(runner, timer)
+        for _ in range(args.batches):
+            runner.attempt()
+        timer.restore()
+        figures["outcomes"] = runner.tally.as_dict()
+        figures["profile"] = timer.report(args.batches, settings.num_envs)
     print("dexrl bench grasp")
     for key, value in figures.items():
-        print(f"  {key:<16} {value}")
+        if key != "profile":
+            print(f"  {key:<17} {value}")
+    if args.profile:
+        print_profile(figures["profile"])
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0

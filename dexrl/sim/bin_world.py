@@ -25,6 +25,7 @@ from isaaclab_newton.renderers import NewtonWarpRendererCfg
 from dexrl.grasp import CameraExtrinsics, look_at_rotation
 
 from . import randomization
+from .cpu_graph import use_cpu_step_graph
 from .scene_cfg import SceneSettingsCfg
 
 __all__ = ["BinWorld", "PoolObject", "RoundInfo", "build_scene_cfg", "simulation_cfg"]
@@ -235,6 +236,8 @@ class BinWorld:
         self.generator = torch.Generator(device="cpu").manual_seed(settings.seed)
         self.sim = sim
         self.scene = scene
+        if self.device.type == "cpu":
+            use_cpu_step_graph(sim.physics_manager, settings.physics.use_cpu_graph)
         self.objects = self.scene["objects"]
         self.camera = self.scene["camera"]
         self.num_envs = settings.num_envs

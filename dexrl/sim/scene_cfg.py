@@ -139,6 +139,9 @@ class PhysicsSettingsCfg:
 
     dt: float = 1.0 / 120.0  # [s]
     use_cuda_graph: bool = True  # only used on CUDA devices
+    # Only used on the CPU: replay each physics step from a Warp CPU graph instead of launching its ~190
+    # kernels from Python (bit-identical physics; see dexrl/sim/cpu_graph.py).
+    use_cpu_graph: bool = True
     solver_iterations: int = 100
     ls_iterations: int = 50
     njmax: int = 3000  # constraint rows per world; a novel-set pool of 24 needed ~3,000 (condim-6 contacts)
