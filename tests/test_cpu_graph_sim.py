@@ -6,7 +6,8 @@ import torch
 from dexrl.grasp import GraspPoses
 from dexrl.sim.bin_world import BinWorld
 from dexrl.sim.cpu_graph import cpu_step_graph_stats
-from dexrl.sim.executor import ExecutorCfg, GraspExecutor, Outcome, gripper_entities
+from dexrl.sim.executor import ExecutorCfg, GraspExecutor, Outcome
+from dexrl.sim.mounts import embodiment_entities
 from dexrl.sim.gripper import GripperCfg
 from dexrl.sim.scene_cfg import SceneSettingsCfg
 from primitive_pools import box
@@ -24,7 +25,7 @@ def _run(asset_dir, use_cpu_graph: bool) -> dict:
     settings.physics.use_cpu_graph = use_cpu_graph
     gripper = GripperCfg()
     before = cpu_step_graph_stats()
-    world = BinWorld(settings, [box(BOX)], extras=gripper_entities(gripper, asset_dir))
+    world = BinWorld(settings, [box(BOX)], extras=embodiment_entities("gantry", gripper, asset_dir))
     executor = GraspExecutor(world, gripper, ExecutorCfg(attempts_per_heap=1000))
     info = world.new_round()
     z = world.settings.bin.floor_z + BOX[2] / 2

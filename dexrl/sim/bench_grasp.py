@@ -195,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
     figures = {
         "device": settings.device,
         "num_envs": settings.num_envs,
+        "embodiment": settings.embodiment,
         "planner": args.planner,
         "graphs": ("cuda" if p.use_cuda_graph else "off") if cuda else ("cpu" if p.use_cpu_graph else "off"),
         "startup_s": round(startup, 2),

@@ -186,7 +186,7 @@ def physics_cfg(settings: SceneSettingsCfg) -> NewtonCfg:
     p = settings.physics
     return NewtonCfg(
         solver_cfg=MJWarpSolverCfg(
-            solver="newton",
+            solver=p.solver,
             integrator="implicitfast",
             njmax=p.njmax,
             nconmax=p.nconmax,

@@ -142,7 +142,8 @@ class PhysicsSettingsCfg:
     # Only used on the CPU: replay each physics step from a Warp CPU graph instead of launching its ~190
     # kernels from Python (bit-identical physics; see dexrl/sim/cpu_graph.py).
     use_cpu_graph: bool = True
-    solver_iterations: int = 100
+    solver: str = "newton"  # MuJoCo-Warp's constraint solver: "newton" (dense Hessian, Cholesky) or "cg"
+    solver_iterations: int = 100  # cap; on a GPU every world steps until the slowest one converges or hits it
     ls_iterations: int = 50
     njmax: int = 3000  # constraint rows per world; a novel-set pool of 24 needed ~3,000 (condim-6 contacts)
     nconmax: int = 1000  # contacts per world; ~430 measured for a novel-set pool of 24, and 3 novel heaps overflowed 3 x 500
