@@ -113,9 +113,11 @@ def _host_services(pipe, planner_name: str, weights: str | None, device: str | N
     """Child process: serve one planner through the bridge and the baseline until told to stop."""
     import torch  # noqa: PLC0415
 
+    from .allocator import keep_freed_memory  # noqa: PLC0415
     from .backends import load_backend  # noqa: PLC0415
     from .server import ServerConfig, ServerThread  # noqa: PLC0415
 
+    keep_freed_memory()  # as ``dexrl serve`` does
     torch.set_num_threads(1)  # idle OpenMP workers spin after each call and would take the client's CPU
     backend = load_backend(planner_name, weights=weights, device=device)
     bridge = ServerThread(backend, ServerConfig(port=0)).start()

@@ -1,7 +1,8 @@
 """Clients of the gqcnn_bridge server: :class:`RemotePlanner` (blocking) and :class:`AsyncRemotePlanner`.
 
 :class:`RemotePlanner` implements :class:`dexrl.grasp.Planner`, so code that plans with a local planner plans
-remotely by swapping the object. Both clients connect lazily, reconnect with back-off when the connection is
+remotely by swapping the object. Creating either client tunes glibc's allocator of the process to keep
+freed message buffers for reuse (see :mod:`gqcnn_bridge.allocator`). Both clients connect lazily, reconnect with back-off when the connection is
 gone, and never resend a request on their own: when the connection drops (or the server shuts down) while a
 request is in flight, that call raises :class:`~dexrl.grasp.PlannerUnavailable`, and the caller decides
 whether to retry. Replies are matched to requests by id, so a late reply to a timed-out request is
@@ -29,6 +30,7 @@ from websockets.sync.client import connect as sync_connect
 
 from dexrl.grasp import CameraIntrinsics, PlannerError, PlannerUnavailable, PlanResult
 
+from .allocator import keep_freed_memory
 from .protocol import (
     ErrorCode,
     Limits,
@@ -81,6 +83,7 @@ class _Session:
     """The protocol side shared by both clients: handshake messages, request encoding, reply decoding."""
 
     def __init__(self, token: str | None, max_reply_bytes: int):
+        keep_freed_memory()  # message-sized buffers are reused instead of page-faulted in again
         self._token = token
         self._reply_limits = Limits(max_message_bytes=max_reply_bytes)
         self._request_ids = itertools.count(1)  # never reused, even across reconnections

@@ -38,6 +38,7 @@ from websockets.http11 import Request, Response
 
 from dexrl.grasp import PlannerError, PlanResult
 
+from .allocator import keep_freed_memory
 from .backends import Backend
 from .protocol import (
     ErrorCode,
@@ -813,6 +814,8 @@ async def _serve(backend: Backend, config: ServerConfig) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .backends import load_backend  # noqa: PLC0415  (loads torch models; only here)
+
+    keep_freed_memory()  # this process serves messages: reuse their buffers rather than fault them in
 
     handler = logging.StreamHandler()
     handler.setFormatter(
