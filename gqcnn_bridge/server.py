@@ -846,6 +846,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="text",
         help="log lines as text or JSON objects (default text)",
     )
+    parser.add_argument(
+        "--no-shared-memory",
+        action="store_true",
+        help="do not offer same-host shared-memory regions (offered to loopback clients by default)",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     parser.epilog = f"Set {TOKEN_ENV} to require clients to present that token."
 
@@ -878,6 +883,7 @@ def run(args: argparse.Namespace) -> int:
         limits=limits,
         batch_window_s=args.batch_window_ms / 1e3,
         max_queued_images=max(ServerConfig.max_queued_images, limits.max_batch_images),
+        shared_memory=None if args.no_shared_memory else SharedMemoryLimits(),
     )
     try:
         backend = load_backend(args.planner, weights=args.weights, device=args.device)
