@@ -1,7 +1,8 @@
 """Clients of the gqcnn_bridge server: :class:`RemotePlanner` (blocking) and :class:`AsyncRemotePlanner`.
 
 :class:`RemotePlanner` implements :class:`dexrl.grasp.Planner`, so code that plans with a local planner plans
-remotely by swapping the object. Both clients connect lazily, reconnect with back-off when the connection is
+remotely by swapping the object. Creating either client tunes glibc's allocator of the process to keep
+freed message buffers for reuse (see :mod:`gqcnn_bridge.allocator`). Both clients connect lazily, reconnect with back-off when the connection is
 gone, and never resend a request on their own: when the connection drops (or the server shuts down) while a
 request is in flight, that call raises :class:`~dexrl.grasp.PlannerUnavailable`, and the caller decides
 whether to retry. Replies are matched to requests by id, so a late reply to a timed-out request is
@@ -13,12 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Self
+from typing import Any, Self
+from urllib.parse import urlsplit
 
+import numpy as np
 import torch
 from websockets.asyncio.client import ClientConnection as AsyncConnection
 from websockets.asyncio.client import connect as async_connect
@@ -29,22 +33,31 @@ from websockets.sync.client import connect as sync_connect
 
 from dexrl.grasp import CameraIntrinsics, PlannerError, PlannerUnavailable, PlanResult
 
+from .allocator import keep_freed_memory
 from .protocol import (
     ErrorCode,
     Limits,
     PlanOptions,
     ProtocolViolation,
     ServerInfo,
+    array_specs,
     decode_message,
     decode_plan_reply,
     encode_message,
+    encode_plan_request,
     plan_request_fragments,
     planner_error_for,
 )
+from .shm import ClientRegion, ClientRegions, is_loopback
 
 __all__ = ["DEFAULT_URL", "AsyncRemotePlanner", "Backoff", "RemotePlanner"]
 
 DEFAULT_URL = "ws://127.0.0.1:8765"
+
+logger = logging.getLogger("gqcnn_bridge.client")
+
+Outcome = PlanResult | PlannerError | dict[str, Any]
+"""What a reply means: a plan result, the error to raise, or the header of a shared-memory (un)registration."""
 
 _CONNECT_ERRORS = (OSError, TimeoutError, InvalidHandshake, ConnectionClosed)
 """Failures to open a connection that are worth another attempt."""
@@ -71,6 +84,12 @@ class Backoff:
                 delay = min(delay * self.factor, self.max_delay_s)
 
 
+def _refused(regions: ClientRegions, error: PlannerError) -> None:
+    """Give up shared memory on a connection whose server refused a region: remove the regions; None."""
+    logger.info("shared memory refused (%s: %s); sending arrays inline", error.code, error)
+    regions.destroy()
+
+
 def _unreachable(url: str, backoff: Backoff, last_error: Exception | None) -> PlannerUnavailable:
     return PlannerUnavailable(
         f"cannot reach the planner at {url} after {backoff.attempts} attempts: {last_error!r}"
@@ -81,6 +100,7 @@ class _Session:
     """The protocol side shared by both clients: handshake messages, request encoding, reply decoding."""
 
     def __init__(self, token: str | None, max_reply_bytes: int):
+        keep_freed_memory()  # message-sized buffers are reused instead of page-faulted in again
         self._token = token
         self._reply_limits = Limits(max_message_bytes=max_reply_bytes)
         self._request_ids = itertools.count(1)  # never reused, even across reconnections
@@ -103,24 +123,34 @@ class _Session:
             raise planner_error_for(violation.code, f"malformed handshake reply: {violation}") from None
         return self.info
 
-    def request(
-        self,
-        depth: torch.Tensor,
-        intrinsics: CameraIntrinsics | Sequence[CameraIntrinsics],
-        mask: torch.Tensor | None,
-        options: PlanOptions,
-    ) -> tuple[int, bytearray | list]:
-        """A new request id and what to ``send``: the message, or its fragments (``depth`` is not copied, so
-        it must not change until sent). Raises ``too_large`` rather than send what the server refuses."""
+    def arrays(self, depth: torch.Tensor, mask: torch.Tensor | None) -> dict[str, np.ndarray]:
+        """A request's arrays: depth (B, H, W) as float32 [m] and the optional mask, on the CPU."""
         if not depth.is_floating_point():
             raise planner_error_for(
                 ErrorCode.BAD_DTYPE, f"depth must be floating point metres, got {depth.dtype}"
             )
-        depth_array = depth.detach().to("cpu", torch.float32).contiguous().numpy()
-        mask_array = None if mask is None else mask.detach().cpu().contiguous().numpy()
+        arrays = {"depth": depth.detach().to("cpu", torch.float32).contiguous().numpy()}
+        if mask is not None:
+            arrays["mask"] = mask.detach().cpu().contiguous().numpy()
+        return arrays
+
+    def request(
+        self,
+        arrays: dict[str, np.ndarray],
+        intrinsics: CameraIntrinsics | Sequence[CameraIntrinsics],
+        options: PlanOptions,
+        region: ClientRegion | None = None,
+    ) -> tuple[int, bytearray | list]:
+        """A new request id and what to ``send``: the message, or its fragments (``depth`` is not copied, so
+        it must not change until sent); with ``region``, the arrays are copied into that registered
+        shared-memory region and the message is the header alone. Raises ``too_large`` rather than send
+        what the server refuses."""
         cameras = intrinsics if isinstance(intrinsics, CameraIntrinsics) else list(intrinsics)
         request_id = next(self._request_ids)
-        fragments = plan_request_fragments(request_id, depth_array, cameras, mask_array, options)
+        depth, mask = arrays["depth"], arrays.get("mask")
+        if region is not None:
+            return request_id, encode_plan_request(request_id, depth, cameras, mask, options, region.region)
+        fragments = plan_request_fragments(request_id, depth, cameras, mask, options)
         size = sum(len(fragment) for fragment in fragments)
         if size > self.info.limits.max_message_bytes:
             limit = self.info.limits.max_message_bytes
@@ -129,8 +159,26 @@ class _Session:
             )
         return request_id, fragments[0] if len(fragments) == 1 else fragments
 
-    def reply(self, data: bytes | str) -> tuple[int | str | None, PlanResult | PlannerError]:
-        """The request id a reply answers and its outcome: a result, or the planner error to raise."""
+    def shared_regions(self, url: str) -> ClientRegions | None:
+        """Regions to send arrays through, when the server offers shared memory and ``url`` is this machine."""
+        if self.info.shared_memory is None or not is_loopback(urlsplit(url).hostname):
+            return None
+        return ClientRegions(self.info.shared_memory)
+
+    def registration(self, region: ClientRegion) -> tuple[int, bytearray]:
+        """A new request id and the ``shm_register`` message of ``region``."""
+        request_id = next(self._request_ids)
+        header = {
+            "type": "shm_register",
+            "request_id": request_id,
+            "name": region.name,
+            "nbytes": region.nbytes,
+        }
+        return request_id, encode_message(header)
+
+    def reply(self, data: bytes | str) -> tuple[int | str | None, Outcome]:
+        """The request id a reply answers and its outcome: a result, the planner error to raise, or the
+        header of a shared-memory registration reply."""
         try:
             message = decode_message(data, self._reply_limits)
             if message.type == "error":
@@ -139,6 +187,8 @@ class _Session:
                     str(message.header.get("message")),
                 )
                 return message.request_id, planner_error_for(code, text)
+            if message.type == "shm_registered":
+                return message.request_id, message.header
             if message.type != "result":
                 raise ProtocolViolation(
                     ErrorCode.BAD_HEADER, f"unexpected reply type {message.type!r}", message.request_id
@@ -158,6 +208,9 @@ class RemotePlanner:
         connect_timeout_s: how long one connection attempt (TCP, websocket and hello) may take [s].
         backoff: reconnection schedule.
         max_reply_bytes: largest reply accepted (q-maps can be large) [bytes].
+        shared_memory: send the arrays through shared-memory regions registered with the server
+            (PROTOCOL.md, *Shared memory*) when it runs on this machine (a loopback URL) and offers them;
+            otherwise, or if it refuses a region, they go in the messages as usual.
     """
 
     def __init__(
@@ -169,6 +222,7 @@ class RemotePlanner:
         connect_timeout_s: float = 5.0,
         backoff: Backoff = Backoff(),
         max_reply_bytes: int = 1 << 28,
+        shared_memory: bool = False,
     ):
         self.url, self.timeout_s, self.connect_timeout_s, self.backoff = (
             url,
@@ -181,6 +235,13 @@ class RemotePlanner:
         self._connection: SyncConnection | None = None
         self._closer = contextlib.ExitStack()
         self._lock = threading.Lock()
+        self._shared_memory = shared_memory
+        self._regions: ClientRegions | None = None
+
+    @property
+    def uses_shared_memory(self) -> bool:
+        """Whether requests on the current connection go through shared memory."""
+        return self._regions is not None
 
     @property
     def server_info(self) -> ServerInfo:
@@ -221,6 +282,8 @@ class RemotePlanner:
                 closer.close()
                 raise
             self._connection, self._closer = connection, closer
+            if self._shared_memory:
+                self._regions = self._session.shared_regions(self.url)
             return connection
         raise _unreachable(self.url, self.backoff, last_error)
 
@@ -228,6 +291,31 @@ class RemotePlanner:
         if self._connection is not None:
             self._closer.close()
             self._connection = None
+        if self._regions is not None:  # the server unmaps them when it sees the connection end
+            self._regions.destroy()
+            self._regions = None
+
+    def _exchange(self, connection: SyncConnection, request_id: int, message, started: float) -> Outcome:
+        """Send a message and wait for the reply to it, until ``timeout_s`` after ``started``."""
+        connection.send(message)
+        while True:
+            remaining = started + self.timeout_s - time.perf_counter()
+            replied_id, outcome = self._session.reply(connection.recv(timeout=max(remaining, 0.0)))
+            if replied_id in (request_id, None):  # other ids: late replies to requests that timed out
+                return outcome
+
+    def _region_for(self, connection: SyncConnection, nbytes: int, started: float) -> ClientRegion | None:
+        """A registered shared-memory region of at least ``nbytes``, or None to send the arrays inline."""
+        if self._regions is None:
+            return None
+        region, new = self._regions.lend(nbytes)
+        if new:
+            outcome = self._exchange(connection, *self._session.registration(region), started)
+            if isinstance(outcome, PlannerError):
+                self._regions = _refused(self._regions, outcome)
+                self._shared_memory = False
+                return None
+        return region
 
     def plan(
         self,
@@ -255,15 +343,14 @@ class RemotePlanner:
         )
         with self._lock:
             connection = self._connected()
-            request_id, message = self._session.request(depth, intrinsics, mask, options)
             started = time.perf_counter()
+            arrays = self._session.arrays(depth, mask)
             try:
-                connection.send(message)
-                while True:
-                    remaining = started + self.timeout_s - time.perf_counter()
-                    replied_id, outcome = self._session.reply(connection.recv(timeout=max(remaining, 0.0)))
-                    if replied_id in (request_id, None):  # other ids: late replies to requests that timed out
-                        break
+                region = self._region_for(connection, array_specs(arrays)[2], started)
+                request_id, message = self._session.request(arrays, intrinsics, options, region)
+                outcome = self._exchange(connection, request_id, message, started)
+                if region is not None and self._regions is not None:  # kept after a timeout: still read
+                    self._regions.give_back(region)
             except TimeoutError:
                 raise PlannerUnavailable(f"no reply from {self.url} within {self.timeout_s} s") from None
             except ConnectionClosed as error:
@@ -290,7 +377,9 @@ class RemotePlanner:
 class AsyncRemotePlanner:
     """The asyncio client (for the simulator's and Kit's event loops); concurrent calls share one connection.
 
-    Same arguments, errors and results as :class:`RemotePlanner`; ``plan`` is a coroutine.
+    Same arguments, errors and results as :class:`RemotePlanner`; ``plan`` is a coroutine. With
+    ``shared_memory``, concurrent requests each get a region of their own (up to the server's
+    ``max_regions``; past that they go inline).
     """
 
     def __init__(
@@ -302,6 +391,7 @@ class AsyncRemotePlanner:
         connect_timeout_s: float = 5.0,
         backoff: Backoff = Backoff(),
         max_reply_bytes: int = 1 << 28,
+        shared_memory: bool = False,
     ):
         self.url, self.timeout_s, self.connect_timeout_s, self.backoff = (
             url,
@@ -316,6 +406,13 @@ class AsyncRemotePlanner:
         self._reader: asyncio.Task | None = None
         self._pending: dict[int, asyncio.Future] = {}
         self._connect_lock = asyncio.Lock()
+        self._shared_memory = shared_memory
+        self._regions: ClientRegions | None = None
+
+    @property
+    def uses_shared_memory(self) -> bool:
+        """Whether requests on the current connection go through shared memory."""
+        return self._regions is not None
 
     async def connect(self) -> ServerInfo:
         """Connect now (plan calls connect by themselves) and return the server's description."""
@@ -351,6 +448,8 @@ class AsyncRemotePlanner:
                     raise
                 self._connection, self._closer = connection, closer
                 self._reader = asyncio.create_task(self._read_replies(connection))
+                if self._shared_memory:
+                    self._regions = self._session.shared_regions(self.url)
                 return connection
             raise _unreachable(self.url, self.backoff, last_error)
 
@@ -367,6 +466,9 @@ class AsyncRemotePlanner:
         finally:
             if self._connection is connection:
                 self._connection = None
+                if self._regions is not None:  # the server unmaps them when it sees the connection end
+                    self._regions.destroy()
+                    self._regions = None
             for waiter in self._pending.values():
                 if not waiter.done():
                     waiter.set_exception(
@@ -392,28 +494,57 @@ class AsyncRemotePlanner:
             k=k, return_q_map=return_q_map, q_map_dtype=q_map_dtype, q_map_stride=q_map_stride
         )
         connection = await self._connected()
-        request_id, message = self._session.request(depth, intrinsics, mask, options)
-        waiter = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = waiter
         started = time.perf_counter()
+        arrays = self._session.arrays(depth, mask)
         try:
-            await connection.send(message)
             async with asyncio.timeout(self.timeout_s):
-                outcome = await waiter
+                regions = self._regions
+                region = await self._region_for(connection, regions, array_specs(arrays)[2])
+                outcome = await self._exchange(
+                    connection, *self._session.request(arrays, intrinsics, options, region)
+                )
+                if region is not None and self._regions is regions:  # kept after a timeout: still read
+                    regions.give_back(region)
         except TimeoutError:
             raise PlannerUnavailable(f"no reply from {self.url} within {self.timeout_s} s") from None
         except ConnectionClosed as error:
             raise PlannerUnavailable(
                 f"connection to {self.url} lost before the reply ({error}); the request may be retried"
             ) from None
-        finally:
-            self._pending.pop(request_id, None)
         if isinstance(outcome, PlannerError):
             raise outcome
         outcome.timings["round_trip"] = time.perf_counter() - started
         return outcome
 
+    async def _exchange(self, connection: AsyncConnection, request_id: int, message) -> Outcome:
+        """Send a message and wait for the reply to it (routed by :meth:`_read_replies`)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = waiter
+        try:
+            await connection.send(message)
+            return await waiter
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _region_for(
+        self, connection: AsyncConnection, regions: ClientRegions | None, nbytes: int
+    ) -> ClientRegion | None:
+        """A registered shared-memory region of at least ``nbytes`` for one request, or None to send the
+        arrays inline."""
+        if regions is None:
+            return None
+        region, new = regions.lend(nbytes)
+        if new:
+            outcome = await self._exchange(connection, *self._session.registration(region))
+            if isinstance(outcome, PlannerError):
+                if self._regions is regions:
+                    self._regions = _refused(regions, outcome)
+                    self._shared_memory = False
+                return None
+        return region
+
     async def close(self) -> None:
+        """Close the connection and remove the shared-memory regions."""
         if self._connection is not None:
             await self._closer.aclose()
         if self._reader is not None:

@@ -18,7 +18,7 @@ import json
 import math
 import struct
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -45,6 +45,8 @@ __all__ = [
     "PlanRequest",
     "ProtocolViolation",
     "ServerInfo",
+    "SharedMemoryLimits",
+    "array_specs",
     "as_fragments",
     "check_depth_values",
     "decode_message",
@@ -58,6 +60,7 @@ __all__ = [
     "encode_plan_request",
     "grasp_orientations_cam",
     "message_fragments",
+    "place_in_region",
     "plan_request_fragments",
     "planner_error_for",
     "q_map_reply_nbytes",
@@ -75,12 +78,13 @@ MAX_HEADER_BYTES = 1 << 20
 WHOLE_MESSAGE_BYTES = 1 << 20
 """Messages up to this size are sent as one websocket frame, larger ones in fragments of FRAGMENT_BYTES."""
 
-FRAGMENT_BYTES = 1 << 16
+FRAGMENT_BYTES = 1 << 20
 """Fragment size of large messages. websockets masks and frames every fragment into new objects, and on
-receipt copies and unmasks each into new ones again: 64 KiB pieces are recycled by the C allocator, while
-1 MiB ones are mapped afresh and page-faulted in, so a 51 MB batch spent more time faulting pages than
-moving bytes (a 64-image request: 86 ms of overhead with 1 MiB fragments, 36 ms with 64 KiB, on a 2-core VM).
-A message of one 0.8 MB image is cheapest as a single frame."""
+receipt copies and unmasks each into new ones again. With glibc's default allocator 1 MiB pieces are
+mapped afresh and page-faulted in (a 64-image request: 86 ms of overhead with 1 MiB fragments, 36 ms with
+64 KiB, on a 2-core VM); once :func:`gqcnn_bridge.allocator.keep_freed_memory` has run (the server and both
+clients call it) they are recycled, and fewer, larger fragments cost less Python per byte (61 ms with 64 KiB,
+45 ms with 1 MiB). A message of one 0.8 MB image is cheapest as a single frame."""
 
 MAX_ARRAY_DIMS = 8
 MAX_REQUEST_ID_CHARS = 128
@@ -116,6 +120,7 @@ class ErrorCode(StrEnum):
     TOO_LARGE = "too_large"
     UNAUTHORIZED = "unauthorized"
     HANDSHAKE_REQUIRED = "handshake_required"
+    SHM_UNAVAILABLE = "shm_unavailable"  # a shared-memory region cannot be registered (see gqcnn_bridge.shm)
     OVERLOADED = "overloaded"
     SHUTTING_DOWN = "shutting_down"
     INTERNAL = "internal"
@@ -188,6 +193,19 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class SharedMemoryLimits:
+    """The shared-memory regions one connection may register (advertised in the welcome message).
+
+    Attributes:
+        max_regions: regions registered at once per connection.
+        max_region_bytes: largest region [bytes].
+    """
+
+    max_regions: int = 16
+    max_region_bytes: int = 1 << 30
+
+
+@dataclass(frozen=True)
 class ServerInfo:
     """The server's side of the handshake (the ``welcome`` message).
 
@@ -197,6 +215,7 @@ class ServerInfo:
         device: where inference runs (``cpu``, ``cuda:0``).
         limits: what the server accepts.
         batch_window_s: how long the server waits to merge concurrent requests into one batch [s].
+        shared_memory: what the server accepts of same-host shared memory; None when it offers none.
         version: protocol version.
     """
 
@@ -205,10 +224,11 @@ class ServerInfo:
     device: str
     limits: Limits = field(default_factory=Limits)
     batch_window_s: float = 0.0
+    shared_memory: SharedMemoryLimits | None = None
     version: int = PROTOCOL_VERSION
 
     def to_header(self) -> dict[str, Any]:
-        return {
+        header = {
             "type": "welcome",
             "version": self.version,
             "model": {"id": self.model_id, "provenance": self.provenance},
@@ -216,6 +236,9 @@ class ServerInfo:
             "limits": asdict(self.limits),
             "batch_window_s": self.batch_window_s,
         }
+        if self.shared_memory is not None:
+            header["shared_memory"] = asdict(self.shared_memory)
+        return header
 
     @classmethod
     def from_header(cls, header: Mapping[str, Any]) -> ServerInfo:
@@ -226,6 +249,14 @@ class ServerInfo:
                 device=str(header["device"]),
                 limits=Limits(**{name: int(header["limits"][name]) for name in Limits.__dataclass_fields__}),
                 batch_window_s=float(header["batch_window_s"]),
+                shared_memory=None
+                if header.get("shared_memory") is None
+                else SharedMemoryLimits(
+                    **{
+                        name: int(header["shared_memory"][name])
+                        for name in SharedMemoryLimits.__dataclass_fields__
+                    }
+                ),
                 version=int(header["version"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -234,10 +265,12 @@ class ServerInfo:
 
 @dataclass
 class Message:
-    """A decoded message: its JSON header (without ``arrays``) and read-only array views into its bytes."""
+    """A decoded message: its JSON header (without ``arrays``) and array views into its bytes, or into the
+    shared-memory regions named in ``regions``."""
 
     header: dict[str, Any]
     arrays: dict[str, np.ndarray]
+    regions: frozenset[str] = frozenset()
 
     @property
     def type(self) -> str:
@@ -259,11 +292,12 @@ def _wire_dtype(dtype: np.dtype) -> str:
     raise TypeError(f"dtype {dtype} has no wire name (use one of {sorted(DTYPES)})")
 
 
-def _layout(
-    header: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None
-) -> tuple[bytes, list[tuple[int, np.ndarray]], int]:
-    """The framing of a message: its prefix (header length, header and padding), each array with its offset
-    in the message (arrays little-endian, C order), and the message length."""
+def array_specs(
+    arrays: Mapping[str, np.ndarray] | None,
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], int]:
+    """The ``arrays`` entries of a header for arrays placed one after another from offset 0, each at a
+    multiple of :data:`ALIGNMENT`; the arrays as little-endian C-ordered arrays; and where the last ends
+    [bytes]."""
     arrays = {
         name: a.astype(a.dtype.newbyteorder("<"), order="C", copy=False) for name, a in (arrays or {}).items()
     }
@@ -280,8 +314,20 @@ def _layout(
             }
         )
         end = offset + array.nbytes
+    return specs, arrays, end
+
+
+def _layout(
+    header: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray] | None,
+    region_specs: Sequence[dict[str, Any]] = (),
+) -> tuple[bytes, list[tuple[int, np.ndarray]], int]:
+    """The framing of a message: its prefix (header length, header and padding), each array with its offset
+    in the message (arrays little-endian, C order), and the message length. ``region_specs`` are header
+    entries of arrays already placed in shared-memory regions (see :func:`place_in_region`)."""
+    specs, arrays, end = array_specs(arrays)
     header_bytes = json.dumps(
-        {"version": PROTOCOL_VERSION, **header, "arrays": specs}, separators=(",", ":")
+        {"version": PROTOCOL_VERSION, **header, "arrays": [*region_specs, *specs]}, separators=(",", ":")
     ).encode()
     data_start = _aligned(_HEADER_LENGTH.size + len(header_bytes))
     prefix = _HEADER_LENGTH.pack(len(header_bytes)) + header_bytes
@@ -302,14 +348,37 @@ def _joined(prefix: bytes, placed: list[tuple[int, np.ndarray]], length: int) ->
     return message
 
 
-def encode_message(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None) -> bytearray:
+def encode_message(
+    header: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray] | None = None,
+    region_specs: Sequence[dict[str, Any]] = (),
+) -> bytearray:
     """Frame a header and arrays into one contiguous message (arrays are written little-endian, C order).
 
     Args:
         header: JSON-serializable fields; must include ``type`` (``version`` is added when absent).
         arrays: name -> array, written in this order.
+        region_specs: header entries of arrays already in shared-memory regions (:func:`place_in_region`).
     """
-    return _joined(*_layout(header, arrays))
+    return _joined(*_layout(header, arrays, region_specs))
+
+
+def place_in_region(
+    arrays: Mapping[str, np.ndarray], region_name: str, region: memoryview
+) -> list[dict[str, Any]]:
+    """Copy arrays into a shared-memory region, one after another from its start, each at a multiple of
+    :data:`ALIGNMENT` (little-endian, C order), and return their header entries, which name the region.
+
+    Raises:
+        ValueError: the arrays do not fit in the region.
+    """
+    specs, arrays, end = array_specs(arrays)
+    if end > len(region):
+        raise ValueError(f"{end} bytes of arrays do not fit in the {len(region)}-byte region {region_name!r}")
+    for spec, array in zip(specs, arrays.values()):
+        region[spec["offset"] : spec["offset"] + spec["nbytes"]] = _bytes_of(array)
+        spec["region"] = region_name
+    return specs
 
 
 def message_fragments(
@@ -400,14 +469,40 @@ def _read_request_id(header: dict[str, Any]) -> int | str | None:
     return request_id
 
 
+def _array_source(
+    spec: dict[str, Any],
+    data: bytes,
+    data_start: int,
+    regions: Mapping[str, memoryview] | None,
+    request_id,
+) -> tuple[bytes | memoryview, int, str]:
+    """Where an array's ``offset`` counts from: the message's data section, or the start of the registered
+    shared-memory region its ``region`` names; as (buffer, start in it, what it is, for messages)."""
+    if "region" not in spec:
+        return data, data_start, "data section"
+    name = spec["region"]
+    if not isinstance(name, str) or regions is None or name not in regions:
+        raise ProtocolViolation(
+            ErrorCode.BAD_HEADER,
+            f"array {spec['name']!r}: {name!r} is not a shared-memory region registered on this connection",
+            request_id,
+        )
+    return regions[name], 0, f"region {name!r}"
+
+
 def _read_arrays(
-    data: bytes, header: dict[str, Any], data_start: int, limits: Limits, request_id
-) -> dict[str, np.ndarray]:
+    data: bytes,
+    header: dict[str, Any],
+    data_start: int,
+    limits: Limits,
+    request_id,
+    regions: Mapping[str, memoryview] | None,
+) -> tuple[dict[str, np.ndarray], frozenset[str]]:
     specs = header.pop("arrays", [])
     if not isinstance(specs, list):
         raise ProtocolViolation(ErrorCode.BAD_HEADER, "arrays must be a list", request_id)
     arrays: dict[str, np.ndarray] = {}
-    data_length = len(data) - data_start
+    used: set[str] = set()
     for spec in specs:
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or spec["name"] in arrays:
             raise ProtocolViolation(ErrorCode.BAD_HEADER, "each array needs a unique string name", request_id)
@@ -434,27 +529,39 @@ def _read_arrays(
             raise ProtocolViolation(
                 ErrorCode.TOO_LARGE, f"array {name!r} of shape {shape} would need {nbytes} bytes", request_id
             )
+        source, start, where = _array_source(spec, data, data_start, regions, request_id)
+        length = len(source) - start
         offset = spec.get("offset")
         if (
             spec.get("nbytes") != nbytes
             or not _is_int(offset)
             or offset % ALIGNMENT
-            or not 0 <= offset <= data_length - nbytes
+            or not 0 <= offset <= length - nbytes
         ):
             raise ProtocolViolation(
                 ErrorCode.BAD_FRAME,
                 f"array {name!r}: needs nbytes={nbytes} at a multiple of {ALIGNMENT} within the "
-                f"{data_length}-byte data section, got nbytes={spec.get('nbytes')!r} offset={offset!r}",
+                f"{length}-byte {where}, got nbytes={spec.get('nbytes')!r} offset={offset!r}",
                 request_id,
             )
         arrays[name] = np.frombuffer(
-            data, dtype=dtype, count=math.prod(shape), offset=data_start + offset
+            source, dtype=dtype, count=math.prod(shape), offset=start + offset
         ).reshape(shape)
-    return arrays
+        if source is not data:
+            used.add(spec["region"])
+    return arrays, frozenset(used)
 
 
-def decode_message(data: bytes | str, limits: Limits) -> Message:
+def decode_message(
+    data: bytes | str, limits: Limits, regions: Mapping[str, memoryview] | None = None
+) -> Message:
     """Parse and check the framing of one message: header, version, type and array layout.
+
+    Args:
+        data: the message.
+        limits: what the receiver accepts.
+        regions: the shared-memory regions registered on the connection, by name; arrays with a ``region``
+            field are views into these (an array naming any other region is a ``bad_header``).
 
     Raises:
         ProtocolViolation: with ``request_id`` set whenever the header carried a readable one.
@@ -473,7 +580,7 @@ def decode_message(data: bytes | str, limits: Limits) -> Message:
         )
     if not isinstance(header.get("type"), str):
         raise ProtocolViolation(ErrorCode.BAD_HEADER, "header needs a string 'type'", request_id)
-    return Message(header, _read_arrays(data, header, data_start, limits, request_id))
+    return Message(header, *_read_arrays(data, header, data_start, limits, request_id, regions))
 
 
 def encode_error(request_id: int | str | None, code: ErrorCode | str, message: str) -> bytearray:
@@ -726,9 +833,17 @@ def encode_plan_request(
     intrinsics: CameraIntrinsics | list[CameraIntrinsics],
     mask: np.ndarray | None,
     options: PlanOptions,
+    region: tuple[str, memoryview] | None = None,
 ) -> bytearray:
-    """A ``plan`` request: depth (B, H, W) float32 [m], one or B intrinsics, optional (B, H, W) mask."""
-    return encode_message(*_plan_request(request_id, depth, intrinsics, mask, options))
+    """A ``plan`` request: depth (B, H, W) float32 [m], one or B intrinsics, optional (B, H, W) mask.
+
+    With ``region`` (its registered name and its memory), depth and mask are copied into that shared-memory
+    region and the message is the header alone (:func:`place_in_region`).
+    """
+    header, arrays = _plan_request(request_id, depth, intrinsics, mask, options)
+    if region is None:
+        return encode_message(header, arrays)
+    return encode_message(header, region_specs=place_in_region(arrays, *region))
 
 
 def plan_request_fragments(
@@ -851,7 +966,9 @@ def decode_plan_reply(message: Message) -> PlanResult:
         try:
             grid = tuple(float(value) for value in message.header["q_map_grid"])
         except (KeyError, TypeError, ValueError) as error:
-            raise ProtocolViolation(ErrorCode.BAD_HEADER, f"reply q_map_grid is malformed: {error!r}") from None
+            raise ProtocolViolation(
+                ErrorCode.BAD_HEADER, f"reply q_map_grid is malformed: {error!r}"
+            ) from None
         if len(grid) != 2:
             raise ProtocolViolation(ErrorCode.BAD_HEADER, "reply q_map_grid must be [stride, offset]")
     return PlanResult(grasps, _tensor(arrays, "valid"), _tensor(arrays, "position_cam"), q_map, timings, grid)

@@ -38,6 +38,7 @@ from websockets.http11 import Request, Response
 
 from dexrl.grasp import PlannerError, PlanResult
 
+from .allocator import keep_freed_memory
 from .backends import Backend
 from .protocol import (
     ErrorCode,
@@ -45,6 +46,7 @@ from .protocol import (
     PlanRequest,
     ProtocolViolation,
     ServerInfo,
+    SharedMemoryLimits,
     as_fragments,
     check_depth_values,
     decode_message,
@@ -54,6 +56,7 @@ from .protocol import (
     encode_plan_reply,
     q_map_reply_nbytes,
 )
+from .shm import ConnectionRegions, Lease
 
 __all__ = [
     "BridgeServer",
@@ -105,6 +108,8 @@ class ServerConfig:
         max_in_flight_per_connection: requests in flight on one connection before the server stops reading it.
         handshake_timeout_s: a connection that sends no hello within this time is closed [s].
         drain_timeout_s: on shutdown, how long in-flight requests may still finish [s].
+        shared_memory: limits of the same-host shared-memory regions clients may register (only clients
+            connected over loopback can); None offers no shared memory.
     """
 
     host: str = "127.0.0.1"
@@ -116,6 +121,7 @@ class ServerConfig:
     max_in_flight_per_connection: int = 8
     handshake_timeout_s: float = 10.0
     drain_timeout_s: float = 10.0
+    shared_memory: SharedMemoryLimits | None = field(default_factory=SharedMemoryLimits)
 
     def __post_init__(self):
         if self.max_queued_images < self.limits.max_batch_images:
@@ -132,6 +138,7 @@ class PlanJob:
         reply: resolves to the encoded reply (a result or an error); cancelled if the client goes away.
         buffer: the pooled buffer holding the request's message, if it was reassembled from fragments.
         pool: where ``buffer`` goes back to.
+        lease: the shared-memory regions the request's arrays are read from, if any.
     """
 
     request: PlanRequest | None
@@ -139,6 +146,7 @@ class PlanJob:
     reply: asyncio.Future
     buffer: bytearray | None = None
     pool: BufferPool | None = None
+    lease: Lease | None = None
 
     @property
     def batch_key(self) -> tuple:
@@ -152,10 +160,13 @@ class PlanJob:
         the worker is done with the request."""
         if reply is not None and not self.reply.done():
             self.reply.set_result(reply)
-        self.request = None  # drops the views of the buffer, so that it can be reused
+        self.request = None  # drops the views of the buffer and regions, so that they can be reused or closed
         if self.buffer is not None:
             self.pool.give_back(self.buffer)
             self.buffer = None
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
 
 
 class BufferPool:
@@ -380,7 +391,9 @@ class BridgeServer:
             device=backend.device,
             limits=self.config.limits,
             batch_window_s=self.config.batch_window_s,
+            shared_memory=self.config.shared_memory,
         )
+        self._shared_mappings: set = set()  # shared-memory mappings not closed yet, of every connection
         self._server: Server | None = None
         self._batcher: MicroBatcher | None = None
         self._pool = BufferPool()
@@ -472,6 +485,7 @@ class BridgeServer:
             "in_flight": len(self._answers),
             "queued_images": self._batcher.queued_images if self._batcher else 0,
             "requests_answered": self.requests_answered,
+            "shared_memory_regions": len(self._shared_mappings),
         }
 
     # --- connections ---------------------------------------------------------------------------------------
@@ -537,13 +551,18 @@ class BridgeServer:
         _log(logging.INFO, "client_connected", peer=peer, connections=len(self._server.connections))
         slots = asyncio.Semaphore(self.config.max_in_flight_per_connection)
         answers: set[asyncio.Task] = set()
+        regions = None
+        if self.config.shared_memory is not None:
+            regions = ConnectionRegions(
+                self.config.shared_memory, peer[0] if peer else None, self._shared_mappings
+            )
         try:
             while True:
                 data, buffer = await receive_message(connection, self._pool)
                 received_at = time.perf_counter()
                 await slots.acquire()  # at the in-flight limit, stop reading: back-pressure through TCP
                 try:
-                    job = self._admit(data, buffer, received_at)
+                    job = self._admit(data, buffer, received_at, regions)
                 except ProtocolViolation as violation:
                     slots.release()
                     del data
@@ -559,6 +578,12 @@ class BridgeServer:
                     await connection.send(encode_error(violation.request_id, violation.code, str(violation)))
                     continue
                 del data  # what is left of the message is the job's, and goes when the job finishes
+                if not isinstance(job, PlanJob):  # the reply to a shared-memory (un)registration
+                    slots.release()
+                    if buffer is not None:
+                        self._pool.give_back(buffer)
+                    await connection.send(job)
+                    continue
                 task = asyncio.create_task(self._answer(connection, job, slots))
                 answers.add(task)
                 self._answers[task] = job
@@ -569,11 +594,26 @@ class BridgeServer:
         finally:
             for task in list(answers):  # the client is gone: drop its queued requests, ignore running ones
                 task.cancel()
+            if regions is not None:  # its regions are closed as soon as no running request reads them
+                regions.close()
             _log(logging.INFO, "client_disconnected", peer=peer, cancelled=len(answers))
 
-    def _admit(self, data: bytes | str, buffer: bytearray | None, received_at: float) -> PlanJob:
-        """Decode and queue one request, or raise the typed error to answer it with."""
-        message = decode_message(data, self.config.limits)
+    def _admit(
+        self,
+        data: bytes | str,
+        buffer: bytearray | None,
+        received_at: float,
+        regions: ConnectionRegions | None,
+    ) -> PlanJob | bytearray:
+        """Queue a plan request, or answer a shared-memory (un)registration at once (the reply is returned);
+        raise the typed error to answer a bad message with."""
+        message = decode_message(data, self.config.limits, None if regions is None else regions.views)
+        if message.type in ("shm_register", "shm_unregister"):
+            if regions is None:
+                raise ProtocolViolation(
+                    ErrorCode.SHM_UNAVAILABLE, "this server offers no shared memory", message.request_id
+                )
+            return encode_message(regions.handle(message.header, message.request_id))
         if message.type != "plan":
             raise ProtocolViolation(
                 ErrorCode.BAD_HEADER, f"unexpected message type {message.type!r}", message.request_id
@@ -584,7 +624,14 @@ class BridgeServer:
                 ErrorCode.SHUTTING_DOWN, "server shutting down; retry", request.request_id
             )
         job = PlanJob(request, received_at, asyncio.get_running_loop().create_future(), buffer, self._pool)
-        self._batcher.submit(job)
+        if message.regions:
+            job.lease = regions.lease(message.regions)
+        try:
+            self._batcher.submit(job)
+        except ProtocolViolation:
+            if job.lease is not None:  # nothing was queued (the caller hands the buffer back)
+                job.lease.release()
+            raise
         return job
 
     async def _answer(self, connection: ServerConnection, job: PlanJob, slots: asyncio.Semaphore) -> None:
@@ -799,6 +846,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="text",
         help="log lines as text or JSON objects (default text)",
     )
+    parser.add_argument(
+        "--no-shared-memory",
+        action="store_true",
+        help="do not offer same-host shared-memory regions (offered to loopback clients by default)",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     parser.epilog = f"Set {TOKEN_ENV} to require clients to present that token."
 
@@ -813,6 +865,8 @@ async def _serve(backend: Backend, config: ServerConfig) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .backends import load_backend  # noqa: PLC0415  (loads torch models; only here)
+
+    keep_freed_memory()  # this process serves messages: reuse their buffers rather than fault them in
 
     handler = logging.StreamHandler()
     handler.setFormatter(
@@ -829,6 +883,7 @@ def run(args: argparse.Namespace) -> int:
         limits=limits,
         batch_window_s=args.batch_window_ms / 1e3,
         max_queued_images=max(ServerConfig.max_queued_images, limits.max_batch_images),
+        shared_memory=None if args.no_shared_memory else SharedMemoryLimits(),
     )
     try:
         backend = load_backend(args.planner, weights=args.weights, device=args.device)

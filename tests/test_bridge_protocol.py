@@ -86,8 +86,10 @@ def test_large_messages_are_fragmented_and_small_ones_sent_whole():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    sizes=st.lists(st.sampled_from([0, 1, 3, 100, 16383, 16384, 16385, 40000]), max_size=4),
-    header_chars=st.sampled_from([0, 20, 65_500, 65_536, 140_000]),
+    sizes=st.lists(
+        st.sampled_from([0, 1, 3, 100, *(FRAGMENT_BYTES // 4 + d for d in (-1, 0, 1)), 600_000]), max_size=4
+    ),
+    header_chars=st.sampled_from([0, 20, FRAGMENT_BYTES - 36, FRAGMENT_BYTES, 2 * FRAGMENT_BYTES + 20]),
 )
 def test_message_fragments_are_the_encoded_message_in_pieces(sizes, header_chars):
     rng = np.random.default_rng(len(sizes) + header_chars)

@@ -11,6 +11,7 @@ import sys
 import threading
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 import pytest
@@ -708,3 +709,128 @@ def test_no_server_at_all_is_unavailable_after_the_backoff():
         remote = RemotePlanner(f"ws://127.0.0.1:{port}", backoff=Backoff(initial_s=0.01, attempts=3))
         with remote, pytest.raises(PlannerUnavailable, match="after 3 attempts"):
             remote.plan(bin_depth(0), CAMERA)
+
+
+# --- shared memory ----------------------------------------------------------------------------------------
+
+
+def test_shared_memory_round_trip_equals_the_local_planner_and_regions_go_with_the_client():
+    planner = GradientPlanner()
+    inputs = [(bin_depth(seed, batch=batch), batch) for seed, batch in ((1, 1), (2, 3), (3, 1))]
+    with served(planner) as server:
+        with RemotePlanner(server.url, shared_memory=True) as remote:
+            for depth, batch in inputs:
+                mask = (torch.arange(CAMERA.width) < 20).expand_as(depth).contiguous()
+                result = remote.plan(depth, CAMERA, mask=mask, k=2, return_q_map=True)
+                local = GradientPlanner().plan(depth, CAMERA, mask=mask, k=2, return_q_map=True)
+                assert_same_result(result, local, PlanOptions(k=2, return_q_map=True))
+            assert remote.uses_shared_memory
+            names = [region.name for region in remote._regions._all]
+            assert len(names) == 2 and health(server)["shared_memory_regions"] == 2  # 1 and 3 images
+        wait_until(lambda: health(server)["shared_memory_regions"] == 0)  # unmapped when the client left
+        for name in names:  # and the client removed its segments
+            with pytest.raises(FileNotFoundError):
+                SharedMemory(name)
+    assert planner.calls == [1, 3, 1]
+
+
+def test_a_remote_url_or_a_server_without_shared_memory_falls_back_to_the_bytes_path():
+    planner = GradientPlanner()
+    depth = bin_depth(4)
+    with served(planner, shared_memory=None) as server:
+        with RemotePlanner(server.url, shared_memory=True) as remote:
+            assert_same_result(remote.plan(depth, CAMERA), GradientPlanner().plan(depth, CAMERA))
+            assert not remote.uses_shared_memory  # the welcome offered none
+    with served(planner) as server:
+        port = server.server.port
+        with RemotePlanner(f"ws://{socket.gethostname()}:{port}", shared_memory=True) as remote:
+            with contextlib.suppress(PlannerUnavailable):  # the host name may not resolve to this server
+                remote.plan(depth, CAMERA)
+            assert not remote.uses_shared_memory  # not a loopback URL: never tried
+
+
+def _welcomed(websocket) -> None:
+    websocket.send(encode_message({"type": "hello"}))
+    assert _split(websocket.recv(timeout=5))[0]["type"] == "welcome"
+
+
+def _shared_request(region: str, depth_spec: dict, camera: CameraIntrinsics = CAMERA, request_id=1) -> bytes:
+    header = {"type": "plan", "request_id": request_id, "intrinsics": camera.to_dict()}
+    return _frame(
+        json.dumps({**header, "version": 1, "arrays": [{"region": region, **depth_spec}]}).encode(), b""
+    )
+
+
+def test_bad_shared_memory_requests_get_typed_errors_and_the_server_keeps_serving():
+    planner = GradientPlanner()
+    depth = bin_depth(6).numpy()
+    spec = {
+        "name": "depth",
+        "dtype": "float32",
+        "shape": list(depth.shape),
+        "offset": 0,
+        "nbytes": depth.nbytes,
+    }
+    segment = SharedMemory(create=True, size=depth.nbytes + 64)
+    try:
+        np.frombuffer(segment.buf, np.float32, depth.size)[:] = depth.reshape(-1)
+        cases = [
+            ({"type": "shm_register", "request_id": 1, "name": "../etc/passwd", "nbytes": 8}, "bad_header"),
+            ({"type": "shm_register", "request_id": 2, "name": "no_such_region_x", "nbytes": 8}, "shm_unavailable"),
+            ({"type": "shm_register", "request_id": 3, "name": segment.name, "nbytes": 1 << 40}, "too_large"),
+            ({"type": "shm_register", "request_id": 4, "name": segment.name, "nbytes": segment.size + 1}, "shm_unavailable"),
+            ({"type": "shm_unregister", "request_id": 5, "name": segment.name}, "bad_header"),
+        ]  # fmt: skip
+        with served(planner) as server, connect(server.url, compression=None) as websocket:
+            _welcomed(websocket)
+            for header, code in cases:
+                websocket.send(encode_message(header))
+                reply = _split(websocket.recv(timeout=5))[0]
+                assert (reply["type"], reply["code"], reply["request_id"]) == (
+                    "error",
+                    code,
+                    header["request_id"],
+                )
+            requests = [
+                (_shared_request(segment.name, spec), "bad_header"),  # not registered yet
+                (_shared_request("other", spec), "bad_header"),
+            ]
+            for message, code in requests:
+                websocket.send(message)
+                assert _split(websocket.recv(timeout=5))[0]["code"] == code
+            register = {
+                "type": "shm_register",
+                "request_id": 9,
+                "name": segment.name,
+                "nbytes": depth.nbytes + 64,
+            }
+            websocket.send(encode_message(register))
+            assert _split(websocket.recv(timeout=5))[0]["type"] == "shm_registered"
+            requests = [
+                ({**spec, "offset": 72}, "bad_frame"),  # runs past the registered region
+                ({**spec, "offset": 4}, "bad_frame"),  # misaligned
+                ({**spec, "offset": -8}, "bad_frame"),
+                ({**spec, "nbytes": 8}, "bad_frame"),
+                ({**spec, "dtype": "float64", "nbytes": 2 * depth.nbytes}, "bad_frame"),
+                ({**spec, "dtype": "int32"}, "bad_dtype"),
+                ({**spec, "shape": [depth.size]}, "bad_shape"),
+                ({**spec, "shape": [1, depth.shape[2], depth.shape[1]]}, "bad_shape"),  # intrinsics disagree
+                ({**spec, "shape": [1, 10**6, 10**6], "nbytes": 4 * 10**12}, "too_large"),
+            ]
+            for request_id, (depth_spec, code) in enumerate(requests):
+                websocket.send(_shared_request(segment.name, depth_spec, request_id=request_id))
+                reply = _split(websocket.recv(timeout=5))[0]
+                assert (reply["code"], reply["request_id"]) == (code, request_id), depth_spec
+            websocket.send(_shared_request(segment.name, spec, request_id="good"))
+            header, arrays = _split(websocket.recv(timeout=5))
+            assert header["type"] == "result" and header["request_id"] == "good"
+            assert health(server)["shared_memory_regions"] == 1
+            websocket.send(encode_message({"type": "shm_unregister", "request_id": 10, "name": segment.name}))
+            assert _split(websocket.recv(timeout=5))[0]["type"] == "shm_unregistered"
+            assert health(server)["shared_memory_regions"] == 0
+            websocket.send(_shared_request(segment.name, spec, request_id=11))  # no longer registered
+            assert _split(websocket.recv(timeout=5))[0]["code"] == "bad_header"
+    finally:
+        segment.close()
+        segment.unlink()
+    assert planner.calls == [1]  # only the good request reached the planner

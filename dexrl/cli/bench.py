@@ -12,7 +12,10 @@ TARGETS: dict[str, tuple[str, str]] = {
     "scene": ("dexrl.sim.bench", "env-steps/s and depth images/s of the randomized bin scene"),
     "grasp": ("dexrl.sim.bench_grasp", "grasp attempts/s of the executor, rendering included"),
     "planner": ("dexrl.gqcnn.bench", "FC-GQ-CNN ms per image and images/s per inference path"),
-    "bridge": ("gqcnn_bridge.bench", "websocket round-trip overhead vs a seed-style HTTP/JSON baseline"),
+    "bridge": (
+        "gqcnn_bridge.bench",
+        "websocket round-trip overhead (bytes, shared memory) vs a seed-style HTTP/JSON baseline",
+    ),
 }
 
 
