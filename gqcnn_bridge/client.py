@@ -99,8 +99,9 @@ def _unreachable(url: str, backoff: Backoff, last_error: Exception | None) -> Pl
 class _Session:
     """The protocol side shared by both clients: handshake messages, request encoding, reply decoding."""
 
-    def __init__(self, token: str | None, max_reply_bytes: int):
-        keep_freed_memory()  # message-sized buffers are reused instead of page-faulted in again
+    def __init__(self, token: str | None, max_reply_bytes: int, tune_allocator: bool):
+        if tune_allocator:
+            keep_freed_memory()  # message-sized buffers are reused instead of page-faulted in again
         self._token = token
         self._reply_limits = Limits(max_message_bytes=max_reply_bytes)
         self._request_ids = itertools.count(1)  # never reused, even across reconnections
@@ -211,6 +212,9 @@ class RemotePlanner:
         shared_memory: send the arrays through shared-memory regions registered with the server
             (PROTOCOL.md, *Shared memory*) when it runs on this machine (a loopback URL) and offers them;
             otherwise, or if it refuses a region, they go in the messages as usual.
+        tune_allocator: set glibc's malloc, for this whole process, to keep freed message-sized buffers for
+            reuse (:func:`gqcnn_bridge.allocator.keep_freed_memory`; the measured figures use it); False leaves
+            the process's allocator alone, at the cost of page faults on every large message.
     """
 
     def __init__(
@@ -223,6 +227,7 @@ class RemotePlanner:
         backoff: Backoff = Backoff(),
         max_reply_bytes: int = 1 << 28,
         shared_memory: bool = False,
+        tune_allocator: bool = True,
     ):
         self.url, self.timeout_s, self.connect_timeout_s, self.backoff = (
             url,
@@ -231,7 +236,7 @@ class RemotePlanner:
             backoff,
         )
         self._max_reply_bytes = max_reply_bytes
-        self._session = _Session(token, max_reply_bytes)
+        self._session = _Session(token, max_reply_bytes, tune_allocator)
         self._connection: SyncConnection | None = None
         self._closer = contextlib.ExitStack()
         self._lock = threading.Lock()
@@ -392,6 +397,7 @@ class AsyncRemotePlanner:
         backoff: Backoff = Backoff(),
         max_reply_bytes: int = 1 << 28,
         shared_memory: bool = False,
+        tune_allocator: bool = True,
     ):
         self.url, self.timeout_s, self.connect_timeout_s, self.backoff = (
             url,
@@ -400,7 +406,7 @@ class AsyncRemotePlanner:
             backoff,
         )
         self._max_reply_bytes = max_reply_bytes
-        self._session = _Session(token, max_reply_bytes)
+        self._session = _Session(token, max_reply_bytes, tune_allocator)
         self._connection: AsyncConnection | None = None
         self._closer = contextlib.AsyncExitStack()
         self._reader: asyncio.Task | None = None
