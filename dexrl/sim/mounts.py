@@ -25,7 +25,7 @@ from dexrl.grasp import wrap_half_turn
 
 from .franka import ARM_JOINTS, CONTACT_BODIES, FrankaCfg, franka_articulation_cfg, franka_chain, write_franka_usd
 from .gripper import JOINT_NAMES, GripperCfg, gantry_articulation_cfg, write_gantry_usd
-from .kinematics import rotation_z
+from .kinematics import IKResult, rotation_z
 
 __all__ = ["EMBODIMENTS", "Embodiment", "FrankaMount", "GantryMount", "Mount", "embodiment_entities", "make_mount"]
 
@@ -46,6 +46,91 @@ class Mount(Protocol):
 
     def solve(self, position: torch.Tensor, yaw: torch.Tensor) -> torch.Tensor:
         """(N, J_arm) arm joints that place the TCP at the pose, from scratch (for a teleport)."""
+
+    def track(self, arm_target: torch.Tensor, position: torch.Tensor, yaw: torch.Tensor) -> torch.Tensor:
+        """(N, J_arm) the arm's joint set-points moved one physics step towards the TCP pose."""
+
+    def tcp_pose(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """TCP position (N, 3) and palm yaw (N,) for joint positions q (N, J)."""
+
+
+class GantryMount:
+    """The gantry: joint_x, joint_y = TCP x, y; joint_z = TCP height shifted; joint_yaw = palm yaw."""
+
+    num_arm_joints = 4
+    tracking_tolerance = 0.0005
+
+    def __init__(self, gripper: GripperCfg, home: torch.Tensor):
+        self.gripper, self.home = gripper, home
+        self.max_tcp_height = self._tcp_height(0.0)
+
+    def _tcp_height(self, joint_z):
+        return self.gripper.base_height + joint_z - self.gripper.tcp_below_base()
+
+    def _joint_z(self, tcp_height):
+        return tcp_height - self.gripper.base_height + self.gripper.tcp_below_base()
+
+    def reachable(self, position: torch.Tensor, yaw: torch.Tensor) -> torch.Tensor:
+        tx, ty, tz = self.gripper.travel
+        z_joint = self._joint_z(position[:, 2])
+        inside = (position[:, 0].abs() <= tx) & (position[:, 1].abs() <= ty) & (z_joint >= -tz) & (z_joint <= 0)
+        return inside & torch.isfinite(yaw)
+
+    def solve(self, position: torch.Tensor, yaw: torch.Tensor) -> torch.Tensor:
+        return torch.stack((position[:, 0], position[:, 1], self._joint_z(position[:, 2]), yaw), dim=-1)
+
+    def track(self, arm_target: torch.Tensor, position: torch.Tensor, yaw: torch.Tensor) -> torch.Tensor:
+        return self.solve(position, yaw)
+
+    def tcp_pose(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.stack((q[:, 0], q[:, 1], self._tcp_height(q[:, 2])), dim=-1), q[:, 3]
+
+
+class FrankaMount:
+    """The Franka arm: DLS IK to a top-down TCP pose (palm Z up, jaw at the yaw), fingers vertical.
+
+    A pose is solved from ``franka.ik_seed`` (a posture with the hand down above the bin) for both jaw
+    directions (yaw and yaw + pi grip alike) and the better one kept; tracking takes one DLS step per physics
+    step from the current set-points, with the redundant joint pulled towards the seed in the null space.
+    """
+
+    num_arm_joints = 7
+
+    def __init__(self, gripper: GripperCfg, franka: FrankaCfg, usd_path: str | Path, base_position, home: torch.Tensor):
+        self.franka, self.home = franka, home
+        self.chain = franka_chain(gripper, usd_path).to(home.device)
+        self.base = torch.tensor(base_position, dtype=torch.float32, device=home.device)
+        self.seed = torch.tensor(franka.ik_seed, device=home.device)
+        self.tracking_tolerance = franka.arrival_tolerance
+        self.max_tcp_height = franka.max_tcp_height
+
+    def _best_solution(self, position: torch.Tensor, yaw: torch.Tensor) -> IKResult:
+        """The IK solution for the jaw at ``yaw`` or at ``yaw + pi`` (they grip alike), whichever ends closer to
+        its target (errors measured in units of the tolerances)."""
+        seed = self.seed.expand(len(yaw), -1)
+        franka = self.franka
+        first, second = (
+            self.chain.solve(seed, position - self.base, rotation_z(yaw + turn), franka.ik_iterations,
+                             franka.ik_damping, rest=seed, rest_gain=franka.ik_rest_gain)
+            for turn in (0.0, math.pi)
+        )
+
+        def badness(result: IKResult) -> torch.Tensor:
+            return result.position_error / franka.position_tolerance + result.angle_error / franka.angle_tolerance
+
+        take_second = badness(second) < badness(first)
+        return IKResult(
+            torch.where(take_second.unsqueeze(-1), second.joint_pos, first.joint_pos),
+            torch.where(take_second, second.position_error, first.position_error),
+            torch.where(take_second, second.angle_error, first.angle_error),
+        )
+
+    def solve(self, position: torch.Tensor, yaw: torch.Tensor) -> torch.Tensor:
+        return self._best_solution(position, yaw).joint_pos
+
+    def reachable(self, position: torch.Tensor, yaw: torch.Tensor) -> torch.Tensor:
+        best = self._best_solution(position, yaw)
+        return (best.position_error <= self.franka.position_tolerance) & (best.angle_error <= self.franka.angle_tolerance)
 
     def track(self, arm_target: torch.Tensor, position: torch.Tensor, yaw: torch.Tensor) -> torch.Tensor:
         """(N, J_arm) the arm's joint set-points moved one physics step towards the TCP pose."""
