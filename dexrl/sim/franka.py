@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from isaaclab.utils import configclass
 
-from .gripper import ArticulationAuthor, GripperCfg, export_stage, usd_key
+from .gripper import ArticulationAuthor, GripperCfg, export_stage, finger_actuator_cfg, usd_key
 from .kinematics import SerialChain, quat_of, transform
 
 __all__ = ["ARM_JOINTS", "ARM_USD", "FrankaCfg", "franka_articulation_cfg", "franka_chain", "write_franka_usd"]
@@ -116,12 +116,6 @@ def franka_articulation_cfg(gripper: GripperCfg, franka: FrankaCfg, usd_path: st
                 effort_limit_sim={"panda_joint[1-4]": franka.shoulder_effort, "panda_joint[5-7]": franka.wrist_effort},
                 armature=franka.armature,
             ),
-            "fingers": ImplicitActuatorCfg(
-                joint_names_expr=["finger_.*_joint"],
-                stiffness=gripper.finger_stiffness,
-                damping=gripper.finger_damping,
-                effort_limit_sim=gripper.finger_force,
-                armature=gripper.finger_armature,
-            ),
+            "fingers": finger_actuator_cfg(gripper),
         },
     )

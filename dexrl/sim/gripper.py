@@ -20,7 +20,7 @@ from pathlib import Path
 
 from isaaclab.utils import configclass
 
-__all__ = ["GripperCfg", "JOINT_NAMES", "gantry_articulation_cfg", "write_gantry_usd", "tcp_offset"]
+__all__ = ["GripperCfg", "JOINT_NAMES", "finger_actuator_cfg", "gantry_articulation_cfg", "write_gantry_usd", "tcp_offset"]
 
 JOINT_NAMES = ("joint_x", "joint_y", "joint_z", "joint_yaw", "finger_l_joint", "finger_r_joint")
 """Joint order of the gantry articulation."""
@@ -200,6 +200,20 @@ def write_gantry_usd(cfg: GripperCfg, folder: str | Path) -> Path:
     return export_stage(stage, path)
 
 
+def finger_actuator_cfg(cfg: GripperCfg):
+    """The two finger joints' drive, on every mount: position targets, ``finger_force`` as the effort limit
+    (the grip force), and the armature that keeps MuJoCo's soft contacts from swallowing the light pads."""
+    from isaaclab.actuators import ImplicitActuatorCfg  # noqa: PLC0415
+
+    return ImplicitActuatorCfg(
+        joint_names_expr=["finger_.*_joint"],
+        stiffness=cfg.finger_stiffness,
+        damping=cfg.finger_damping,
+        effort_limit_sim=cfg.finger_force,
+        armature=cfg.finger_armature,
+    )
+
+
 def gantry_articulation_cfg(cfg: GripperCfg, usd_path: str | Path, prim_path: str = "{ENV_REGEX_NS}/Gripper", home=(0.38, 0.0)):
     """The Isaac Lab articulation cfg of the gantry gripper (Newton preset; PhysX reads the same USD).
 
@@ -227,12 +241,6 @@ def gantry_articulation_cfg(cfg: GripperCfg, usd_path: str | Path, prim_path: st
             "yaw": ImplicitActuatorCfg(
                 joint_names_expr=["joint_yaw"], stiffness=cfg.yaw_stiffness, damping=cfg.yaw_damping, effort_limit_sim=100.0
             ),
-            "fingers": ImplicitActuatorCfg(
-                joint_names_expr=["finger_.*_joint"],
-                stiffness=cfg.finger_stiffness,
-                damping=cfg.finger_damping,
-                effort_limit_sim=cfg.finger_force,
-                armature=cfg.finger_armature,
-            ),
+            "fingers": finger_actuator_cfg(cfg),
         },
     )
