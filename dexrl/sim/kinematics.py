@@ -63,6 +63,14 @@ def rotation_z(angle: torch.Tensor) -> torch.Tensor:
     return torch.stack((c, -s, zero, s, c, zero, zero, zero, one), dim=-1).reshape(*angle.shape, 3, 3)
 
 
+def _homogeneous(rotation: torch.Tensor) -> torch.Tensor:
+    """(..., 4, 4) transforms of (..., 3, 3) rotations (no translation)."""
+    out = torch.zeros(*rotation.shape[:-2], 4, 4, dtype=rotation.dtype, device=rotation.device)
+    out[..., :3, :3] = rotation
+    out[..., 3, 3] = 1.0
+    return out
+
+
 def orientation_error(rotation: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(N, 3) rotation vector that turns ``rotation`` towards ``target`` (both (N, 3, 3)), for small errors;
     its norm is sin(angle) for a rotation about one axis."""
@@ -140,15 +148,10 @@ class SerialChain:
     # ------------------------------------------------------------------ kinematics
     def forward(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Joint frames (N, J, 4, 4) and the TCP frame (N, 4, 4) in the base frame for joint positions q (N, J)."""
-        n = q.shape[0]
-        turn = torch.zeros(n, 4, 4, dtype=q.dtype, device=q.device)
-        turn[:, 3, 3] = 1.0
-        frame = torch.eye(4, dtype=q.dtype, device=q.device).expand(n, 4, 4)
+        frame = torch.eye(4, dtype=q.dtype, device=q.device).expand(q.shape[0], 4, 4)
         frames = []
         for j in range(self.num_joints):
-            turn = turn.clone()
-            turn[:, :3, :3] = rotation_z(q[:, j])
-            frame = frame @ self.joint_frames[j] @ turn
+            frame = frame @ self.joint_frames[j] @ _homogeneous(rotation_z(q[:, j]))
             frames.append(frame)
         return torch.stack(frames, dim=1), frame @ self.tool
 
