@@ -1,0 +1,115 @@
+"""Where the FC-GQ-CNN fast path spends its time on a GPU: each trunk layer alone (bf16, channels-last, one
+group of 16 images x 16 depth bins on the synthetic bins' window), with its arithmetic rate, then a profile of
+whole ``plan()`` calls of the compiled fast path. Writes ``layers.json`` and ``profile.txt`` to ``$OUT``.
+
+    PYTHONPATH=. python3 scripts/probe_planner_layers.py [--batch 64] [--skip-profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from triton.testing import do_bench
+
+from dexrl.gqcnn.bench import _options, _random_network, bin_images
+from dexrl.gqcnn.fast import SpectralConv
+from dexrl.gqcnn.policy import FCGQCNNPlanner
+from dexrl.grasp import PHOXI_S
+
+
+def conv_flops(out: torch.Tensor, conv: torch.nn.Conv2d) -> float:
+    k_h, k_w = conv.kernel_size
+    return 2.0 * out.numel() * conv.in_channels * k_h * k_w
+
+
+def layer_table(network, pairs: int, window: tuple[int, int]) -> list[dict]:
+    device = torch.device("cuda")
+    net = network.to(device, torch.bfloat16, memory_format=torch.channels_last).eval()
+    stream = net.image_stream
+    height, width = window[0] - 8, window[1] - 8
+    first = torch.rand(pairs, 16, height, width, device=device, dtype=torch.bfloat16)
+    first = first.contiguous(memory_format=torch.channels_last)
+    rows = []
+
+    def record(name, function, flops, *tensors):
+        ms = do_bench(function, warmup=25, rep=100, return_mode="median")
+        moved = sum(t.numel() * t.element_size() for t in tensors)
+        rows.append({"layer": name, "ms": ms, "gflop": flops / 1e9, "tflop_s": flops / ms / 1e9,
+                     "gb": moved / 1e9, "tb_s": moved / ms / 1e9})
+
+    with torch.inference_mode():
+        c12 = stream.conv1_2(first)
+        record("conv1_2 5x5 16->16", lambda: stream.conv1_2(first), conv_flops(c12, stream.conv1_2), first, c12)
+        p1 = F.relu(stream.pool(c12))
+        record("pool+relu 1", lambda: F.relu(stream.pool(c12)), 0.0, c12, p1)
+        c21 = stream.conv2_1(p1)
+        record("conv2_1 5x5", lambda: stream.conv2_1(p1), conv_flops(c21, stream.conv2_1), p1, c21)
+        c22 = stream.conv2_2(F.relu(c21))
+        record("conv2_2 5x5", lambda: stream.conv2_2(c21), conv_flops(c22, stream.conv2_2), c21, c22)
+        p2 = F.relu(stream.pool(c22))
+        fc3 = net.fc3(p2)
+        record("fc3 17x17 16->128 (cuDNN bf16)", lambda: net.fc3(p2), conv_flops(fc3, net.fc3), p2, fc3)
+        spectral = SpectralConv(copy.deepcopy(net.fc3).float())
+        p2_float = p2.float().contiguous()
+        record("fc3 through fp32 FFTs", lambda: spectral(p2_float), conv_flops(fc3, net.fc3), p2_float, fc3)
+        fc4 = net.fc4(F.relu(fc3))
+        record("fc4 1x1 128->128", lambda: net.fc4(fc3), conv_flops(fc4, net.fc4), fc3, fc4)
+        fc5 = net.fc5(fc4)
+        record("fc5 1x1 128->32", lambda: net.fc5(fc4), conv_flops(fc5, net.fc5), fc4, fc5)
+
+        def whole():
+            h = stream.after_first_conv(first)
+            return net.fc5(F.relu(net.fc4(F.relu(net.fc3(h)))))
+
+        record("trunk eager", whole, sum(r["gflop"] for r in rows if "FFT" not in r["layer"]) * 1e9)
+        compiled = torch.compile(whole, mode="max-autotune-no-cudagraphs")
+        compiled()
+        record("trunk compiled (max-autotune)", compiled, rows[-1]["gflop"] * 1e9)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--skip-profile", action="store_true")
+    args = parser.parse_args()
+    out = Path(os.environ.get("OUT", "out/probe"))
+    out.mkdir(parents=True, exist_ok=True)
+    torch.backends.cudnn.benchmark = True
+    print(torch.cuda.get_device_name(), torch.__version__, flush=True)
+
+    rows = layer_table(_random_network(0), pairs=256, window=(372, 468))
+    (out / "layers.json").write_text(json.dumps(rows, indent=2))
+    for r in rows:
+        print(f"{r['layer']:<34}{r['ms']:>9.3f} ms{r['gflop']:>9.1f} GFLOP{r['tflop_s']:>8.0f} TFLOP/s"
+              f"{r['tb_s']:>7.2f} TB/s", flush=True)
+    if args.skip_profile:
+        return
+
+    depth, masks = bin_images(64, 0)
+    depth, masks = depth.cuda(), masks.cuda()
+    repeats = -(-args.batch // 64)
+    depth, masks = depth.repeat(repeats, 1, 1)[: args.batch], masks.repeat(repeats, 1, 1)[: args.batch]
+    planner = FCGQCNNPlanner(_random_network(0), torch.device("cuda"), _options("fast-compiled", 16))
+    cameras = [PHOXI_S] * args.batch
+    for _ in range(3):
+        result = planner.plan(depth, cameras, masks)
+    print({k: round(1000 * v / args.batch, 4) for k, v in result.timings.items()}, "ms/image", flush=True)
+    from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            planner.plan(depth, cameras, masks)
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=70)
+    (out / "profile.txt").write_text(table)
+    print(table[:9000])
+
+
+if __name__ == "__main__":
+    main()
