@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from dexrl.gqcnn import bench
 from dexrl.gqcnn.agreement import agreement
-from dexrl.gqcnn.fast import SpectralConv, live_depth_bins, window_of_cells
+from dexrl.gqcnn.fast import SpectralConv, cpu_has_native_bf16, live_depth_bins, window_of_cells
 from dexrl.gqcnn.grid import grid_mask
 from dexrl.gqcnn.model import FCGQCNN, GQCNN
 from dexrl.gqcnn.policy import FCGQCNNPlanner, PlannerOptions
@@ -159,13 +159,16 @@ def test_agreement_counts_a_different_top_grasp(network):
 
 def test_the_path_is_chosen_by_device_network_and_option(network):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert PlannerOptions().resolved(cpu, network).path == "plain"
+    on_cpu = PlannerOptions().resolved(cpu, network)
+    native = "bf16" if cpu_has_native_bf16() else "fp32"  # emulated bfloat16 is 6x slower than float32
+    assert (on_cpu.path, on_cpu.precision, on_cpu.fc3) == ("fast", native, "fft")
     on_gpu = PlannerOptions().resolved(cuda, network)
     assert (on_gpu.path, on_gpu.precision, on_gpu.channels_last, on_gpu.fc3) == ("fast", "bf16", True, "conv")
     assert PlannerOptions(path="fast").resolved(cpu, network).fc3 == "fft"
     assert PlannerOptions(path="plain").resolved(cuda, network).precision == "fp32"
     crop_converted = FCGQCNN.from_crop_network(GQCNN())
     assert PlannerOptions().resolved(cuda, crop_converted).path == "plain"
+    assert PlannerOptions().resolved(cpu, crop_converted).path == "plain"
     with pytest.raises(ValueError, match="pose stream"):
         FCGQCNNPlanner(crop_converted, "cpu", PlannerOptions(path="fast"))
 

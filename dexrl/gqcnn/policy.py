@@ -33,7 +33,7 @@ from dexrl.grasp import (
 )
 from dexrl.grasp.baseline import validate_planner_input
 
-from .fast import FastQuality, Precision, cuda_fp32_precision, live_depth_bins
+from .fast import FastQuality, Precision, cpu_has_native_bf16, cuda_fp32_precision, live_depth_bins
 from .grid import CROP_SIZE, STRIDE, bin_to_angle, cell_centers, grid_mask
 from .model import FCGQCNN
 from .preprocess import inpaint
@@ -62,9 +62,10 @@ class PlannerOptions:
             turns the check off.
         path: ``plain`` (the network as one PyTorch module; the reference), ``fast`` (:mod:`dexrl.gqcnn.fast`:
             shared conv1_1, mask window, skipped empty depth bins, grouped CUDA graphs, float32 rescoring) or
-            ``auto``: fast on CUDA for networks without a pose stream, else plain.
+            ``auto``: fast for networks without a pose stream, else plain.
         precision: ``fp32``; ``tf32`` (CUDA only: TensorFloat-32 convolutions); ``bf16`` (bfloat16 after
-            conv1_1); None: bf16 on the fast path, fp32 on the plain one.
+            conv1_1); None: bf16 on the fast path where the device computes in bfloat16 natively (CUDA, CPUs with
+            AVX-512 BF16 or AMX: :func:`dexrl.gqcnn.fast.cpu_has_native_bf16`), else fp32.
         crop_to_mask: plain path: evaluate the network only on the bounding box of the admissible cells (exact
             for those cells; elsewhere the q-map is 0). The fast path always does.
         share_first_conv: plain path: compute conv1_1 once per image instead of once per depth bin (exact by
@@ -104,8 +105,9 @@ class PlannerOptions:
         """These options with ``auto`` / None choices made for ``device`` and ``model``."""
         path = self.path
         if path == "auto":
-            path = "fast" if device.type == "cuda" and model.pose_stream is None else "plain"
-        precision = self.precision or ("bf16" if path == "fast" else "fp32")
+            path = "fast" if model.pose_stream is None else "plain"
+        native_bf16 = device.type == "cuda" or cpu_has_native_bf16()
+        precision = self.precision or ("bf16" if path == "fast" and native_bf16 else "fp32")
         channels_last = precision == "bf16" if self.channels_last is None else self.channels_last
         fc3 = self.fc3 or ("conv" if device.type == "cuda" else "fft")
         return dataclasses.replace(self, path=path, precision=precision, channels_last=channels_last, fc3=fc3)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The planner's speed and agreement on heaps rendered by the scene module (issue: planner throughput), on an
+# offline GPU host with the Isaac Lab wheels staged as for scripts/device_bench.sh: render COUNT seeded heaps of
+# the seen set once, then time the compiled fast path (rescoring 4 and 16 pairs per image) against the float32
+# reference with the shipped weights. JSON and logs go to $OUT (default out/device).
+#   scripts/device_planner_heaps.sh STAGE_DIR [COUNT] [DEVICE]      (defaults: 1024 heaps, cuda:0)
+# Rehearse on a CPU at toy size: SKIP_INSTALL=1 scripts/device_planner_heaps.sh - 2 cpu
+set -uo pipefail
+cd "$(dirname "$0")/.."
+stage=$1; count=${2:-1024}; device=${3:-cuda:0}; out=${OUT:-out/device}
+mkdir -p "$out"
+if [ -z "${SKIP_INSTALL:-}" ]; then
+  SITE=${SITE:-$HOME/site} bash scripts/device_bench.sh --install-only "$stage" || exit 1
+  export PYTHONPATH="${SITE:-$HOME/site}:$PWD" WARP_CACHE_PATH=${WARP_CACHE_PATH:-$HOME/warpcache}
+fi
+python=${PYTHON:-python3}
+heaps=${HEAPS_DIR:-$HOME/heaps}
+quiet() { grep --line-buffered -v -i "warn\|took:\|replace_newton\|autotune\|triton_\|bias_addmm\|strides:\|dtypes:\|num_choices"; }
+if [ ! -f "$heaps/heaps.npz" ]; then
+  "$python" -m dexrl scene --envs "$count" --seed 11 --objects seen --device "$device" --out "$heaps" --npz 2>&1 \
+    | quiet | tail -5 | tee "$out/heaps.log"
+fi
+batches="64 1024"; [ "$device" = cpu ] && batches=1
+for rescore in 4 16; do
+  "$python" -m dexrl bench planner --device "$device" --depth-npz "$heaps/heaps.npz" \
+    --weights assets/weights/fcgqcnn_dexrl.safetensors --modes fast-compiled --rescore-top "$rescore" \
+    --batch $batches --iters 3 --json "$out/planner_heaps_rescore$rescore.json" 2>&1 | quiet | tail -8 \
+    | tee "$out/planner_heaps_rescore$rescore.log"
+done
+exit 0
