@@ -6,8 +6,9 @@ Paths (``--modes``):
 - ``reference``: plain PyTorch, float32, every depth bin through the whole network, the whole image;
 - ``fp32`` / ``tf32`` / ``bf16``: plain PyTorch with conv1_1 shared across depth bins and only the mask's
   bounding box evaluated, in float32, TensorFloat-32 (CUDA only) or bfloat16 after conv1_1;
-- ``fast``: the fast path (:mod:`dexrl.gqcnn.fast`; the default on CUDA): bfloat16 trunk in groups of images
-  through CUDA graphs, the best ``--rescore-top`` (depth bin, cell) pairs per image rescored in float32;
+- ``fast``: the fast path (:mod:`dexrl.gqcnn.fast`; the default): bfloat16 trunk (float32 on CPUs that would
+  emulate bfloat16) in groups of images through CUDA graphs, the best ``--rescore-top`` (depth bin, cell)
+  pairs per image rescored in float32;
 - ``fast-compiled``: the same with the trunk under ``torch.compile`` (tens of seconds per group shape).
 
 ``--fc3 conv|fft`` picks how the fast paths compute fc3 (default: fft on CPUs, conv on CUDA).
