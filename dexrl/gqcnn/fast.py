@@ -76,8 +76,9 @@ def cuda_fp32_precision(device: torch.device, precision: Precision) -> Iterator[
 @functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX, as Linux reports them). Elsewhere
-    PyTorch converts every bfloat16 operand in software: on a 2-core AVX2-only EPYC the fast path took 6 s per
-    image in bfloat16 against 1.0 s in float32 (2026-12-01), while an AVX-512 BF16 EPYC ran bfloat16 fastest."""
+    PyTorch converts every bfloat16 operand in software: on a 2-core AVX2-only EPYC the fast path took 5.2 s
+    per image in bfloat16 against 1.07 s in float32 (2026-12-01), while an AVX-512 BF16 EPYC ran bfloat16
+    fastest (docs/planner_speed.md)."""
     try:
         flags = Path("/proc/cpuinfo").read_text().split()
     except OSError:  # not Linux: assume no native bfloat16
