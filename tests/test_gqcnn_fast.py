@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from dexrl.gqcnn import bench
 from dexrl.gqcnn.agreement import agreement
 from dexrl.gqcnn.fast import SpectralConv, cpu_has_native_bf16, live_depth_bins, window_of_cells
-from dexrl.gqcnn.grid import grid_mask
+from dexrl.gqcnn.grid import CROP_SIZE, grid_mask
 from dexrl.gqcnn.model import FCGQCNN, GQCNN
 from dexrl.gqcnn.policy import FCGQCNNPlanner, PlannerOptions
 from dexrl.gqcnn.preprocess import inpaint
@@ -81,6 +81,24 @@ def test_window_map_equals_the_full_map_inside_the_box(network):
     outside = windowed.q.clone()
     outside[inside] = 0
     assert not outside.any()
+
+
+def test_boxes_a_few_cells_apart_share_one_trunk_shape(network):
+    """torch.compile specialises on shapes: the trunk's window is grown to whole quanta of cells."""
+    depth, mask = _heaps(1, seed=4)
+    planner = _fast(network, precision="fp32", rescore_top=0)
+    shapes = []
+    trunk = planner._fast._run
+    planner._fast._run = lambda window, *rest: shapes.append(tuple(window.shape)) or trunk(window, *rest)
+    boxes = []
+    for cut in (200, 196, 192):  # pixels: one cell of the 4-pixel stride apart
+        narrower = mask.clone()
+        narrower[:, :, cut:] = False
+        boxes.append(window_of_cells(grid_mask(narrower)).tolist())
+        planner.evaluate(depth, CAMERA, narrower)
+    assert len({tuple(box) for box in boxes}) == 3  # three different boxes ...
+    assert len(set(shapes)) == 1  # ... one trunk shape
+    assert (shapes[0][-1] - CROP_SIZE) // 4 + 1 >= boxes[0][3] - boxes[0][2]  # covering the widest box
 
 
 def test_skipped_depth_bins_could_not_hold_the_top_grasp(network):
