@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# On an offline GPU host with the Isaac Lab wheels staged (see docs/gpu.md): install them, then run the
-# benchmarks and write their JSON figures and logs to $OUT (default ./out/device).
+# On an offline GPU host with the Isaac Lab wheels staged: install them, then run the benchmarks and write
+# their JSON figures and logs to $OUT (default ./out/device).
 #   scripts/device_bench.sh [--install-only] STAGE_DIR [ENVS]
+# STAGE_DIR holds folders p1, p2, ... of wheels (a wheel too large for one copy cut into NAME.whl.partNNN
+# pieces): the Isaac Lab 3.0 kit-less stack with its pure-Python dependencies (isaaclab, warp-lang, newton,
+# newton-usd-schemas, mujoco, mujoco-warp, usd-exchange, gymnasium, hydra-core, omegaconf, trimesh, ...),
+# plus manifold3d (the scene module's mesh unions) and, for the bridge, websockets; torch comes with the host.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 install_only=false

@@ -7,7 +7,14 @@ import torch.nn.functional as F
 
 from dexrl.gqcnn import bench
 from dexrl.gqcnn.agreement import agreement
-from dexrl.gqcnn.fast import SpectralConv, cpu_has_native_bf16, live_depth_bins, window_of_cells
+from dexrl.gqcnn.fast import (
+    WINDOW_QUANTUM,
+    SpectralConv,
+    TrunkShapes,
+    cpu_has_native_bf16,
+    live_depth_bins,
+    window_of_cells,
+)
 from dexrl.gqcnn.grid import CROP_SIZE, grid_mask
 from dexrl.gqcnn.model import FCGQCNN, GQCNN
 from dexrl.gqcnn.policy import FCGQCNNPlanner, PlannerOptions
@@ -99,6 +106,23 @@ def test_boxes_a_few_cells_apart_share_one_trunk_shape(network):
     assert len({tuple(box) for box in boxes}) == 3  # three different boxes ...
     assert len(set(shapes)) == 1  # ... one trunk shape
     assert (shapes[0][-1] - CROP_SIZE) // 4 + 1 >= boxes[0][3] - boxes[0][2]  # covering the widest box
+
+
+def test_trunk_shapes_only_grow_and_hold_what_they_must():
+    shapes = TrunkShapes()
+    rows, cols = shapes.window([10, 30, 5, 50], (74, 106))
+    assert rows[0] <= 10 and rows[1] >= 30 and cols[0] <= 5 and cols[1] >= 50
+    assert (rows[1] - rows[0]) % WINDOW_QUANTUM == 0 and (cols[1] - cols[0]) % WINDOW_QUANTUM == 0
+    smaller_rows, smaller_cols = shapes.window([20, 25, 60, 70], (74, 106))
+    assert smaller_rows[1] - smaller_rows[0] == rows[1] - rows[0]  # a smaller box keeps the window's size
+    assert smaller_cols[1] - smaller_cols[0] == cols[1] - cols[0]
+    assert smaller_rows[0] <= 20 and smaller_rows[1] >= 25 and smaller_cols[0] <= 60 and smaller_cols[1] >= 70
+    assert shapes.window([0, 74, 0, 106], (74, 106)) == ((0, 74), (0, 106))  # capped at the map
+    assert shapes.pairs(live=5, available=256, bins=16) == 16
+    assert shapes.pairs(live=40, available=256, bins=16) == 64
+    assert shapes.pairs(live=3, available=256, bins=16) == 64  # never shrinks
+    assert shapes.pairs(live=3, available=48, bins=16) == 16  # a smaller (last) group is counted apart
+    assert shapes.pairs(live=200, available=256, bins=16) == 256
 
 
 def test_skipped_depth_bins_could_not_hold_the_top_grasp(network):
