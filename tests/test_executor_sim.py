@@ -74,6 +74,46 @@ def test_each_env_gets_the_outcome_of_its_own_grasp(rig):
         assert result.duration[empty_env] < result.duration[success_env] - executor.cfg.hold_time
 
 
+def _stream_until_judged(world: BinWorld, executor: GraspExecutor, envs: set[int], started=None) -> list:
+    """Step a streaming executor until the attempts of ``envs`` are judged; ``started(env)`` may start new
+    attempts as others end. Returns (env, outcome) in the order they were judged."""
+    judged = []
+    while not envs <= {env for env, _ in judged}:
+        world.step()
+        done = executor.finished().nonzero().flatten()
+        if len(done):
+            result = executor.conclude(done)
+            for env, outcome in zip(done.tolist(), result.outcome.tolist()):
+                judged.append((env, Outcome(outcome)))
+                if started is not None:
+                    started(env)
+    return judged
+
+
+def test_streamed_attempts_are_judged_as_they_end_and_restarts_leave_the_others_alone(rig):
+    world, executor = rig
+    _box_in_the_middle(world)
+    restarted = []
+
+    def restart_after_the_collision(env: int) -> None:
+        if env == 3 and not restarted:  # env 3 hit the wall; env 0 is still closing on or lifting its box
+            restarted.append(env)
+            narrow = _grasps(world, [NARROW] * NUM_ENVS)
+            executor.start(GraspPoses(narrow.position[3:], narrow.yaw[3:], narrow.width[3:]), torch.tensor([3]))
+
+    with executor.streaming():
+        executor.start(_grasps(world, [NARROW, BESIDE, WIDE, WALL]))
+        judged = _stream_until_judged(world, executor, {0, 1, 2, 3}, restart_after_the_collision)
+        judged += _stream_until_judged(world, executor, {3})
+    order = [env for env, _ in judged]
+    outcomes = dict(judged[:4])
+    assert outcomes[0] == Outcome.SUCCESS and outcomes[1] == Outcome.EMPTY and outcomes[3] == Outcome.COLLISION
+    assert outcomes[2] != Outcome.SUCCESS
+    assert order.index(3) < order.index(1) < order.index(0)  # each judged when it ended: no lock-step
+    assert judged[-1] == (3, Outcome.SUCCESS)  # the attempt started mid-stream lifted env 3's box
+    assert not world.pre_step_callbacks  # the stream's state machine is off the world's steps again
+
+
 def test_the_executor_drives_to_the_deprojected_image_grasp(rig):
     world, executor = rig
     _box_in_the_middle(world)

@@ -37,3 +37,17 @@ def test_synth_writes_labelled_shards_and_resumes(runner, tmp_path):
     again = synthesize(runner, sampler, SynthConfig(out=tmp_path, grasps=6, shard_size=2, seed=1, progress=False))
     assert again.shards_kept == 2 and again.shards_written == 1 and again.grasps == 2
     assert len(read_manifest(tmp_path)) == 3
+
+
+def test_a_stream_judges_each_attempt_once_and_leaves_the_runner_ready_for_lock_step(runner):
+    before = runner.tally.attempts
+    judged = [(envs.tolist(), result) for envs, result in runner.stream(5)]
+    envs = [env for group, _ in judged for env in group]
+    assert len(envs) == 5 and set(envs) == {0, 1}
+    assert runner.tally.attempts == before + 5
+    for group, result in judged:
+        assert len(result.outcome) == len(group) == len(result.duration)
+        assert ((result.outcome >= 0) & (result.duration >= 0)).all()
+    assert not runner.world.pre_step_callbacks
+    batch = runner.attempt()
+    assert len(batch.result.outcome) == 2 and runner.tally.attempts == before + 7

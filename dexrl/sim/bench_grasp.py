@@ -155,12 +155,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from dexrl.cli._common import add_scene_arguments  # noqa: PLC0415
 
     add_scene_arguments(parser)
-    parser.add_argument("--batches", type=int, default=3, help="timed batches of one attempt per env (default 3)")
+    parser.add_argument(
+        "--batches", type=int, default=3, help="timed attempts per env: batches in lock-step (default 3)"
+    )
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="time the same number of attempts streamed (GraspRunner.stream: an env starts its next attempt "
+        "once its last is judged) instead of in lock-step batches",
+    )
+    parser.add_argument(
+        "--restart-at",
+        type=int,
+        default=None,
+        help="with --stream: envs that wait for one render and plan together (default: an eighth of the envs)",
+    )
     parser.add_argument("--planner", choices=("baseline", "fcgqcnn"), default="baseline")
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="then run as many batches again with the seconds of each phase timed (physics steps, render, plan, "
+        help="then run as many lock-step batches again with the seconds of each phase timed (physics steps, render, plan, "
         "executor state machine, re-draws); on CUDA each phase synchronises the device",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
@@ -186,8 +200,12 @@ def run(args: argparse.Namespace) -> int:
     executor, world = runner.executor, runner.world
     redrawn, settled, heap_faults = executor.redrawn_heaps, executor.redrawn_settled, world.heap_faults
     start = time.perf_counter()
-    for _ in range(args.batches):
-        runner.attempt()
+    if args.stream:
+        for _ in runner.stream(args.batches * settings.num_envs, args.restart_at):
+            pass
+    else:
+        for _ in range(args.batches):
+            runner.attempt()
     sync()
     wall = time.perf_counter() - start
     redrawn, settled = executor.redrawn_heaps - redrawn, executor.redrawn_settled - settled
@@ -197,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
         "num_envs": settings.num_envs,
         "embodiment": settings.embodiment,
         "planner": args.planner,
+        "schedule": "stream" if args.stream else "lock-step",
         "graphs": ("cuda" if p.use_cuda_graph else "off") if cuda else ("cpu" if p.use_cpu_graph else "off"),
         "startup_s": round(startup, 2),
         "attempts": args.batches * settings.num_envs,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -243,6 +244,8 @@ class BinWorld:
         self.num_envs = settings.num_envs
         self.env_origins = self.scene.env_origins.clone()
         self.dt = self.sim.get_physics_dt()
+        # Called before every physics step, e.g. a grasp executor's state machine while it streams attempts.
+        self.pre_step_callbacks: list[Callable[[], None]] = []
         self._park_pose = self._parking_poses()
         self.extrinsics = self._aim_cameras()
         self.pool_shapes = self._pool_shape_index()
@@ -296,8 +299,10 @@ class BinWorld:
 
     # ------------------------------------------------------------------ stepping
     def step(self, steps: int = 1) -> None:
-        """Advance physics by ``steps`` steps for all envs."""
+        """Advance physics by ``steps`` steps for all envs, each after the :attr:`pre_step_callbacks`."""
         for _ in range(steps):
+            for callback in self.pre_step_callbacks:
+                callback()
             self.scene.write_data_to_sim()
             self.sim.step(render=False)
             self.scene.update(self.dt)
@@ -563,12 +568,18 @@ class BinWorld:
             depth = randomization.depth_noise(depth, self.settings.randomization, self.generator)
         return depth
 
-    def bin_mask(self, depth: torch.Tensor) -> torch.Tensor:
-        """Segmentation mask of the bin interior, (N, H, W) bool, from the scene geometry: pixels whose
-        deprojected 3D point lies inside the interior (walls excluded) at or above the bin floor."""
+    def bin_mask(self, depth: torch.Tensor, env_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Segmentation mask of the bin interior, (n, H, W) bool, from the scene geometry: pixels whose
+        deprojected 3D point lies inside the interior (walls excluded) at or above the bin floor.
+
+        Args:
+            depth: (n, H, W) depth images [m] of ``env_ids`` (all N envs by default), in that order.
+        """
         k = self.settings.camera.intrinsics
-        points = self.extrinsics.camera_to_world(k.deproject_image(depth))
-        local = points - self.env_origins.view(-1, 1, 1, 3)
+        ids = slice(None) if env_ids is None else env_ids
+        extrinsics = CameraExtrinsics(self.extrinsics.position[ids], self.extrinsics.rotation[ids])
+        points = extrinsics.camera_to_world(k.deproject_image(depth))
+        local = points - self.env_origins[ids].view(-1, 1, 1, 3)
         x0, x1, y0, y1, z0, _ = self.interior_bounds.tolist()
         m = 0.008  # [m] keeps the walls' inner faces, seen at a grazing angle near the corners, out of the mask
         inside = (local[..., 0] > x0 + m) & (local[..., 0] < x1 - m) & (local[..., 1] > y0 + m) & (local[..., 1] < y1 - m)

@@ -16,8 +16,10 @@ one :meth:`BinWorld.new_round`, which waits at most ``settings.settle.redraw_tim
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -86,6 +88,81 @@ class AttemptResult:
     depth_after_lift: torch.Tensor | None = None  # (N, H, W) [m] rendered at the end of the hold, if asked
 
 
+@dataclass
+class _AttemptState:
+    """Per env state of the attempts, (N, ...) tensors; rows of envs with no attempt running are DONE."""
+
+    commanded: GraspPoses  # env-local TCP goal poses
+    valid: torch.Tensor  # (N,) bool: the pose is reachable (otherwise the env waits at home)
+    yaw: torch.Tensor  # (N,) palm yaw [rad]
+    set_position: torch.Tensor  # (N, 3) TCP set-point [m]
+    target: torch.Tensor  # (N, J) joint drive targets
+    phase: torch.Tensor  # (N,) long, Phase values
+    phase_time: torch.Tensor  # (N,) [s]
+    elapsed: torch.Tensor  # (N,) [s]
+    lift_z: torch.Tensor  # (N,) [m]
+    had_object: torch.Tensor  # (N,) bool: something was between the fingers when they closed
+    still_steps: torch.Tensor  # (N,) long: steps the closing fingers have stood still
+    previous_q: torch.Tensor  # (N, 2) finger joints at the last step [m]
+    finished_hold: torch.Tensor  # (N,) bool
+    reached_position: torch.Tensor  # (N, 3) [m]
+    reached_yaw: torch.Tensor  # (N,) [rad]
+    object_start: torch.Tensor  # (N, P, 3) env-local object positions when the attempt began [m]
+    placed: torch.Tensor  # (N, P) bool: the heap's objects when the attempt began
+    outcome: torch.Tensor  # (N,) long: an Outcome once decided, -1 before
+    in_flight: torch.Tensor  # (N,) bool: started and not yet concluded
+    fresh: torch.Tensor  # (N,) bool: started since the last physics step
+
+    @classmethod
+    def idle(cls, num_envs: int, num_objects: int, home: torch.Tensor, num_arm_joints: int) -> _AttemptState:
+        """No attempt in any env; the fingers' targets at ``home`` (N, J)."""
+
+        def zeros(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.zeros(num_envs, *shape, dtype=dtype, device=home.device)
+
+        return cls(
+            commanded=GraspPoses(zeros(3), zeros(), zeros()),
+            valid=zeros(dtype=torch.bool),
+            yaw=zeros(),
+            set_position=zeros(3),
+            target=home.clone(),
+            phase=torch.full((num_envs,), int(Phase.DONE), device=home.device),
+            phase_time=zeros(),
+            elapsed=zeros(),
+            lift_z=zeros(),
+            had_object=zeros(dtype=torch.bool),
+            still_steps=zeros(dtype=torch.long),
+            previous_q=zeros(home.shape[1] - num_arm_joints),
+            finished_hold=zeros(dtype=torch.bool),
+            reached_position=zeros(3),
+            reached_yaw=zeros(),
+            object_start=zeros(num_objects, 3),
+            placed=zeros(num_objects, dtype=torch.bool),
+            outcome=torch.full((num_envs,), -1, device=home.device),
+            in_flight=zeros(dtype=torch.bool),
+            fresh=zeros(dtype=torch.bool),
+        )
+
+    def begin(self, ids, local: GraspPoses, valid, yaw, set_position, target) -> None:
+        """Reset the rows of ``ids`` for a new attempt towards the env-local poses ``local``."""
+        for name, value in (("position", local.position), ("yaw", local.yaw), ("width", local.width)):
+            getattr(self.commanded, name)[ids] = value
+        self.valid[ids], self.yaw[ids], self.set_position[ids], self.target[ids] = valid, yaw, set_position, target
+        self.phase[ids] = torch.where(valid, int(Phase.DESCEND), int(Phase.DONE))
+        self.outcome[ids] = torch.where(valid, -1, int(Outcome.INVALID))
+        for tensor in (self.phase_time, self.elapsed, self.lift_z, self.reached_yaw, self.reached_position):
+            tensor[ids] = 0.0
+        self.still_steps[ids] = 0
+        self.had_object[ids] = self.finished_hold[ids] = False
+        self.in_flight[ids] = self.fresh[ids] = True
+
+    def end(self, ids, home: torch.Tensor) -> None:
+        """The attempts of ``ids`` are concluded: their fingers wait at home."""
+        self.in_flight[ids] = self.valid[ids] = False
+        self.phase[ids] = int(Phase.DONE)
+        self.target[ids] = home
+
+
 class GraspExecutor:
     """Executes one top-down grasp per env on a :class:`BinWorld` that holds the fingers on a mount (the gantry
     or the Franka arm, :mod:`dexrl.sim.mounts`); the attempt, its outcomes and its judgement do not depend on it.
@@ -108,7 +185,8 @@ class GraspExecutor:
         self.redrawn_heaps = 0  # heaps re-drawn between attempts (faults, empty and spent bins)
         self.redrawn_settled = 0  # of those, how many were at rest before the next attempt
         # The end-of-attempt check costs a host sync on a GPU: there only every few steps.
-        self._check_every = 1 if self.device.type == "cpu" else 10
+        self.check_every = 1 if self.device.type == "cpu" else 10
+        self._state = _AttemptState.idle(world.num_envs, len(world.pool), self.home, self.mount.num_arm_joints)
         self._teleport(self.home)  # the articulation starts at zero joint positions, in the camera's view
         world.step()
 
@@ -132,128 +210,161 @@ class GraspExecutor:
 
     # ------------------------------------------------------------------ attempt
     def execute(self, poses: GraspPoses, render_after_lift: bool = False) -> AttemptResult:
-        """Run one attempt per env to the world-frame TCP ``poses`` (N grasps) and judge them.
+        """Run one attempt per env to the world-frame TCP ``poses`` (N grasps), all envs in lock-step, and judge
+        them. An env that finishes early holds its state until all are done.
 
         ``render_after_lift`` also renders the depth images at the end of the hold (gripper in view)."""
-        world, cfg, dt = self.world, self.cfg, self.world.dt
-        n, dev = world.num_envs, self.device
-        local = GraspPoses(position=poses.position.to(dev) - world.env_origins, yaw=poses.yaw.to(dev), width=poses.width.to(dev))
+        world, state = self.world, self._state
+        self.start(poses)
+        world.step()  # refresh the contact buffers, which still hold the last step before the teleport
+        state.fresh[:] = False
+        state.previous_q = self.robot.data.joint_pos.torch[:, self.mount.num_arm_joints:].clone()
+        for step in range(1, round(5 * self.cfg.phase_timeout / world.dt) + 1):
+            self._control()
+            world.step()
+            if step % self.check_every == 0 and bool((state.phase == Phase.DONE).all()):
+                break
+        depth_after_lift = world.render_depth() if render_after_lift else None
+        result = self.conclude(torch.arange(world.num_envs, device=self.device))
+        result.depth_after_lift = depth_after_lift
+        return result
+
+    def start(self, poses: GraspPoses, env_ids: torch.Tensor | None = None) -> None:
+        """Begin one attempt in each of ``env_ids`` (all envs by default) towards its world-frame TCP pose in
+        ``poses`` (one per listed env): the fingers are placed open above the grasp, the next physics steps
+        run the attempt (:meth:`execute` steps them; in :meth:`streaming`, any :meth:`BinWorld.step` does)."""
+        world, cfg, state, dev = self.world, self.cfg, self._state, self.device
+        ids = torch.arange(world.num_envs, device=dev) if env_ids is None else env_ids.to(dev)
+        local = GraspPoses(
+            position=poses.position.to(dev) - world.env_origins[ids], yaw=poses.yaw.to(dev), width=poses.width.to(dev)
+        )
         yaw = self._palm_yaw(local.yaw)
         mount, fingers = self.mount, slice(self.mount.num_arm_joints, None)
-
         wall_top = float(world.interior_bounds[5])
-        goal = local.position
-        goal_z = goal[:, 2]
+        goal_z = local.position[:, 2]
         start_z = torch.maximum(goal_z + cfg.approach_distance, torch.full_like(goal_z, wall_top + 0.03))
         start_z = start_z.clamp(max=mount.max_tcp_height)
         start = torch.cat((local.position[:, :2], start_z.unsqueeze(-1)), dim=-1)
         valid = self.reachable(local) & self.reachable(GraspPoses(start, local.yaw, local.width))
-        outcome = torch.where(valid, -1, int(Outcome.INVALID))
 
         # Invalid envs wait at home; the others start above their grasp with the fingers open.
-        set_position = torch.where(valid.unsqueeze(-1), start, mount.tcp_pose(self.home)[0])
-        target = self.home.clone()
+        home = self.home[ids]
+        target = home.clone()
         arm = mount.solve(torch.where(valid.unsqueeze(-1), start, torch.zeros_like(start)), torch.where(valid, yaw, 0.0))
-        target[:, :mount.num_arm_joints] = torch.where(valid.unsqueeze(-1), arm, self.home[:, :mount.num_arm_joints])
+        target[:, : mount.num_arm_joints] = torch.where(valid.unsqueeze(-1), arm, home[:, : mount.num_arm_joints])
         target[:, fingers] = self.gripper.max_opening / 2
-        self._teleport(target)
-        world.step()  # refresh the contact buffers, which still hold the last step before the teleport
+        self._teleport(target, ids)
+        state.begin(ids, local, valid, yaw, torch.where(valid.unsqueeze(-1), start, mount.tcp_pose(home)[0]), target)
+        state.object_start[ids] = world.object_positions()[ids]
+        state.placed[ids] = world.round.placed[ids]
+        state.previous_q[ids] = self.robot.data.joint_pos.torch[ids, fingers]
 
-        object_start = world.object_positions().clone()
-        placed = world.round.placed
-        phase = torch.where(valid, Phase.DESCEND, Phase.DONE).long()
-        phase_time = torch.zeros(n, device=dev)
-        elapsed = torch.zeros(n, device=dev)
-        lift_z = torch.zeros(n, device=dev)
-        had_object = torch.zeros(n, dtype=torch.bool, device=dev)
-        still_steps = torch.zeros(n, dtype=torch.long, device=dev)
-        previous_q = self.robot.data.joint_pos.torch[:, fingers].clone()
-        finished_hold = torch.zeros(n, dtype=torch.bool, device=dev)
-        reached_position = torch.zeros(n, 3, device=dev)
-        reached_yaw = torch.zeros(n, device=dev)
+    def _control(self) -> None:
+        """One step of the attempts' state machine for all envs: read the joints and contact forces, move the
+        phases on, and set the drive targets for the next physics step."""
+        cfg, dt, s = self.cfg, self.world.dt, self._state
+        mount, fingers = self.mount, slice(self.mount.num_arm_joints, None)
+        active = s.phase < Phase.DONE
+        q = self.robot.data.joint_pos.torch
+        tcp, tcp_yaw = mount.tcp_pose(q)
+        tcp_z, finger_q = tcp[:, 2], q[:, fingers]
+        force = torch.linalg.norm(self.contacts.data.net_forces_w.torch, dim=-1).amax(dim=-1)
+        goal, goal_z = s.commanded.position, s.commanded.position[:, 2]
 
-        max_steps = round(5 * cfg.phase_timeout / dt)
-        for step in range(1, max_steps + 1):
-            active = phase < Phase.DONE
-            q = self.robot.data.joint_pos.torch
-            tcp, tcp_yaw = mount.tcp_pose(q)
-            tcp_z, finger_q = tcp[:, 2], q[:, fingers]
-            force = torch.linalg.norm(self.contacts.data.net_forces_w.torch, dim=-1).amax(dim=-1)
+        # DESCEND: ramp the TCP set-point down; stop on contact, far above the goal means a collision. Envs
+        # started since the last physics step skip the contact check: their buffers predate the teleport.
+        descending = s.phase == Phase.DESCEND
+        set_z = torch.where(descending, self._ramp(s.set_position[:, 2], goal_z, cfg.descend_speed), s.set_position[:, 2])
+        hit = descending & (force > cfg.contact_force) & ~s.fresh
+        collided = hit & (tcp_z - goal_z > cfg.collision_margin)
+        arrived = descending & (torch.linalg.norm(tcp - goal, dim=-1) < mount.tracking_tolerance)
+        to_close = descending & ~collided & (hit | arrived)
+        s.reached_position = torch.where(to_close.unsqueeze(-1), tcp, s.reached_position)
+        s.reached_yaw = torch.where(to_close, wrap_half_turn(tcp_yaw + math.pi / 2), s.reached_yaw)
+        set_z = torch.where(to_close, tcp_z, set_z)  # hold where the descent stopped
+        s.outcome = torch.where(collided, torch.full_like(s.outcome, Outcome.COLLISION), s.outcome)
+        phase = torch.where(collided, torch.full_like(s.phase, Phase.DONE), s.phase)
 
-            # DESCEND: ramp the TCP set-point down; stop on contact, far above the goal means a collision.
-            descending = phase == Phase.DESCEND
-            set_z = torch.where(descending, self._ramp(set_position[:, 2], goal_z, cfg.descend_speed), set_position[:, 2])
-            hit = descending & (force > cfg.contact_force)
-            collided = hit & (tcp_z - goal_z > cfg.collision_margin)
-            arrived = descending & (torch.linalg.norm(tcp - goal, dim=-1) < mount.tracking_tolerance)
-            to_close = descending & ~collided & (hit | arrived)
-            reached_position = torch.where(to_close.unsqueeze(-1), tcp, reached_position)
-            reached_yaw = torch.where(to_close, wrap_half_turn(tcp_yaw + math.pi / 2), reached_yaw)
-            set_z = torch.where(to_close, tcp_z, set_z)  # hold where the descent stopped
-            outcome = torch.where(collided, torch.full_like(outcome, Outcome.COLLISION), outcome)
-            phase = torch.where(collided, torch.full_like(phase, Phase.DONE), phase)
+        # CLOSE: drive both fingers shut; done when they stall (after a minimum time) or at the maximum.
+        closing = phase == Phase.CLOSE
+        s.target[:, fingers] = torch.where(closing.unsqueeze(-1), self.gripper.closing_target(), s.target[:, fingers])
+        finger_speed = (finger_q - s.previous_q).abs().amax(dim=-1) / dt
+        s.still_steps = torch.where(closing & (finger_speed < 0.005), s.still_steps + 1, torch.zeros_like(s.still_steps))
+        closed = closing & (
+            ((s.phase_time >= cfg.close_time_min) & (s.still_steps >= 5)) | (s.phase_time >= cfg.close_time_max)
+        )
+        s.had_object = torch.where(closed, finger_q.sum(dim=-1) > 0.002, s.had_object)
+        s.lift_z = torch.where(closed, (tcp_z + cfg.lift_height).clamp(max=mount.max_tcp_height), s.lift_z)
 
-            # CLOSE: drive both fingers shut; done when they stall (after a minimum time) or at the maximum.
-            closing = phase == Phase.CLOSE
-            target[:, fingers] = torch.where(closing.unsqueeze(-1), self.gripper.closing_target(), target[:, fingers])
-            finger_speed = (finger_q - previous_q).abs().amax(dim=-1) / dt
-            still_steps = torch.where(closing & (finger_speed < 0.005), still_steps + 1, torch.zeros_like(still_steps))
-            closed = closing & (
-                ((phase_time >= cfg.close_time_min) & (still_steps >= 5)) | (phase_time >= cfg.close_time_max)
-            )
-            had_object = torch.where(closed, finger_q.sum(dim=-1) > 0.002, had_object)
-            lift_z = torch.where(closed, (tcp_z + cfg.lift_height).clamp(max=mount.max_tcp_height), lift_z)
+        # LIFT then HOLD.
+        lifting = phase == Phase.LIFT
+        set_z = torch.where(lifting, self._ramp(set_z, s.lift_z, cfg.lift_speed), set_z)
+        lifted = lifting & ((tcp_z - s.lift_z).abs() < 0.003)
+        held_long_enough = (phase == Phase.HOLD) & (s.phase_time >= cfg.hold_time)
+        # A jaw that has shut holds nothing, and a jaw driven shut does not open again: the attempt is over
+        # (judged as at the end of the hold: EMPTY or SLIP). Saves the lift and hold when nothing is held.
+        shut = (lifting | (phase == Phase.HOLD)) & (finger_q.sum(dim=-1) <= cfg.shut_opening)
 
-            # LIFT then HOLD.
-            lifting = phase == Phase.LIFT
-            set_z = torch.where(lifting, self._ramp(set_z, lift_z, cfg.lift_speed), set_z)
-            lifted = lifting & ((tcp_z - lift_z).abs() < 0.003)
-            held_long_enough = (phase == Phase.HOLD) & (phase_time >= cfg.hold_time)
-            # A jaw that has shut holds nothing, and a jaw driven shut does not open again: the attempt is over
-            # (judged below as at the end of the hold: EMPTY or SLIP). Saves the lift and hold of the batch
-            # when no env holds anything.
-            shut = (lifting | (phase == Phase.HOLD)) & (finger_q.sum(dim=-1) <= cfg.shut_opening)
+        timed_out = active & (s.phase_time > cfg.phase_timeout)
+        s.outcome = torch.where(timed_out, torch.full_like(s.outcome, Outcome.TIMEOUT), s.outcome)
+        s.finished_hold |= (held_long_enough | shut) & ~timed_out
 
-            timed_out = active & (phase_time > cfg.phase_timeout)
-            outcome = torch.where(timed_out, torch.full_like(outcome, Outcome.TIMEOUT), outcome)
-            finished_hold |= (held_long_enough | shut) & ~timed_out
+        # torch.where, not masked assignment: a boolean index costs a host sync on a GPU, every step.
+        next_phase = torch.where(to_close, int(Phase.CLOSE), phase)
+        next_phase = torch.where(closed, int(Phase.LIFT), next_phase)
+        next_phase = torch.where(lifted, int(Phase.HOLD), next_phase)
+        next_phase = torch.where(held_long_enough | shut | timed_out, int(Phase.DONE), next_phase)
+        s.phase_time = torch.where(next_phase != s.phase, torch.zeros_like(s.phase_time), s.phase_time + dt)
+        s.elapsed = torch.where(active, s.elapsed + dt, s.elapsed)
+        s.phase = next_phase
+        s.previous_q = finger_q.clone()
+        s.fresh[:] = False
 
-            # torch.where, not masked assignment: a boolean index costs a host sync on a GPU, every step.
-            next_phase = torch.where(to_close, int(Phase.CLOSE), phase)
-            next_phase = torch.where(closed, int(Phase.LIFT), next_phase)
-            next_phase = torch.where(lifted, int(Phase.HOLD), next_phase)
-            next_phase = torch.where(held_long_enough | shut | timed_out, int(Phase.DONE), next_phase)
-            phase_time = torch.where(next_phase != phase, torch.zeros_like(phase_time), phase_time + dt)
-            elapsed = torch.where(active, elapsed + dt, elapsed)
-            phase = next_phase
-            previous_q = finger_q.clone()
+        s.set_position = torch.cat((s.set_position[:, :2], set_z.unsqueeze(-1)), dim=-1)
+        arm = mount.track(s.target[:, : mount.num_arm_joints], s.set_position, s.yaw)
+        s.target[:, : mount.num_arm_joints] = torch.where(s.valid.unsqueeze(-1), arm, s.target[:, : mount.num_arm_joints])
+        self.robot.actuators.target_command.set_position_index(value=s.target)
 
-            set_position = torch.cat((set_position[:, :2], set_z.unsqueeze(-1)), dim=-1)
-            arm = mount.track(target[:, :mount.num_arm_joints], set_position, yaw)
-            target[:, :mount.num_arm_joints] = torch.where(valid.unsqueeze(-1), arm, target[:, :mount.num_arm_joints])
-            self.robot.actuators.target_command.set_position_index(value=target)
-            world.step()
-            # Envs that are done keep holding until all are.
-            if step % self._check_every == 0 and bool((phase == Phase.DONE).all()):
-                break
+    def finished(self) -> torch.Tensor:
+        """(N,) bool: envs whose attempt is over and not yet concluded (one host sync on a GPU)."""
+        return ((self._state.phase == Phase.DONE) & self._state.in_flight).cpu()
 
-        depth_after_lift = world.render_depth() if render_after_lift else None
+    @contextlib.contextmanager
+    def streaming(self) -> Iterator[None]:
+        """Within the block, every physics step of the world (the executor's, a re-draw's settle steps) first
+        runs the attempts' state machine: envs whose attempt was :meth:`start`-ed run on while others are
+        concluded, re-drawn and re-planned."""
+        self.world.pre_step_callbacks.append(self._control)
+        try:
+            yield
+        finally:
+            self.world.pre_step_callbacks.remove(self._control)
+
+    def conclude(self, env_ids: torch.Tensor) -> AttemptResult:
+        """Judge the finished attempts of ``env_ids``, send their fingers home, park what they grasped, count
+        faults, and re-draw the faulted, empty and spent heaps among them. Results are in ``env_ids`` order."""
+        s, ids = self._state, env_ids.to(self.device)
         # Judge every finished hold at once; an env that finished early has held its object since.
-        grasped = torch.where(finished_hold, self._held_object(object_start, placed), -1)
+        finished_hold = s.finished_hold[ids]
+        grasped = torch.where(finished_hold, self._held_object(s.object_start, s.placed)[ids], -1)
         success = grasped >= 0
+        outcome = s.outcome[ids]
         judged = finished_hold & (outcome < 0)
         outcome = torch.where(judged & success, torch.full_like(outcome, Outcome.SUCCESS), outcome)
-        outcome = torch.where(judged & ~success & had_object, torch.full_like(outcome, Outcome.SLIP), outcome)
-        outcome = torch.where(judged & ~success & ~had_object, torch.full_like(outcome, Outcome.EMPTY), outcome)
+        outcome = torch.where(judged & ~success & s.had_object[ids], torch.full_like(outcome, Outcome.SLIP), outcome)
+        outcome = torch.where(judged & ~success & ~s.had_object[ids], torch.full_like(outcome, Outcome.EMPTY), outcome)
         outcome = torch.where(outcome < 0, torch.full_like(outcome, Outcome.TIMEOUT), outcome)
         grasped = torch.where(outcome == Outcome.SUCCESS, grasped, -1)
-        self._teleport(self.home)  # also makes the gripper state finite again where a fault spoiled it
-        faulty = self._faults()
+        self._teleport(self.home[ids], ids)  # also makes the gripper state finite again where a fault spoiled it
+        s.end(ids, self.home[ids])
+        faulty = self._faults(ids)
         outcome = torch.where(faulty, torch.full_like(outcome, Outcome.FAULT), outcome)
         grasped = torch.where(faulty, -1, grasped)
-        self._release(grasped, faulty)
-        reached = GraspPoses(position=reached_position, yaw=reached_yaw, width=local.width)
-        return AttemptResult(outcome, grasped, local, reached, elapsed, depth_after_lift)
+        commanded = GraspPoses(s.commanded.position[ids], s.commanded.yaw[ids], s.commanded.width[ids])
+        reached = GraspPoses(s.reached_position[ids], s.reached_yaw[ids], s.commanded.width[ids])
+        result = AttemptResult(outcome, grasped, commanded, reached, s.elapsed[ids].clone())
+        self._release(ids, grasped, faulty)
+        return result
 
     # ------------------------------------------------------------------ judgement and bookkeeping
     def _held_object(self, object_start: torch.Tensor, placed: torch.Tensor) -> torch.Tensor:
@@ -281,32 +392,40 @@ class GraspExecutor:
         step = (step_speed * self.world.dt).clamp(min=1e-4)
         return current + torch.clamp(remaining, -step, step)
 
-    def _teleport(self, joint_pos: torch.Tensor) -> None:
-        ids = torch.arange(self.world.num_envs, device=self.device)
-        self.robot.write_joint_state_to_sim_index(position=joint_pos, velocity=torch.zeros_like(joint_pos), env_ids=ids)
-        self.robot.actuators.target_command.set_position_index(value=joint_pos)
+    def _teleport(self, joint_pos: torch.Tensor, env_ids: torch.Tensor | None = None) -> None:
+        """Put the joints of ``env_ids`` (all envs by default) at ``joint_pos`` (one row per listed env), at
+        rest, with their drive targets there too. The write covers all envs, the others keeping their state
+        (as :meth:`BinWorld._write_object_poses` does, for the same reason)."""
+        data = self.robot.data
+        position, velocity = data.joint_pos.torch.clone(), data.joint_vel.torch.clone()
+        ids = slice(None) if env_ids is None else env_ids
+        position[ids], velocity[ids] = joint_pos, 0.0
+        self._state.target[ids] = joint_pos
+        all_envs = torch.arange(self.world.num_envs, device=self.device)
+        self.robot.write_joint_state_to_sim_index(position=position, velocity=velocity, env_ids=all_envs)
+        self.robot.actuators.target_command.set_position_index(value=self._state.target)
 
-    def _faults(self) -> torch.Tensor:
-        """(N,) bool: envs whose state is non-finite, exploding or has an object out of the bin (counted)."""
-        faulty = self.world.faulty_envs(self.cfg.max_speed)
+    def _faults(self, env_ids: torch.Tensor) -> torch.Tensor:
+        """(len(env_ids),) bool: which of the envs have a non-finite or exploding state or an object out of the
+        bin (counted in ``fault_count``)."""
+        faulty = self.world.faulty_envs(self.cfg.max_speed)[env_ids]
         self.fault_count += int(faulty.sum())
         return faulty
 
-    def _release(self, grasped: torch.Tensor, faulty: torch.Tensor) -> None:
-        """Park grasped objects (they leave the bin), count the attempt on the heap, and re-draw faulted,
-        empty and spent heaps together: one settle of the world per batch."""
+    def _release(self, env_ids: torch.Tensor, grasped: torch.Tensor, faulty: torch.Tensor) -> None:
+        """Park the objects grasped in ``env_ids`` (they leave the bin), count the attempt on each heap, and
+        re-draw the faulted, empty and spent heaps among them together: one settle of the world."""
         world = self.world
         success = grasped >= 0
         if bool(success.any()):
-            envs = success.nonzero().flatten()
-            world.park_objects(envs, grasped[envs])
-        self.attempts_on_heap += 1
-        empty = ~world.round.placed.any(dim=1)
-        redraw = faulty | empty | (self.attempts_on_heap >= self.cfg.attempts_per_heap)
+            world.park_objects(env_ids[success], grasped[success])
+        self.attempts_on_heap[env_ids] += 1
+        empty = ~world.round.placed[env_ids].any(dim=1)
+        redraw = faulty | empty | (self.attempts_on_heap[env_ids] >= self.cfg.attempts_per_heap)
         if bool(redraw.any()):
             # The settle steps the world (the parked objects' state too). The gripper of a faulted env was
             # teleported home; new_round resets it if it is still non-finite.
-            envs = redraw.nonzero().flatten()
+            envs = env_ids[redraw]
             info = world.new_round(envs, timeout=world.settings.settle.redraw_timeout)
             self.attempts_on_heap[envs] = 0
             self.redrawn_heaps += len(envs)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from dexrl.distributed import all_reduce_sum
-from dexrl.grasp import GraspPoses, NoValidGrasps, Planner, PlanResult, image_to_world
+from dexrl.grasp import CameraExtrinsics, GraspPoses, NoValidGrasps, Planner, PlanResult, image_to_world
 from dexrl.stats import format_rate, wilson_interval
 
 from .bin_world import BinWorld
@@ -119,21 +120,27 @@ class GraspRunner:
         self.planner = planner
         self.tally = OutcomeTally()
 
-    def observe(self) -> View:
-        """Render all bins and plan the best grasp per env."""
+    def observe(self, env_ids: torch.Tensor | None = None) -> View:
+        """Render all bins and plan the best grasp per env of ``env_ids`` (all by default); the view holds
+        the listed envs' rows, in that order."""
         world = self.world
-        depth = world.render_depth()
-        mask = world.bin_mask(depth)
+        ids = torch.arange(world.num_envs, device=world.device) if env_ids is None else env_ids.to(world.device)
         intrinsics = world.settings.camera.intrinsics
+
+        def look() -> tuple[torch.Tensor, torch.Tensor]:
+            depth = world.render_depth()[ids]
+            return depth, world.bin_mask(depth, ids)
+
+        depth, mask = look()
         try:
             plan = self.planner.plan(depth, intrinsics, mask, k=1)
         except NoValidGrasps:
             # Some bin shows nothing graspable: start fresh heaps and plan again.
-            world.new_round()
-            depth = world.render_depth()
-            mask = world.bin_mask(depth)
+            world.new_round(ids)
+            depth, mask = look()
             plan = self.planner.plan(depth, intrinsics, mask, k=1)
-        poses = image_to_world(plan.best.to(world.device), intrinsics, world.extrinsics)
+        extrinsics = CameraExtrinsics(world.extrinsics.position[ids], world.extrinsics.rotation[ids])
+        poses = image_to_world(plan.best.to(world.device), intrinsics, extrinsics)
         return View(depth, mask, plan, poses)
 
     def execute(self, poses: GraspPoses, render_after_lift: bool = False) -> AttemptResult:
@@ -147,3 +154,39 @@ class GraspRunner:
         view = self.observe()
         result = self.execute(view.poses, render_after_lift=render_after_lift)
         return AttemptBatch(view.depth, view.mask, view.plan, result)
+
+    def stream(self, attempts: int, restart_at: int | None = None) -> Iterator[tuple[torch.Tensor, AttemptResult]]:
+        """Run ``attempts`` attempts (tallied) without lock-step: an env whose attempt is over is judged at once,
+        and it starts its next attempt, planned on a fresh render, while the others run on. Yields the envs
+        (a (n,) long tensor) and the :class:`AttemptResult` of each group of attempts judged together.
+
+        Args:
+            attempts: attempts to start in all; the stream ends when all of them are judged.
+            restart_at: envs that have to wait before a render and plan starts their next attempts together
+                (default: an eighth of the envs, at least 1). Rendering covers every env, so on a GPU with
+                many envs a render per finished env would cost more than it saves.
+        """
+        world, executor = self.world, self.executor
+        n = world.num_envs
+        restart_at = max(1, n // 8) if restart_at is None else max(1, restart_at)
+        check_every = executor.check_every
+        first = torch.arange(min(n, attempts), device=world.device)
+        started = len(first)
+        waiting = torch.empty(0, dtype=torch.long, device=world.device)
+        with executor.streaming():
+            executor.start(self.observe(first).poses, first)
+            in_flight = started
+            while in_flight:
+                world.step(check_every)
+                done = executor.finished().nonzero().flatten().to(world.device)
+                if len(done):
+                    result = executor.conclude(done)
+                    self.tally.add(result.outcome)
+                    in_flight -= len(done)
+                    yield done, result
+                    waiting = torch.cat((waiting, done))
+                restart = waiting[: attempts - started]
+                if len(restart) and (len(restart) >= min(restart_at, attempts - started) or not in_flight):
+                    executor.start(self.observe(restart).poses, restart)
+                    started, in_flight = started + len(restart), in_flight + len(restart)
+                    waiting = waiting[len(restart) :]
