@@ -41,7 +41,7 @@ def test_synth_writes_labelled_shards_and_resumes(runner, tmp_path):
 
 def test_a_stream_judges_each_attempt_once_and_leaves_the_runner_ready_for_lock_step(runner):
     before = runner.tally.attempts
-    judged = [(envs.tolist(), result) for envs, result in runner.stream(5)]
+    judged = [(envs.tolist(), result) for envs, result, _ in runner.stream(5)]
     envs = [env for group, _ in judged for env in group]
     assert len(envs) == 5 and set(envs) == {0, 1}
     assert runner.tally.attempts == before + 5
@@ -51,3 +51,14 @@ def test_a_stream_judges_each_attempt_once_and_leaves_the_runner_ready_for_lock_
     assert not runner.world.pre_step_callbacks
     batch = runner.attempt()
     assert len(batch.result.outcome) == 2 and runner.tally.attempts == before + 7
+
+
+def test_streamed_synthesis_writes_the_same_kind_of_shard(runner, tmp_path):
+    sampler = CandidateSampler(CandidateMix(), runner.world.settings.camera.intrinsics, generator=torch.Generator().manual_seed(0))
+    stats = synthesize(runner, sampler, SynthConfig(out=tmp_path, grasps=4, shard_size=4, seed=2, progress=False, stream=True))
+    (shard,) = read_manifest(tmp_path)
+    data = np.load(tmp_path / shard.file)
+    assert stats.grasps == 4 == sum(stats.outcomes.values()) == len(data["labels"])
+    assert data["crops"].shape == (4, 96, 96) and (data["depths"] > 0.3).all()
+    assert shard.positives == int(data["labels"].sum()) == stats.outcomes["success"]
+    assert sum(sum(counts.values()) for counts in stats.by_source.values()) == 4

@@ -35,6 +35,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--time-budget", type=float, default=None, metavar="SECONDS",
         help="start no shard that would end past this many seconds (run again to continue)",
     )
+    parser.add_argument(
+        "--stream", action="store_true",
+        help="stream the attempts: an env draws and starts its next candidate once its last is judged, instead "
+        "of waiting for the whole batch (the slowest attempt) to end",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,8 +80,9 @@ def _synthesize(args: argparse.Namespace, mix: CandidateMix, rank: Rank) -> Synt
     runner = GraspRunner(settings, HighestObjectPlanner())
     sampler = CandidateSampler(mix, settings.camera.intrinsics, planner=policy, generator=torch.Generator().manual_seed(args.seed))
     config = SynthConfig(
-        out=args.out, grasps=args.grasps, shard_size=args.shard_size, seed=args.seed, time_budget_s=args.time_budget
+        out=args.out, grasps=args.grasps, shard_size=args.shard_size, seed=args.seed, time_budget_s=args.time_budget,
+        stream=args.stream,
     )
     meta = {"object_set": settings.objects.object_set, "mix": args.mix, "envs": settings.num_envs,
-            "device": settings.device, "overrides": list(args.overrides)}
+            "device": settings.device, "overrides": list(args.overrides), "stream": args.stream}
     return synthesize(runner, sampler, config, meta, rank)

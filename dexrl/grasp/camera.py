@@ -112,6 +112,10 @@ class CameraExtrinsics:
     position: torch.Tensor
     rotation: torch.Tensor
 
+    def __getitem__(self, index: torch.Tensor | slice) -> CameraExtrinsics:
+        """The cameras selected by ``index`` (e.g. a tensor of env ids), in that order."""
+        return CameraExtrinsics(self.position[index], self.rotation[index])
+
     def camera_to_world(self, points_cam: torch.Tensor) -> torch.Tensor:
         """Transform points (N, ..., 3) from each camera's frame to the world."""
         extra = points_cam.dim() - 2

@@ -577,8 +577,7 @@ class BinWorld:
         """
         k = self.settings.camera.intrinsics
         ids = slice(None) if env_ids is None else env_ids
-        extrinsics = CameraExtrinsics(self.extrinsics.position[ids], self.extrinsics.rotation[ids])
-        points = extrinsics.camera_to_world(k.deproject_image(depth))
+        points = self.extrinsics[ids].camera_to_world(k.deproject_image(depth))
         local = points - self.env_origins[ids].view(-1, 1, 1, 3)
         x0, x1, y0, y1, z0, _ = self.interior_bounds.tolist()
         m = 0.008  # [m] keeps the walls' inner faces, seen at a grazing angle near the corners, out of the mask

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from dexrl.distributed import all_reduce_sum
-from dexrl.grasp import CameraExtrinsics, GraspPoses, NoValidGrasps, Planner, PlanResult, image_to_world
+from dexrl.grasp import GraspPoses, NoValidGrasps, Planner, PlanResult, image_to_world
 from dexrl.stats import format_rate, wilson_interval
 
 from .bin_world import BinWorld
@@ -19,10 +19,14 @@ from .gripper import GripperCfg
 from .scene_cfg import SceneSettingsCfg
 from .world_factory import make_world
 
-__all__ = ["ASSET_DIR", "AttemptBatch", "GraspRunner", "OutcomeTally", "View"]
+__all__ = ["ASSET_DIR", "AttemptBatch", "GraspRunner", "OutcomeTally", "Proposer", "View"]
 
 ASSET_DIR = Path(__file__).resolve().parents[2] / "assets"
 """The repository's ``assets/`` folder (generated gripper USD files live in ``assets/gripper``)."""
+
+
+Proposer = Callable[[torch.Tensor], tuple[GraspPoses, dict[str, torch.Tensor]]]
+"""Given env ids (n,), the world-frame grasp poses of their next attempts and per-env records (rows of n)."""
 
 
 class OutcomeTally:
@@ -139,8 +143,7 @@ class GraspRunner:
             world.new_round(ids)
             depth, mask = look()
             plan = self.planner.plan(depth, intrinsics, mask, k=1)
-        extrinsics = CameraExtrinsics(world.extrinsics.position[ids], world.extrinsics.rotation[ids])
-        poses = image_to_world(plan.best.to(world.device), intrinsics, extrinsics)
+        poses = image_to_world(plan.best.to(world.device), intrinsics, world.extrinsics[ids])
         return View(depth, mask, plan, poses)
 
     def execute(self, poses: GraspPoses, render_after_lift: bool = False) -> AttemptResult:
@@ -155,38 +158,61 @@ class GraspRunner:
         result = self.execute(view.poses, render_after_lift=render_after_lift)
         return AttemptBatch(view.depth, view.mask, view.plan, result)
 
-    def stream(self, attempts: int, restart_at: int | None = None) -> Iterator[tuple[torch.Tensor, AttemptResult]]:
+    def stream(
+        self, attempts: int, restart_at: int | None = None, propose: Proposer | None = None
+    ) -> Iterator[tuple[torch.Tensor, AttemptResult, dict[str, torch.Tensor]]]:
         """Run ``attempts`` attempts (tallied) without lock-step: an env whose attempt is over is judged at once,
-        and it starts its next attempt, planned on a fresh render, while the others run on. Yields the envs
-        (a (n,) long tensor) and the :class:`AttemptResult` of each group of attempts judged together.
+        and it starts its next attempt, proposed on a fresh render, while the others run on. Yields, for each
+        group of attempts judged together: their envs ((n,) long), their :class:`AttemptResult`, and the
+        rows of those envs of what ``propose`` recorded when it proposed the attempts.
+
+        Every env makes the same number of attempts (``attempts`` / N, the first ``attempts`` % N envs one more),
+        as in lock-step batches: envs whose attempts end quickly (collisions, say) do not make more of them, so
+        the outcomes are sampled as in lock-step and only the waiting for the slowest env of each batch goes.
 
         Args:
-            attempts: attempts to start in all; the stream ends when all of them are judged.
-            restart_at: envs that have to wait before a render and plan starts their next attempts together
-                (default: an eighth of the envs, at least 1). Rendering covers every env, so on a GPU with
-                many envs a render per finished env would cost more than it saves.
+            attempts: attempts in all; the stream ends when all of them are judged.
+            restart_at: envs that wait for one render and proposal, which then starts their attempts
+                together (default: an eighth of the envs, at least 1). Rendering covers every env, so on a
+                GPU with many envs a render per finished env would cost more than it saves.
+            propose: the next attempt's world-frame grasp poses for some envs, with per-env records (tensors
+                with one row per env); default: the planner's best grasp (:meth:`observe`), no records.
         """
         world, executor = self.world, self.executor
         n = world.num_envs
         restart_at = max(1, n // 8) if restart_at is None else max(1, restart_at)
-        check_every = executor.check_every
-        first = torch.arange(min(n, attempts), device=world.device)
-        started = len(first)
-        waiting = torch.empty(0, dtype=torch.long, device=world.device)
+        propose = propose or (lambda ids: (self.observe(ids).poses, {}))
+        records: dict[str, torch.Tensor] = {}
+
+        def start(ids: torch.Tensor) -> None:
+            poses, recorded = propose(ids)
+            for name, rows in recorded.items():
+                if name not in records:
+                    records[name] = rows.new_zeros((n, *rows.shape[1:]))
+                records[name][ids] = rows
+            executor.start(poses, ids)
+
+        quota = torch.full((n,), attempts // n, dtype=torch.long)  # attempts each env has yet to start
+        quota[: attempts % n] += 1
+        first = quota.nonzero().flatten()
+        quota[first] -= 1
+        in_flight = len(first)
+        waiting = torch.empty(0, dtype=torch.long)  # envs judged, with attempts to go
         with executor.streaming():
-            executor.start(self.observe(first).poses, first)
-            in_flight = started
+            start(first.to(world.device))
             while in_flight:
-                world.step(check_every)
-                done = executor.finished().nonzero().flatten().to(world.device)
-                if len(done):
+                world.step(executor.check_every)
+                judged = executor.finished().nonzero().flatten()
+                if len(judged):
+                    done = judged.to(world.device)
                     result = executor.conclude(done)
                     self.tally.add(result.outcome)
                     in_flight -= len(done)
-                    yield done, result
-                    waiting = torch.cat((waiting, done))
-                restart = waiting[: attempts - started]
-                if len(restart) and (len(restart) >= min(restart_at, attempts - started) or not in_flight):
-                    executor.start(self.observe(restart).poses, restart)
-                    started, in_flight = started + len(restart), in_flight + len(restart)
-                    waiting = waiting[len(restart) :]
+                    yield done, result, {name: rows[done] for name, rows in records.items()}
+                    waiting = torch.cat((waiting, judged[quota[judged] > 0]))
+                envs_to_go = int((quota > 0).sum())  # the waiting ones and those still in flight
+                if len(waiting) and len(waiting) >= min(restart_at, envs_to_go):
+                    quota[waiting] -= 1
+                    start(waiting.to(world.device))
+                    in_flight += len(waiting)
+                    waiting = waiting[:0]

@@ -23,7 +23,7 @@ from dexrl.budget import TimeBudget
 from dexrl.distributed import SINGLE_PROCESS, Rank, all_gather_objects, all_reduce_sum, barrier
 from dexrl.gqcnn.dataset import MANIFEST, listed_shards, merge_manifests, rank_manifest, write_shard
 from dexrl.gqcnn.preprocess import extract_crops, inpaint
-from dexrl.grasp import image_to_world
+from dexrl.grasp import GraspPoses, image_to_world
 from dexrl.sim.executor import Outcome
 from dexrl.sim.grasp_runner import GraspRunner, OutcomeTally
 
@@ -47,6 +47,9 @@ class SynthConfig:
             so far, per rank); None runs until ``grasps`` are labelled. A later run with the same settings
             continues, with any number of ranks.
         progress: show a progress bar.
+        stream: run the attempts streamed (:meth:`GraspRunner.stream`: an env draws and starts its next
+            candidate once its last is judged) rather than in lock-step batches. The examples are the same kind;
+            their order in a shard follows the order in which attempts ended.
     """
 
     out: Path
@@ -55,6 +58,7 @@ class SynthConfig:
     seed: int = 0
     time_budget_s: float | None = None
     progress: bool = True
+    stream: bool = False
 
 
 @dataclass
@@ -112,22 +116,34 @@ def synthesize(
         runner.executor.attempts_on_heap.zero_()
         columns = {"crops": [], "depths": [], "angles": [], "labels": []}
         shard_tallies = OutcomeTally()
-        for _ in range(per_shard):
-            depth = world.render_depth()
-            mask = world.bin_mask(depth)
-            grasps, source = sampler.sample(depth, mask)
-            result = runner.executor.execute(image_to_world(grasps, intrinsics, world.extrinsics))
+
+        def propose(env_ids: torch.Tensor) -> tuple[GraspPoses, dict[str, torch.Tensor]]:
+            """One candidate per listed env, drawn on a fresh render, with what its example records."""
+            depth = world.render_depth()[env_ids]
+            grasps, source = sampler.sample(depth, world.bin_mask(depth, env_ids))
             crops = extract_crops(inpaint(depth), grasps.center.unsqueeze(1))[:, 0]
-            columns["crops"].append(crops.cpu())
-            columns["depths"].append(grasps.depth.cpu())
-            columns["angles"].append(grasps.angle.cpu())
-            columns["labels"].append((result.outcome == Outcome.SUCCESS).cpu())
-            shard_tallies.add(result.outcome)
+            record = {"crops": crops, "depths": grasps.depth, "angles": grasps.angle, "source": source.to(depth.device)}
+            return image_to_world(grasps, intrinsics, world.extrinsics[env_ids]), record
+
+        def label(outcome: torch.Tensor, record: dict[str, torch.Tensor]) -> None:
+            for name in ("crops", "depths", "angles"):
+                columns[name].append(record[name].cpu())
+            columns["labels"].append((outcome == Outcome.SUCCESS).cpu())
+            shard_tallies.add(outcome)
             for index, name in enumerate(SOURCES):
-                chosen = source == index
+                chosen = record["source"] == index
                 if bool(chosen.any()):
-                    tallies[name].add(result.outcome[chosen])
-            bar.update(n)
+                    tallies[name].add(outcome[chosen])
+            bar.update(len(outcome))
+
+        if config.stream:
+            for _, result, record in runner.stream(per_shard * n, propose=propose):
+                label(result.outcome, record)
+        else:
+            all_envs = torch.arange(n, device=world.device)
+            for _ in range(per_shard):
+                poses, record = propose(all_envs)
+                label(runner.executor.execute(poses).outcome, record)
         arrays = {name: torch.cat(values).numpy() for name, values in columns.items()}
         write_shard(
             config.out / _shard_name(shard),
