@@ -186,6 +186,7 @@ def _baseline_overheads(port: int, depth, iterations: int) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import functools  # noqa: PLC0415
     import multiprocessing  # noqa: PLC0415
     import os  # noqa: PLC0415
     import platform  # noqa: PLC0415
@@ -208,11 +209,15 @@ def run(args: argparse.Namespace) -> int:
             (f"{args.batch} images", args.batch, args.batch_iterations),
         ):
             depth = _bin_images(batch, args.seed)
-            overheads = [
-                _bridge_overheads(url, depth, iterations, shared_memory=False),
-                _bridge_overheads(url, depth, iterations, shared_memory=True),
-                _baseline_overheads(baseline_port, depth, iterations),
-            ]
+            overheads = []
+            for service, measure in (
+                ("websocket bytes", functools.partial(_bridge_overheads, url, shared_memory=False)),
+                ("shared memory", functools.partial(_bridge_overheads, url, shared_memory=True)),
+                ("baseline", functools.partial(_baseline_overheads, baseline_port)),
+            ):
+                overheads.append(measure(depth, iterations))
+                p50 = np.percentile(1e3 * np.array(overheads[-1]), 50)
+                print(f"[bench bridge] {label}, {service}: {iterations} requests, p50 {p50:.3f} ms", flush=True)
             rows.append((label, iterations, *(np.percentile(1e3 * np.array(o), [50, 99]) for o in overheads)))
     finally:
         pipe.send("stop")
