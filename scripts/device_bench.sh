@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# On an offline GPU host with the Isaac Lab wheels staged: install them, then run the benchmarks and write
-# their JSON figures and logs to $OUT (default ./out/device).
+# On an offline GPU host with the Isaac Lab wheels staged: install them, then run the benchmarks (scene; grasp
+# attempts in lock-step and streamed) and write their JSON figures and logs to $OUT (default ./out/device).
 #   scripts/device_bench.sh [--install-only] STAGE_DIR [ENVS]
 # STAGE_DIR holds folders p1, p2, ... of wheels (a wheel too large for one copy cut into NAME.whl.partNNN
 # pieces): the Isaac Lab 3.0 kit-less stack with its pure-Python dependencies (isaaclab, warp-lang, newton,
@@ -26,3 +26,5 @@ export PYTHONPATH="$site:$PWD" WARP_CACHE_PATH=${WARP_CACHE_PATH:-$HOME/warpcach
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 python3 -m dexrl bench scene --envs "$envs" --count 10 --device cuda:0 --json "$out/bench_scene.json" 2>&1 | grep -v Warning | tail -20 | tee "$out/bench_scene.log"
 python3 -m dexrl bench grasp --envs "$envs" --batches 2 --device cuda:0 --json "$out/bench_grasp.json" 2>&1 | grep -v Warning | tail -20 | tee "$out/bench_grasp.log"
+# the same attempts streamed (an env starts its next attempt once its last is judged; docs/executor_speed.md)
+python3 -m dexrl bench grasp --envs "$envs" --batches 2 --stream --device cuda:0 --json "$out/bench_grasp_stream.json" 2>&1 | grep -v Warning | tail -20 | tee "$out/bench_grasp_stream.log"
