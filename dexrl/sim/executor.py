@@ -143,11 +143,12 @@ class _AttemptState:
             fresh=zeros(dtype=torch.bool),
         )
 
-    def begin(self, ids, local: GraspPoses, valid, yaw, set_position, target) -> None:
-        """Reset the rows of ``ids`` for a new attempt towards the env-local poses ``local``."""
+    def begin(self, ids, local: GraspPoses, valid, yaw, set_position) -> None:
+        """Reset the rows of ``ids`` for a new attempt towards the env-local poses ``local`` (the drive targets
+        are set by the teleport that places the fingers)."""
         for name, value in (("position", local.position), ("yaw", local.yaw), ("width", local.width)):
             getattr(self.commanded, name)[ids] = value
-        self.valid[ids], self.yaw[ids], self.set_position[ids], self.target[ids] = valid, yaw, set_position, target
+        self.valid[ids], self.yaw[ids], self.set_position[ids] = valid, yaw, set_position
         self.phase[ids] = torch.where(valid, int(Phase.DESCEND), int(Phase.DONE))
         self.outcome[ids] = torch.where(valid, -1, int(Outcome.INVALID))
         for tensor in (self.phase_time, self.elapsed, self.lift_z, self.reached_yaw, self.reached_position):
@@ -156,11 +157,10 @@ class _AttemptState:
         self.had_object[ids] = self.finished_hold[ids] = False
         self.in_flight[ids] = self.fresh[ids] = True
 
-    def end(self, ids, home: torch.Tensor) -> None:
-        """The attempts of ``ids`` are concluded: their fingers wait at home."""
+    def end(self, ids) -> None:
+        """The attempts of ``ids`` are concluded (their fingers were sent home)."""
         self.in_flight[ids] = self.valid[ids] = False
         self.phase[ids] = int(Phase.DONE)
-        self.target[ids] = home
 
 
 class GraspExecutor:
@@ -254,7 +254,7 @@ class GraspExecutor:
         target[:, : mount.num_arm_joints] = torch.where(valid.unsqueeze(-1), arm, home[:, : mount.num_arm_joints])
         target[:, fingers] = self.gripper.max_opening / 2
         self._teleport(target, ids)
-        state.begin(ids, local, valid, yaw, torch.where(valid.unsqueeze(-1), start, mount.tcp_pose(home)[0]), target)
+        state.begin(ids, local, valid, yaw, torch.where(valid.unsqueeze(-1), start, mount.tcp_pose(home)[0]))
         state.object_start[ids] = world.object_positions()[ids]
         state.placed[ids] = world.round.placed[ids]
         state.previous_q[ids] = self.robot.data.joint_pos.torch[ids, fingers]
@@ -356,7 +356,7 @@ class GraspExecutor:
         outcome = torch.where(outcome < 0, torch.full_like(outcome, Outcome.TIMEOUT), outcome)
         grasped = torch.where(outcome == Outcome.SUCCESS, grasped, -1)
         self._teleport(self.home[ids], ids)  # also makes the gripper state finite again where a fault spoiled it
-        s.end(ids, self.home[ids])
+        s.end(ids)
         faulty = self._faults(ids)
         outcome = torch.where(faulty, torch.full_like(outcome, Outcome.FAULT), outcome)
         grasped = torch.where(faulty, -1, grasped)

@@ -128,11 +128,12 @@ class GraspRunner:
         """Render all bins and plan the best grasp per env of ``env_ids`` (all by default); the view holds
         the listed envs' rows, in that order."""
         world = self.world
-        ids = torch.arange(world.num_envs, device=world.device) if env_ids is None else env_ids.to(world.device)
+        ids = None if env_ids is None else env_ids.to(world.device)
+        rows = slice(None) if ids is None else ids  # all envs: no copy of the images
         intrinsics = world.settings.camera.intrinsics
 
         def look() -> tuple[torch.Tensor, torch.Tensor]:
-            depth = world.render_depth()[ids]
+            depth = world.render_depth()[rows]
             return depth, world.bin_mask(depth, ids)
 
         depth, mask = look()
@@ -143,7 +144,7 @@ class GraspRunner:
             world.new_round(ids)
             depth, mask = look()
             plan = self.planner.plan(depth, intrinsics, mask, k=1)
-        poses = image_to_world(plan.best.to(world.device), intrinsics, world.extrinsics[ids])
+        poses = image_to_world(plan.best.to(world.device), intrinsics, world.extrinsics[rows])
         return View(depth, mask, plan, poses)
 
     def execute(self, poses: GraspPoses, render_after_lift: bool = False) -> AttemptResult:

@@ -117,13 +117,15 @@ def synthesize(
         columns = {"crops": [], "depths": [], "angles": [], "labels": []}
         shard_tallies = OutcomeTally()
 
-        def propose(env_ids: torch.Tensor) -> tuple[GraspPoses, dict[str, torch.Tensor]]:
-            """One candidate per listed env, drawn on a fresh render, with what its example records."""
-            depth = world.render_depth()[env_ids]
+        def propose(env_ids: torch.Tensor | None) -> tuple[GraspPoses, dict[str, torch.Tensor]]:
+            """One candidate per listed env (all envs for None), drawn on a fresh render, with what its example
+            records."""
+            rows = slice(None) if env_ids is None else env_ids  # all envs: no copy of the images
+            depth = world.render_depth()[rows]
             grasps, source = sampler.sample(depth, world.bin_mask(depth, env_ids))
             crops = extract_crops(inpaint(depth), grasps.center.unsqueeze(1))[:, 0]
-            record = {"crops": crops, "depths": grasps.depth, "angles": grasps.angle, "source": source.to(depth.device)}
-            return image_to_world(grasps, intrinsics, world.extrinsics[env_ids]), record
+            record = {"crops": crops, "depths": grasps.depth, "angles": grasps.angle, "source": source}
+            return image_to_world(grasps, intrinsics, world.extrinsics[rows]), record
 
         def label(outcome: torch.Tensor, record: dict[str, torch.Tensor]) -> None:
             for name in ("crops", "depths", "angles"):
@@ -140,9 +142,8 @@ def synthesize(
             for _, result, record in runner.stream(per_shard * n, propose=propose):
                 label(result.outcome, record)
         else:
-            all_envs = torch.arange(n, device=world.device)
             for _ in range(per_shard):
-                poses, record = propose(all_envs)
+                poses, record = propose(None)
                 label(runner.executor.execute(poses).outcome, record)
         arrays = {name: torch.cat(values).numpy() for name, values in columns.items()}
         write_shard(
