@@ -4,6 +4,7 @@
 # the seen set once, then time the compiled fast path (rescoring 4 and 16 pairs per image) against the float32
 # reference with the shipped weights. JSON and logs go to $OUT (default out/device).
 #   scripts/device_planner_heaps.sh STAGE_DIR [COUNT] [DEVICE]      (defaults: 1024 heaps, cuda:0)
+# $RESCORE (default "4 16") and $BATCHES (default "64 1024") choose the runs; logs are written as they come.
 # Rehearse on a CPU at toy size: SKIP_INSTALL=1 scripts/device_planner_heaps.sh - 2 cpu
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,17 +15,20 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
   export PYTHONPATH="${SITE:-$HOME/site}:$PWD" WARP_CACHE_PATH=${WARP_CACHE_PATH:-$HOME/warpcache}
 fi
 python=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1  # logs reach $OUT as they come, also from a run cut short
 heaps=${HEAPS_DIR:-$HOME/heaps}
-quiet() { grep --line-buffered -v -i "warn\|took:\|replace_newton\|autotune\|triton_\|bias_addmm\|strides:\|dtypes:\|num_choices"; }
+quiet() {  # drops warnings, timers and max-autotune's per-kernel benchmark lines
+  grep --line-buffered -v -i "warn\|took:\|replace_newton\|autotune\|triton_\|bias_addmm\|strides:\|dtypes:\|num_choices" \
+    | grep --line-buffered -v -E "^ +[a-z_0-9]+ [0-9.]+ ms [0-9.]+%"
+}
 if [ ! -f "$heaps/heaps.npz" ]; then
   "$python" -m dexrl scene --envs "$count" --seed 11 --objects seen --device "$device" --out "$heaps" --npz 2>&1 \
-    | quiet | tail -5 | tee "$out/heaps.log"
+    | quiet | tee "$out/heaps.log"
 fi
-batches="64 1024"; [ "$device" = cpu ] && batches=1
-for rescore in 4 16; do
+batches=${BATCHES:-64 1024}; [ "$device" = cpu ] && batches=${BATCHES:-1}
+for rescore in ${RESCORE:-4 16}; do
   "$python" -m dexrl bench planner --device "$device" --depth-npz "$heaps/heaps.npz" \
     --weights assets/weights/fcgqcnn_dexrl.safetensors --modes fast-compiled --rescore-top "$rescore" \
-    --batch $batches --iters 3 --json "$out/planner_heaps_rescore$rescore.json" 2>&1 | quiet | tail -8 \
-    | tee "$out/planner_heaps_rescore$rescore.log"
+    --batch $batches --iters 3 --json "$out/planner_heaps_rescore$rescore.json" 2>&1 | quiet | tee "$out/planner_heaps_rescore$rescore.log"
 done
 exit 0
