@@ -134,3 +134,30 @@ def test_rendered_heaps_file_is_what_the_planner_benchmark_reads(tmp_path):
     depth, masks, cameras = bench.load_npz_images(str(path))
     assert torch.equal(depth, torch.cat([d for d, _ in rounds])) and torch.equal(masks, torch.cat([m for _, m in rounds]))
     assert cameras == [camera] * 4
+
+
+def test_planner_benchmark_times_each_batch_and_checks_agreement(tmp_path, capsys):
+    from dexrl.grasp import CameraIntrinsics
+    from dexrl.sim.scene_io import write_heaps_npz
+
+    depth, masks = bench.bin_images(2, seed=3)
+    rows, cols = slice(113, 273), slice(158, 358)  # a 160 x 200 piece of the bin, so the run takes seconds
+    camera = CameraIntrinsics(fx=552.5, fy=552.5, cx=99.5, cy=79.5, width=200, height=160)
+    path = write_heaps_npz(tmp_path / "heaps.npz", [(depth[:, rows, cols], masks[:, rows, cols])], camera)
+    parser = argparse.ArgumentParser()
+    bench.configure(parser)
+    args = parser.parse_args(
+        ["--depth-npz", str(path), "--modes", "reference", "fast", "--batch", "1", "2", "--iters", "1",
+         "--json", str(tmp_path / "bench.json")]
+    )
+    assert bench.run(args) == 0
+    record = json.loads((tmp_path / "bench.json").read_text())
+    assert record["images"] == 2 and record["image_size"] == [160, 200]
+    assert [(r["mode"], r["batch"]) for r in record["rows"]] == [
+        ("reference", 1), ("reference", 2), ("fast", 1), ("fast", 2)
+    ]
+    assert all(r["images_per_s"] > 0 and r["network_ms_per_image"] > 0 for r in record["rows"])
+    fast = record["rows"][-1]
+    assert fast["top1_same"] == 1.0 and fast["max_abs_dq"] < 1e-3
+    printed = capsys.readouterr().out
+    assert "fast at batch 2:" in printed and "batch 1, >= 99% top-1 agreement" in printed
