@@ -28,6 +28,7 @@ def test_synth_writes_labelled_shards_and_resumes(runner, tmp_path):
     shards = read_manifest(tmp_path)
     assert [s.file for s in shards] == ["shard_00000.npz", "shard_00001.npz"] and stats.shards_written == 2
     assert stats.grasps == 4 == sum(stats.outcomes.values())
+    assert len(stats.shard_seconds) == 2 and 0 < sum(stats.shard_seconds) <= stats.seconds
     for shard in shards:
         data = np.load(tmp_path / shard.file)
         assert data["crops"].shape == (2, 96, 96) and data["crops"].dtype == np.float32

@@ -14,6 +14,7 @@ their shards in their own manifests, which rank 0 merges into ``manifest.json`` 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,10 @@ class SynthStats:
     seconds: float = 0.0
     shards_written: int = 0
     shards_kept: int = 0
+    shard_seconds: list[float] = field(default_factory=list)
+    """Wall time of each shard written [s], in order (rank 0's shards with several ranks): from drawing its
+    heaps to writing its file. A run's first shard also pays one-time costs (kernel compilation, graph
+    capture), so the later shards give the steady rate."""
 
     @property
     def grasps_per_hour(self) -> float:
@@ -100,7 +105,7 @@ def synthesize(
     done = {info.file for info in listed_shards(config.out)}
     mine = [shard for shard in rank.share(shard_count) if _shard_name(shard) not in done]
     shards_kept = len(rank.share(shard_count)) - len(mine)
-    shards_written = 0
+    shards_written, shard_seconds = 0, []
     tallies = {name: OutcomeTally() for name in SOURCES}
     intrinsics = world.settings.camera.intrinsics
     bar = tqdm(total=len(mine) * per_shard * n, desc="synth grasps", unit="grasp", disable=not (config.progress and rank.is_main))
@@ -109,6 +114,7 @@ def synthesize(
         if budget.next_unit_overruns(shards_written):
             print(f"[synth] rank {rank.rank}: time budget: stopping after {shards_written} new shards ({budget.elapsed:.0f} s)")
             break
+        shard_started = time.perf_counter()
         shard_seed = config.seed * 100_003 + shard
         world.generator.manual_seed(shard_seed)
         sampler.generator.manual_seed(shard_seed)
@@ -158,7 +164,14 @@ def synthesize(
             **(meta or {}),
         )
         shards_written += 1
+        shard_seconds.append(time.perf_counter() - shard_started)
         bar.set_postfix(success=f"{100 * _success_rate(tallies):.1f}%")
+        if rank.is_main:
+            grasps = len(arrays["labels"])
+            bar.write(
+                f"[synth] {_shard_name(shard)}: {grasps} grasps in {shard_seconds[-1]:.1f} s "
+                f"({3600 * grasps / shard_seconds[-1]:,.0f} per hour)"
+            )
     bar.close()
     seconds = max(all_gather_objects(budget.elapsed))
     by_source = all_reduce_sum(torch.stack([tallies[name].counts for name in SOURCES]))  # (sources, outcomes)
@@ -174,6 +187,7 @@ def synthesize(
         seconds=seconds,
         shards_written=written,
         shards_kept=kept,
+        shard_seconds=all_gather_objects(shard_seconds)[0],
     )
     barrier()  # every rank's manifest is complete
     if rank.is_main:
