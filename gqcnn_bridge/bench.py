@@ -1,12 +1,17 @@
 """``dexrl bench bridge``: what the websocket bridge adds to a plan call, next to a seed-style HTTP service.
 
-Both services run in one child process and serve the same planner; this process is the client. Overhead is
-the client's round trip minus the planner call the server timed and reported, so it covers encoding,
-transfer, decoding, queueing and the thread hand-offs, but not inference. The bridge is measured twice:
-with the arrays in the websocket messages (the path every client has), and through the same-host
-shared-memory regions (``shared_memory=True``: the client copies the images into its region and sends the
-header alone). The baseline, built here for comparison only, is what a first prototype typically does: HTTP
-POST of JSON with base64 depth, hex-encoded arrays back.
+The services run in one child process (the bridge and the baseline serve the same planner); this process is
+the client. Overhead is the client's round trip minus the planner call the server timed and reported, so it
+covers encoding, transfer, decoding, queueing and the thread hand-offs, but not inference. The bridge is
+measured twice: with the arrays in the websocket messages (the path every client has), and through the
+same-host shared-memory regions (``shared_memory=True``: the client copies the images into its region and
+sends the header alone). The baseline, built here for comparison only, is what a first prototype typically
+does: HTTP POST of JSON with base64 depth, hex-encoded arrays back.
+
+Next to them the bench measures a floor: a bare ``websockets`` echo, with the same synchronous client, whose
+server waits as long as the planner took before it answers. Waiting threads fall idle and take time to wake,
+so this is what any websocket round trip costs on the machine at that inference time (on a 2-core VM, about
+1.1 ms after 27 ms, against 0.2 ms without the wait).
 
 Top-level imports stay light: ``dexrl bench`` imports every target's module to build its help.
 """
@@ -111,8 +116,46 @@ def _start_baseline(planner):
     return server
 
 
+def _start_waiting_echo():
+    """A bare ``websockets`` server (no DexRL code) that answers each message with its first 8 bytes after
+    waiting as many seconds as they say (little-endian float64): what any websocket round trip costs on this
+    machine when the server is busy for as long as the planner was. Returns its port and a stop function."""
+    import asyncio  # noqa: PLC0415
+    import struct  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from websockets.asyncio.server import serve  # noqa: PLC0415
+
+    async def wait_and_echo(connection) -> None:
+        async for message in connection:
+            await asyncio.sleep(struct.unpack_from("<d", message)[0])
+            await connection.send(message[:8])
+
+    started, stop, port = threading.Event(), None, []
+
+    async def main() -> None:
+        nonlocal stop
+        stop = asyncio.get_running_loop().create_future()
+        async with serve(wait_and_echo, "127.0.0.1", 0, compression=None) as server:
+            port.append(server.sockets[0].getsockname()[1])
+            started.set()
+            await stop
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    started.wait()
+
+    def shutdown() -> None:
+        loop.call_soon_threadsafe(stop.set_result, None)
+        thread.join(timeout=10)
+
+    return port[0], shutdown
+
+
 def _host_services(pipe, planner_name: str, weights: str | None, device: str | None) -> None:
-    """Child process: serve one planner through the bridge and the baseline until told to stop."""
+    """Child process: serve one planner through the bridge and the baseline, and the waiting echo, until
+    told to stop."""
     import torch  # noqa: PLC0415
 
     from .allocator import keep_freed_memory  # noqa: PLC0415
@@ -124,8 +167,10 @@ def _host_services(pipe, planner_name: str, weights: str | None, device: str | N
     backend = load_backend(planner_name, weights=weights, device=device)
     bridge = ServerThread(backend, ServerConfig(port=0)).start()
     baseline = _start_baseline(backend.planner)
-    pipe.send((bridge.url, baseline.server_address[1], backend.model_id, backend.device))
+    echo_port, stop_echo = _start_waiting_echo()
+    pipe.send((bridge.url, baseline.server_address[1], echo_port, backend.model_id, backend.device))
     pipe.recv()
+    stop_echo()
     baseline.shutdown()
     bridge.stop()
 
@@ -133,7 +178,10 @@ def _host_services(pipe, planner_name: str, weights: str | None, device: str | N
 # --- measuring --------------------------------------------------------------------------------------------
 
 
-def _bridge_overheads(url: str, depth, iterations: int, shared_memory: bool) -> list[float]:
+def _bridge_overheads(
+    url: str, depth, iterations: int, shared_memory: bool
+) -> tuple[list[float], list[float]]:
+    """Overheads and the server-timed inference of ``iterations`` plan calls [s]."""
     import torch  # noqa: PLC0415
 
     from dexrl.grasp import PHOXI_S  # noqa: PLC0415
@@ -141,17 +189,38 @@ def _bridge_overheads(url: str, depth, iterations: int, shared_memory: bool) -> 
     from .client import RemotePlanner  # noqa: PLC0415
 
     images = torch.from_numpy(depth)
-    overheads = []
+    overheads, inferences = [], []
     with RemotePlanner(url, timeout_s=600, shared_memory=shared_memory) as planner:
         for _ in range(_WARMUP + iterations):
             timings = planner.plan(images, PHOXI_S).timings
             overheads.append(timings["round_trip"] - timings["inference"])
+            inferences.append(timings["inference"])
         if planner.uses_shared_memory != shared_memory:  # never report one path's figures as the other's
             raise RuntimeError(f"asked for shared_memory={shared_memory}, the client used the other path")
+    return overheads[_WARMUP:], inferences[_WARMUP:]
+
+
+def _echo_overheads(port: int, wait_s: float, iterations: int) -> list[float]:
+    """Round trips minus ``wait_s`` [s] of a 1 KiB message (a plan request's header) through the waiting echo,
+    with the same synchronous websockets client the bridge's ``RemotePlanner`` uses."""
+    import struct  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from websockets.sync.client import connect  # noqa: PLC0415
+
+    message = struct.pack("<d", wait_s) + bytes(1016)
+    overheads = []
+    with connect(f"ws://127.0.0.1:{port}", compression=None) as connection:
+        for _ in range(_WARMUP + iterations):
+            started = time.perf_counter()
+            connection.send(message)
+            connection.recv()
+            overheads.append(time.perf_counter() - started - wait_s)
     return overheads[_WARMUP:]
 
 
-def _baseline_overheads(port: int, depth, iterations: int) -> list[float]:
+def _baseline_overheads(port: int, depth, iterations: int) -> tuple[list[float], list[float]]:
+    """Overheads and the server-timed inference of ``iterations`` requests to the seed-style service [s]."""
     import base64  # noqa: PLC0415
     import http.client  # noqa: PLC0415
     import json  # noqa: PLC0415
@@ -162,7 +231,7 @@ def _baseline_overheads(port: int, depth, iterations: int) -> list[float]:
     from dexrl.grasp import PHOXI_S  # noqa: PLC0415
 
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    overheads = []
+    overheads, inferences = [], []
     for _ in range(_WARMUP + iterations):
         started = time.perf_counter()
         body = {
@@ -181,8 +250,9 @@ def _baseline_overheads(port: int, depth, iterations: int) -> list[float]:
         }
         assert arrays["q"].shape == (depth.shape[0], 1)
         overheads.append(time.perf_counter() - started - reply["inference_s"])
+        inferences.append(reply["inference_s"])
     connection.close()
-    return overheads[_WARMUP:]
+    return overheads[_WARMUP:], inferences[_WARMUP:]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -201,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
         target=_host_services, args=(child_pipe, args.planner, args.weights, args.device), daemon=True
     )
     host.start()
-    url, baseline_port, model_id, device = pipe.recv()
+    url, baseline_port, echo_port, model_id, device = pipe.recv()
     rows = []
     try:
         for label, batch, iterations in (
@@ -209,16 +279,21 @@ def run(args: argparse.Namespace) -> int:
             (f"{args.batch} images", args.batch, args.batch_iterations),
         ):
             depth = _bin_images(batch, args.seed)
-            overheads = []
+            overheads, inferences = [], {}
             for service, measure in (
                 ("websocket bytes", functools.partial(_bridge_overheads, url, shared_memory=False)),
                 ("shared memory", functools.partial(_bridge_overheads, url, shared_memory=True)),
                 ("baseline", functools.partial(_baseline_overheads, baseline_port)),
             ):
-                overheads.append(measure(depth, iterations))
+                measured, inferences[service] = measure(depth, iterations)
+                overheads.append(measured)
                 p50 = np.percentile(1e3 * np.array(overheads[-1]), 50)
                 print(f"[bench bridge] {label}, {service}: {iterations} requests, p50 {p50:.3f} ms", flush=True)
             rows.append((label, iterations, *(np.percentile(1e3 * np.array(o), [50, 99]) for o in overheads)))
+            if batch == 1:
+                wait_s = float(np.median(inferences["shared memory"]))
+                echoes = _echo_overheads(echo_port, wait_s, iterations)
+                floor = np.percentile(1e3 * np.array(echoes), [50, 99])
     finally:
         pipe.send("stop")
         host.join(timeout=30)
@@ -249,6 +324,11 @@ def run(args: argparse.Namespace) -> int:
         )
         ratios = (f"{base50 / ws50:.1f}x", f"{base50 / shm50:.1f}x")
         print(f"{label:<11}{iterations:>5}" + "".join(f"{figure:>13}" for figure in (*figures, *ratios)))
+    print(
+        f"floor: a bare websockets echo (no DexRL code) of 1 KiB that waits {1e3 * wait_s:.1f} ms "
+        f"(the median inference above) before it answers: p50 {floor[0]:.3f} ms, p99 {floor[1]:.3f} ms "
+        "over the wait"
+    )
     met = _targets_met(rows)
     for path, verdicts in met.items():
         print(
@@ -257,7 +337,8 @@ def run(args: argparse.Namespace) -> int:
             f"{rows[1][0]} >= {TARGET_SPEEDUP:.0f}x: {'met' if verdicts['batch'] else 'NOT met'}"
         )
     if args.json:
-        _write_json(args.json, rows, met, model_id, device)
+        floor_ms = {"wait_ms": 1e3 * wait_s, "p50": floor[0], "p99": floor[1]}
+        _write_json(args.json, rows, met, model_id, device, floor_ms)
     return 0
 
 
@@ -274,7 +355,9 @@ def _targets_met(rows: list) -> dict[str, dict[str, bool]]:
     return met
 
 
-def _write_json(path: str, rows: list, met: dict, model_id: str, device: str) -> None:
+def _write_json(
+    path: str, rows: list, met: dict, model_id: str, device: str, floor: dict[str, float]
+) -> None:
     """The figures of one run [ms], the command that produced them, and the machine."""
     import json
     import os
@@ -315,5 +398,6 @@ def _write_json(path: str, rows: list, met: dict, model_id: str, device: str) ->
             "met": {path.replace(" ", "_"): verdicts for path, verdicts in met.items()},
         },
         "cases": cases,
+        "floor_bare_websocket_echo_ms": {name: round(float(value), 3) for name, value in floor.items()},
     }
     Path(path).write_text(json.dumps(report, indent=2) + "\n")

@@ -834,3 +834,15 @@ def test_bad_shared_memory_requests_get_typed_errors_and_the_server_keeps_servin
         segment.close()
         segment.unlink()
     assert planner.calls == [1]  # only the good request reached the planner
+
+
+def test_the_benchmark_floor_echo_answers_only_after_the_wait():
+    from gqcnn_bridge.bench import _echo_overheads, _start_waiting_echo
+
+    port, stop = _start_waiting_echo()
+    try:
+        beyond_wait = _echo_overheads(port, wait_s=0.02, iterations=3)
+        beyond_no_wait = _echo_overheads(port, wait_s=0.0, iterations=3)
+    finally:
+        stop()
+    assert len(beyond_wait) == 3 and all(0 <= extra < 0.5 for extra in beyond_wait + beyond_no_wait)
