@@ -10,8 +10,8 @@ does: HTTP POST of JSON with base64 depth, hex-encoded arrays back.
 
 Next to them the bench measures a floor: a bare ``websockets`` echo, with the same synchronous client, whose
 server waits as long as the planner took before it answers. Waiting threads fall idle and take time to wake,
-so this is what any websocket round trip costs on the machine at that inference time (on a 2-core VM, about
-1.1 ms after 27 ms, against 0.2 ms without the wait).
+so this is what any websocket round trip costs on the machine at that inference time (on a 2-core VM,
+1.0-1.5 ms after about 25 ms, against 0.2 ms without the wait).
 
 Top-level imports stay light: ``dexrl bench`` imports every target's module to build its help.
 """
@@ -149,6 +149,8 @@ def _start_waiting_echo():
     def shutdown() -> None:
         loop.call_soon_threadsafe(stop.set_result, None)
         thread.join(timeout=10)
+        if not thread.is_alive():
+            loop.close()
 
     return port[0], shutdown
 
