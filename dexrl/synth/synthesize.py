@@ -74,8 +74,7 @@ class SynthStats:
     shards_written: int = 0
     shards_kept: int = 0
     shard_seconds: list[float] = field(default_factory=list)
-    """Wall time of each shard written [s], in order (rank 0's shards with several ranks): from drawing its
-    heaps to writing its file. A run's first shard also pays one-time costs (kernel compilation, graph
+    """Wall time of each shard this rank wrote [s], in order: from drawing its heaps to writing its file. A run's first shard also pays one-time costs (kernel compilation, graph
     capture), so the later shards give the steady rate."""
 
     @property
@@ -187,7 +186,7 @@ def synthesize(
         seconds=seconds,
         shards_written=written,
         shards_kept=kept,
-        shard_seconds=all_gather_objects(shard_seconds)[0],
+        shard_seconds=shard_seconds,
     )
     barrier()  # every rank's manifest is complete
     if rank.is_main:
