@@ -89,3 +89,6 @@ def test_toy_sizes_are_defaults_that_given_options_override(tmp_path):
     full = pipeline.stage_commands(parser.parse_args(["--out", str(tmp_path)]))
     assert [command[command.index("--objects") + 1] for command in full["eval"]] == ["seen", "novel"]
     assert full["train"][0][full["train"][0].index("--epochs") + 1] == "30"
+    assert "--stream" not in full["synth"][0] and "--attempts-per-env" not in full["synth"][0]
+    (streamed,) = pipeline.stage_commands(parser.parse_args(["--out", str(tmp_path), "--attempts-per-env", "16", "--stream"]))["synth"]
+    assert streamed[streamed.index("--attempts-per-env") + 1] == "16" and "--stream" in streamed

@@ -1,5 +1,7 @@
 """``dexrl synth`` at toy size with the real kit-less engine: shards, labels, statistics and resume."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from dexrl.grasp.baseline import HighestObjectPlanner
 from dexrl.sim.grasp_runner import GraspRunner
 from dexrl.sim.scene_cfg import SceneSettingsCfg
 from dexrl.synth.candidates import CandidateMix, CandidateSampler
-from dexrl.synth.synthesize import SynthConfig, synthesize
+from dexrl.synth.synthesize import BlockLayoutError, BlockPlan, SynthConfig, split_by_env, synthesize
 
 pytestmark = pytest.mark.sim
 
@@ -28,7 +30,7 @@ def test_synth_writes_labelled_shards_and_resumes(runner, tmp_path):
     shards = read_manifest(tmp_path)
     assert [s.file for s in shards] == ["shard_00000.npz", "shard_00001.npz"] and stats.shards_written == 2
     assert stats.grasps == 4 == sum(stats.outcomes.values())
-    assert len(stats.shard_seconds) == 2 and 0 < sum(stats.shard_seconds) <= stats.seconds
+    assert len(stats.block_seconds) == 2 and 0 < sum(stats.block_seconds) <= stats.seconds
     for shard in shards:
         data = np.load(tmp_path / shard.file)
         assert data["crops"].shape == (2, 96, 96) and data["crops"].dtype == np.float32
@@ -54,12 +56,39 @@ def test_a_stream_judges_each_attempt_once_and_leaves_the_runner_ready_for_lock_
     assert len(batch.result.outcome) == 2 and runner.tally.attempts == before + 7
 
 
-def test_streamed_synthesis_writes_the_same_kind_of_shard(runner, tmp_path):
+def test_a_streamed_block_is_split_by_env_into_shards_and_resumes_only_with_the_same_blocks(runner, tmp_path):
     sampler = CandidateSampler(CandidateMix(), runner.world.settings.camera.intrinsics, generator=torch.Generator().manual_seed(0))
-    stats = synthesize(runner, sampler, SynthConfig(out=tmp_path, grasps=4, shard_size=4, seed=2, progress=False, stream=True))
-    (shard,) = read_manifest(tmp_path)
-    data = np.load(tmp_path / shard.file)
-    assert stats.grasps == 4 == sum(stats.outcomes.values()) == len(data["labels"])
-    assert data["crops"].shape == (4, 96, 96) and (data["depths"] > 0.3).all()
-    assert shard.positives == int(data["labels"].sum()) == stats.outcomes["success"]
+    config = SynthConfig(out=tmp_path, grasps=4, shard_size=2, attempts_per_env=2, seed=2, progress=False, stream=True)
+    stats = synthesize(runner, sampler, config)
+    shards = read_manifest(tmp_path)
+    assert [shard.file for shard in shards] == ["shard_00000.npz", "shard_00001.npz"] and len(stats.block_seconds) == 1
+    assert [shard.meta["env_range"] for shard in shards] == [[0, 1], [1, 2]]
+    assert {shard.meta["seed"] for shard in shards} == {2 * 100_003}
+    assert stats.grasps == 4 == sum(stats.outcomes.values()) == sum(shard.count for shard in shards)
+    for shard in shards:
+        data = np.load(tmp_path / shard.file)
+        assert shard.count == 2 == len(data["labels"]) and data["crops"].shape == (2, 96, 96) and (data["depths"] > 0.3).all()
+        assert shard.positives == int(data["labels"].sum()) == shard.meta["outcomes"]["success"]
     assert sum(sum(counts.values()) for counts in stats.by_source.values()) == 4
+    with pytest.raises(BlockLayoutError, match="1 in 1"):
+        synthesize(runner, sampler, SynthConfig(out=tmp_path, grasps=4, shard_size=2, seed=2, progress=False))
+
+
+def test_split_by_env_keeps_each_env_range_in_its_judging_order():
+    envs = torch.tensor([3, 0, 1, 3, 2, 0])
+    examples = {"envs": envs, "labels": torch.arange(6)}
+    first, second = split_by_env(examples, BlockPlan(envs=4, attempts_per_env=2, shards_per_block=2, blocks=1).env_groups())
+    assert first["envs"].tolist() == [0, 1, 0] and first["labels"].tolist() == [1, 2, 5]
+    assert second["envs"].tolist() == [3, 3, 2] and second["labels"].tolist() == [0, 3, 4]
+
+
+def test_block_plan_cuts_blocks_into_shards_of_whole_envs():
+    plan = BlockPlan.of(SynthConfig(out=Path("unused"), grasps=200_000, shard_size=8192, attempts_per_env=24), envs=4096)
+    assert (plan.grasps_per_block, plan.shards_per_block, plan.blocks) == (98304, 12, 3)
+    groups = plan.env_groups()
+    assert groups[0][0] == 0 and groups[-1][1] == 4096 and all(a[1] == b[0] for a, b in zip(groups, groups[1:]))
+    assert {end - first for first, end in groups} == {341, 342} and list(plan.shards(1)) == list(range(12, 24))
+    one = BlockPlan.of(SynthConfig(out=Path("unused"), grasps=4, shard_size=2), envs=2)  # the default: a shard per block
+    assert (one.attempts_per_env, one.shards_per_block, one.blocks) == (1, 1, 2)
+    with pytest.raises(BlockLayoutError):
+        BlockPlan.of(SynthConfig(out=Path("unused"), attempts_per_env=0), envs=2)

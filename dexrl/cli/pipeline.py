@@ -51,6 +51,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     for name, (kind, default, text) in SIZES.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=f"{text} (default {default}; --toy: {TOY[name]})")
     parser.add_argument("--mix", default="uniform=0.5,edge=0.5", help="candidate sources (see dexrl synth)")
+    parser.add_argument("--attempts-per-env", type=int, default=None, help="synthesis blocks (see dexrl synth)")
+    parser.add_argument("--stream", action="store_true", help="stream the synthesis attempts (see dexrl synth)")
     parser.add_argument("--synth-seconds", type=float, default=None, help="time budget of synthesis")
     parser.add_argument("--train-seconds", type=float, default=None, help="time budget of training")
     parser.add_argument("--stages", default="synth,train,eval", help="stages to run (default synth,train,eval)")
@@ -66,7 +68,9 @@ def stage_commands(args: argparse.Namespace) -> dict[str, list[list[str]]]:
     overrides = (TOY_SCENE if args.toy else []) + list(args.overrides)
     data, train, weights = args.out / "data", args.out / "train", args.out / "train" / "best.safetensors"
     synth = ["synth", *scene, "--objects", sizes["objects"], "--grasps", str(sizes["grasps"]), "--shard-size", str(sizes["shard_size"]),
-             "--mix", args.mix, "--out", str(data), *_budget(args.synth_seconds), *overrides]
+             "--mix", args.mix, "--out", str(data), *_budget(args.synth_seconds),
+             *(["--attempts-per-env", str(args.attempts_per_env)] if args.attempts_per_env else []),
+             *(["--stream"] if args.stream else []), *overrides]
     training = ["train-gqcnn", str(data), "--out", str(train), "--seed", str(args.seed), "--resume",
                 "--epochs", str(sizes["epochs"]), "--batch-size", str(sizes["batch_size"]), "--lr", str(sizes["lr"]),
                 "--val-fraction", str(sizes["val_fraction"]),

@@ -2,11 +2,13 @@
 
 Renders the randomized bins, samples candidate grasps (``--mix uniform=..,edge=..,policy=..``; the policy
 source needs ``--policy-weights``), executes them in parallel envs and records crop, depth, angle and
-success per attempt. Resumable: run the same command again and it continues after the last finished shard.
+success per attempt. Work comes in blocks of ``--attempts-per-env`` attempts in every env, from fresh heaps,
+split by env into shards of about ``--shard-size`` grasps. Resumable: run the same command again and it
+continues after the last finished block.
 
 Under ``torchrun --nproc_per_node=N -m dexrl synth ...`` each rank owns one GPU (``cuda:LOCAL_RANK``, or the CPU
-with ``--device cpu``) and labels every N-th shard; the dataset is the same as one process's (shard i is seeded
-by ``--seed`` and i alone), and rank 0 writes the one manifest at the end.
+with ``--device cpu``) and runs every N-th block; the dataset is the same as one process's (block b is seeded
+by ``--seed`` and b alone), and rank 0 writes the one manifest at the end.
 """
 
 from __future__ import annotations
@@ -28,12 +30,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_scene_arguments(parser)
     parser.add_argument("--grasps", type=int, default=10_000, help="labelled grasps in total (default 10000)")
     parser.add_argument("--shard-size", type=int, default=8192, help="grasps per shard (default 8192)")
+    parser.add_argument(
+        "--attempts-per-env", type=int, default=None, metavar="K",
+        help="attempts each env makes per block, from fresh heaps; the block is split by env into shards of about "
+        "--shard-size grasps. A stream waits for its slowest env at the end of each block, so larger K wastes "
+        "less (default: --shard-size / --envs, one shard per block)",
+    )
     parser.add_argument("--mix", default="uniform=0.5,edge=0.5", help="candidate sources and weights (default uniform=0.5,edge=0.5)")
     parser.add_argument("--policy-weights", type=Path, default=None, help="FC-GQ-CNN weights of the policy source")
     parser.add_argument("--out", type=Path, default=Path("data/synth"), help="dataset folder (default data/synth)")
     parser.add_argument(
         "--time-budget", type=float, default=None, metavar="SECONDS",
-        help="start no shard that would end past this many seconds (run again to continue)",
+        help="start no block that would end past this many seconds (run again to continue)",
     )
     parser.add_argument(
         "--stream", action="store_true",
@@ -53,9 +61,14 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("dexrl synth: the policy source needs --policy-weights")
     from dexrl import distributed  # noqa: PLC0415
 
+    from dexrl.synth.synthesize import BlockLayoutError  # noqa: PLC0415
+
     with distributed.session(args.device) as (rank, device):
         args.device = device
-        stats = _synthesize(args, mix, rank)
+        try:
+            stats = _synthesize(args, mix, rank)
+        except BlockLayoutError as error:
+            raise SystemExit(f"dexrl synth: {error}") from None
     if rank.is_main:
         print(json.dumps(stats.as_dict(), indent=2))
         print(f"[synth] {stats.grasps} grasps in {stats.seconds:.1f} s ({stats.grasps_per_hour:,.0f} per hour) -> {args.out}")
@@ -80,8 +93,8 @@ def _synthesize(args: argparse.Namespace, mix: CandidateMix, rank: Rank) -> Synt
     runner = GraspRunner(settings, HighestObjectPlanner())
     sampler = CandidateSampler(mix, settings.camera.intrinsics, planner=policy, generator=torch.Generator().manual_seed(args.seed))
     config = SynthConfig(
-        out=args.out, grasps=args.grasps, shard_size=args.shard_size, seed=args.seed, time_budget_s=args.time_budget,
-        stream=args.stream,
+        out=args.out, grasps=args.grasps, shard_size=args.shard_size, attempts_per_env=args.attempts_per_env,
+        seed=args.seed, time_budget_s=args.time_budget, stream=args.stream,
     )
     meta = {"object_set": settings.objects.object_set, "mix": args.mix, "envs": settings.num_envs,
             "device": settings.device, "overrides": list(args.overrides), "stream": args.stream}

@@ -43,14 +43,15 @@ import torch
 from .grid import CROP_SIZE
 
 __all__ = [
-    "MANIFEST", "GraspBatch", "ShardInfo", "iterate_batches", "listed_shards", "merge_manifests", "rank_manifest",
+    "MANIFEST", "SHARD_FIELDS", "GraspBatch", "ShardInfo", "iterate_batches", "listed_shards", "merge_manifests", "rank_manifest",
     "read_manifest", "write_shard",
 ]
 
 MANIFEST = "manifest.json"
 _FORMAT = "dexrl-grasp-shards"
 _VERSION = 1
-_FIELDS = ("crops", "depths", "angles", "labels")
+SHARD_FIELDS = ("crops", "depths", "angles", "labels")
+"""The arrays of a shard, in the order :func:`write_shard` takes them."""
 _RANK_MANIFESTS = "manifest.rank*.json"
 
 
@@ -75,7 +76,7 @@ class GraspBatch:
     labels: torch.Tensor
 
     def to(self, device: torch.device | str) -> GraspBatch:
-        return GraspBatch(*(getattr(self, name).to(device) for name in _FIELDS))
+        return GraspBatch(*(getattr(self, name).to(device) for name in SHARD_FIELDS))
 
 
 def _write_atomically(path: Path, write) -> None:
@@ -184,7 +185,7 @@ def merge_manifests(root: str | Path) -> list[ShardInfo]:
 
 def _load_shard(root: Path, shard: ShardInfo) -> dict[str, np.ndarray]:
     with np.load(root / shard.file) as data:
-        arrays = {name: data[name] for name in _FIELDS}
+        arrays = {name: data[name] for name in SHARD_FIELDS}
     if len(arrays["labels"]) != shard.count:
         raise ValueError(
             f"{root / shard.file} holds {len(arrays['labels'])} examples, the manifest says {shard.count}"
@@ -206,7 +207,7 @@ def iterate_batches(
             permutation = rng.permutation(shards[index].count)
             arrays = {name: value[permutation] for name, value in arrays.items()}
         if pending is not None:
-            arrays = {name: np.concatenate((pending[name], arrays[name])) for name in _FIELDS}
+            arrays = {name: np.concatenate((pending[name], arrays[name])) for name in SHARD_FIELDS}
         full = len(arrays["labels"]) // batch_size * batch_size
         for start in range(0, full, batch_size):
             yield _to_batch({name: value[start : start + batch_size] for name, value in arrays.items()})

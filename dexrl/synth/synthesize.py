@@ -2,11 +2,16 @@
 
 Per batch: render every env's depth image, draw one candidate grasp per image (:mod:`.candidates`), execute
 all of them in parallel with the grasp executor, and record (96x96 depth crop around the grasp centre, grasp
-depth, jaw angle, success) per attempt. Examples go to NPZ shards (:mod:`dexrl.gqcnn.dataset`); each shard
-starts on fresh heaps from its own seed, so that shards are independent and held-out shards mean held-out
-heaps, and a run that stops can be resumed: finished shards are kept, the next one starts from its seed.
+depth, jaw angle, success) per attempt. Examples go to NPZ shards (:mod:`dexrl.gqcnn.dataset`).
 
-Under ``torchrun`` the shard is the unit of work: rank r of N labels shards r, r + N, r + 2N, ... and each shard's
+Work comes in blocks: a block starts every env on fresh heaps from the block's own seed, makes
+``attempts_per_env`` attempts in each (as one stream, or as that many lock-step batches), and splits its
+examples by env into shards of about ``shard_size`` grasps. An env's heaps never meet another env's, so shards
+are independent and held-out shards mean held-out heaps. A run that stops can be resumed: finished blocks are
+kept, the next one starts from its seed. Long blocks make streams pay: a stream ends when its slowest env has
+made its attempts, and the more attempts per env, the less of the block is spent waiting for that env.
+
+Under ``torchrun`` the block is the unit of work: rank r of N runs blocks r, r + N, r + 2N, ... and each block's
 content depends on its seed alone, so N ranks write exactly the shards that one process would write. Ranks list
 their shards in their own manifests, which rank 0 merges into ``manifest.json`` at the end.
 """
@@ -22,7 +27,7 @@ import torch
 
 from dexrl.budget import TimeBudget
 from dexrl.distributed import SINGLE_PROCESS, Rank, all_gather_objects, all_reduce_sum, barrier
-from dexrl.gqcnn.dataset import MANIFEST, listed_shards, merge_manifests, rank_manifest, write_shard
+from dexrl.gqcnn.dataset import SHARD_FIELDS, MANIFEST, listed_shards, merge_manifests, rank_manifest, write_shard
 from dexrl.gqcnn.preprocess import extract_crops, inpaint
 from dexrl.grasp import GraspPoses, image_to_world
 from dexrl.sim.executor import Outcome
@@ -30,7 +35,7 @@ from dexrl.sim.grasp_runner import GraspRunner, OutcomeTally
 
 from .candidates import CandidateSampler
 
-__all__ = ["SynthConfig", "SynthStats", "synthesize"]
+__all__ = ["BlockLayoutError", "BlockPlan", "SynthConfig", "SynthStats", "split_by_env", "synthesize"]
 
 SOURCES = ("uniform", "edge", "policy")
 
@@ -41,10 +46,13 @@ class SynthConfig:
 
     Attributes:
         out: dataset folder (manifest.json + shards).
-        grasps: labelled grasps in total (rounded up to whole batches of envs).
-        shard_size: grasps per shard (rounded up to whole batches).
-        seed: seeds each shard's heaps and candidates (shard i uses ``seed * 100_003 + i``, on any rank).
-        time_budget_s: stop before a shard that would end past this many seconds (estimated from the shards
+        grasps: labelled grasps in total (rounded up to whole blocks).
+        shard_size: grasps per shard: a block of N envs x ``attempts_per_env`` grasps is split by env into
+            round(N x ``attempts_per_env`` / ``shard_size``) shards (at least 1, at most N).
+        attempts_per_env: attempts each env makes per block; None: ``shard_size`` / N rounded up (one shard
+            per block).
+        seed: seeds each block's heaps and candidates (block b uses ``seed * 100_003 + b``, on any rank).
+        time_budget_s: stop before a block that would end past this many seconds (estimated from the blocks
             so far, per rank); None runs until ``grasps`` are labelled. A later run with the same settings
             continues, with any number of ranks.
         progress: show a progress bar.
@@ -56,6 +64,7 @@ class SynthConfig:
     out: Path
     grasps: int = 10_000
     shard_size: int = 8192
+    attempts_per_env: int | None = None
     seed: int = 0
     time_budget_s: float | None = None
     progress: bool = True
@@ -73,9 +82,10 @@ class SynthStats:
     seconds: float = 0.0
     shards_written: int = 0
     shards_kept: int = 0
-    shard_seconds: list[float] = field(default_factory=list)
-    """Wall time of each shard this rank wrote [s], in order: from drawing its heaps to writing its file. A run's first shard also pays one-time costs (kernel compilation, graph
-    capture), so the later shards give the steady rate."""
+    block_seconds: list[float] = field(default_factory=list)
+    """Wall time of each block this rank ran [s], in order: from drawing its heaps to writing its shards. A
+    run's first block also pays one-time costs (kernel compilation, graph capture), so the later blocks give
+    the steady rate."""
 
     @property
     def grasps_per_hour(self) -> float:
@@ -97,30 +107,29 @@ def synthesize(
 
     world = runner.world
     n = world.num_envs
-    per_shard = max(1, -(-config.shard_size // n))  # batches per shard
-    shard_count = max(1, -(-config.grasps // (per_shard * n)))
+    plan = BlockPlan.of(config, n)
     config.out.mkdir(parents=True, exist_ok=True)
     manifest = MANIFEST if rank.world_size == 1 else rank_manifest(rank.rank)
-    done = {info.file for info in listed_shards(config.out)}
-    mine = [shard for shard in rank.share(shard_count) if _shard_name(shard) not in done]
-    shards_kept = len(rank.share(shard_count)) - len(mine)
-    shards_written, shard_seconds = 0, []
+    done = _check_listed_blocks(config.out, plan)
+    share = rank.share(plan.blocks)
+    mine = [block for block in share if not all(_shard_name(s) in done for s in plan.shards(block))]
+    shards_kept = (len(share) - len(mine)) * plan.shards_per_block
+    shards_written, block_seconds = 0, []
     tallies = {name: OutcomeTally() for name in SOURCES}
     intrinsics = world.settings.camera.intrinsics
-    bar = tqdm(total=len(mine) * per_shard * n, desc="synth grasps", unit="grasp", disable=not (config.progress and rank.is_main))
+    bar = tqdm(total=len(mine) * plan.grasps_per_block, desc="synth grasps", unit="grasp", disable=not (config.progress and rank.is_main))
     budget = TimeBudget(config.time_budget_s)
-    for shard in mine:
-        if budget.next_unit_overruns(shards_written):
-            print(f"[synth] rank {rank.rank}: time budget: stopping after {shards_written} new shards ({budget.elapsed:.0f} s)")
+    for block in mine:
+        if budget.next_unit_overruns(len(block_seconds)):
+            print(f"[synth] rank {rank.rank}: time budget: stopping after {len(block_seconds)} new blocks ({budget.elapsed:.0f} s)")
             break
-        shard_started = time.perf_counter()
-        shard_seed = config.seed * 100_003 + shard
-        world.generator.manual_seed(shard_seed)
-        sampler.generator.manual_seed(shard_seed)
+        block_started = time.perf_counter()
+        block_seed = config.seed * 100_003 + block
+        world.generator.manual_seed(block_seed)
+        sampler.generator.manual_seed(block_seed)
         world.new_round()
         runner.executor.attempts_on_heap.zero_()
-        columns = {"crops": [], "depths": [], "angles": [], "labels": []}
-        shard_tallies = OutcomeTally()
+        columns: dict[str, list[torch.Tensor]] = {name: [] for name in (*SHARD_FIELDS, "envs", "outcomes")}
 
         def propose(env_ids: torch.Tensor | None) -> tuple[GraspPoses, dict[str, torch.Tensor]]:
             """One candidate per listed env (all envs for None), drawn on a fresh render, with what its example
@@ -132,11 +141,12 @@ def synthesize(
             record = {"crops": crops, "depths": grasps.depth, "angles": grasps.angle, "source": source}
             return image_to_world(grasps, intrinsics, world.extrinsics[rows]), record
 
-        def label(outcome: torch.Tensor, record: dict[str, torch.Tensor]) -> None:
+        def label(env_ids: torch.Tensor, outcome: torch.Tensor, record: dict[str, torch.Tensor]) -> None:
             for name in ("crops", "depths", "angles"):
                 columns[name].append(record[name].cpu())
             columns["labels"].append((outcome == Outcome.SUCCESS).cpu())
-            shard_tallies.add(outcome)
+            columns["envs"].append(env_ids.cpu())
+            columns["outcomes"].append(outcome.cpu())
             for index, name in enumerate(SOURCES):
                 chosen = record["source"] == index
                 if bool(chosen.any()):
@@ -144,32 +154,38 @@ def synthesize(
             bar.update(len(outcome))
 
         if config.stream:
-            for _, result, record in runner.stream(per_shard * n, propose=propose):
-                label(result.outcome, record)
+            for env_ids, result, record in runner.stream(plan.grasps_per_block, propose=propose):
+                label(env_ids, result.outcome, record)
         else:
-            for _ in range(per_shard):
+            all_envs = torch.arange(n, device=world.device)
+            for _ in range(plan.attempts_per_env):
                 poses, record = propose(None)
-                label(runner.executor.execute(poses).outcome, record)
-        arrays = {name: torch.cat(values).numpy() for name, values in columns.items()}
-        write_shard(
-            config.out / _shard_name(shard),
-            arrays["crops"].astype("float32"),
-            arrays["depths"].astype("float32"),
-            arrays["angles"].astype("float32"),
-            arrays["labels"].astype("uint8"),
-            manifest=manifest,
-            seed=shard_seed,
-            outcomes=shard_tallies.as_dict(),
-            **(meta or {}),
-        )
-        shards_written += 1
-        shard_seconds.append(time.perf_counter() - shard_started)
+                label(all_envs, runner.executor.execute(poses).outcome, record)
+        examples = {name: torch.cat(values) for name, values in columns.items()}
+        for shard, (first, end), part in zip(plan.shards(block), plan.env_groups(), split_by_env(examples, plan.env_groups())):
+            tally = OutcomeTally()
+            tally.add(part["outcomes"])
+            write_shard(
+                config.out / _shard_name(shard),
+                *(part[name].numpy() for name in SHARD_FIELDS),
+                manifest=manifest,
+                seed=block_seed,
+                block=block,
+                env_range=[first, end],
+                attempts_per_env=plan.attempts_per_env,
+                shards_per_block=plan.shards_per_block,
+                outcomes=tally.as_dict(),
+                **(meta or {}),
+            )
+            shards_written += 1
+        block_seconds.append(time.perf_counter() - block_started)
         bar.set_postfix(success=f"{100 * _success_rate(tallies):.1f}%")
         if rank.is_main:
-            grasps = len(arrays["labels"])
+            grasps, shards = len(examples["labels"]), plan.shards(block)
+            files = _shard_name(shards[0]) + (f" .. {_shard_name(shards[-1])}" if len(shards) > 1 else "")
             bar.write(
-                f"[synth] {_shard_name(shard)}: {grasps} grasps in {shard_seconds[-1]:.1f} s "
-                f"({3600 * grasps / shard_seconds[-1]:,.0f} per hour)"
+                f"[synth] block {block} ({files}): {grasps} grasps in "
+                f"{block_seconds[-1]:.1f} s ({3600 * grasps / block_seconds[-1]:,.0f} per hour)"
             )
     bar.close()
     seconds = max(all_gather_objects(budget.elapsed))
@@ -186,7 +202,7 @@ def synthesize(
         seconds=seconds,
         shards_written=written,
         shards_kept=kept,
-        shard_seconds=shard_seconds,
+        block_seconds=block_seconds,
     )
     barrier()  # every rank's manifest is complete
     if rank.is_main:
@@ -194,6 +210,68 @@ def synthesize(
         record = {**stats.as_dict(), "ranks": rank.world_size, "meta": meta or {}}
         (config.out / "synth_stats.json").write_text(json.dumps(record, indent=2))
     return stats
+
+
+class BlockLayoutError(ValueError):
+    """The blocks asked for do not fit the settings, or the dataset folder was cut into blocks differently."""
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """How a run's grasps fall into blocks and shards (see the module docstring)."""
+
+    envs: int
+    attempts_per_env: int
+    shards_per_block: int
+    blocks: int
+
+    @classmethod
+    def of(cls, config: SynthConfig, envs: int) -> BlockPlan:
+        if config.attempts_per_env is not None and config.attempts_per_env < 1:
+            raise BlockLayoutError(f"attempts_per_env must be >= 1, got {config.attempts_per_env}")
+        if config.shard_size < 1 or config.grasps < 1:
+            raise BlockLayoutError(f"grasps and shard_size must be >= 1, got {config.grasps} and {config.shard_size}")
+        attempts = config.attempts_per_env or -(-config.shard_size // envs)
+        shards = min(envs, max(1, round(envs * attempts / config.shard_size)))
+        return cls(envs, attempts, shards, blocks=-(-config.grasps // (envs * attempts)))
+
+    @property
+    def grasps_per_block(self) -> int:
+        return self.envs * self.attempts_per_env
+
+    def shards(self, block: int) -> range:
+        """The shard indices of ``block``."""
+        return range(block * self.shards_per_block, (block + 1) * self.shards_per_block)
+
+    def env_groups(self) -> list[tuple[int, int]]:
+        """[first, end) env range of each shard of a block: consecutive envs, as even as they divide."""
+        bounds = [round(i * self.envs / self.shards_per_block) for i in range(self.shards_per_block + 1)]
+        return list(zip(bounds[:-1], bounds[1:]))
+
+
+def split_by_env(examples: dict[str, torch.Tensor], groups: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
+    """The rows of ``examples`` (an ``envs`` column and others, one row per attempt) of each [first, end) env
+    range in ``groups``, in their original order."""
+    envs = examples["envs"]
+    parts = []
+    for first, end in groups:
+        rows = ((envs >= first) & (envs < end)).nonzero().flatten()
+        parts.append({name: values[rows] for name, values in examples.items()})
+    return parts
+
+
+def _check_listed_blocks(out: Path, plan: BlockPlan) -> set[str]:
+    """Files of the shards listed in ``out``; raises if they were cut into blocks differently."""
+    listed = listed_shards(out)
+    for info in listed:
+        cut = (info.meta.get("attempts_per_env"), info.meta.get("shards_per_block"))
+        if cut != (None, None) and cut != (plan.attempts_per_env, plan.shards_per_block):
+            raise BlockLayoutError(
+                f"{out / info.file} comes from blocks of {cut[0]} attempts per env in {cut[1]} shards, this run makes "
+                f"{plan.attempts_per_env} in {plan.shards_per_block}: resume with the same --envs, --shard-size and "
+                "--attempts-per-env, or write to another folder"
+            )
+    return {info.file for info in listed}
 
 
 def _success_rate(tallies: dict[str, OutcomeTally]) -> float:
