@@ -8,7 +8,7 @@ Each stage runs as its own ``dexrl`` process (a fresh simulator per stage) and w
     eval/          eval_<set>.json / .md: FC-GQ-CNN vs the baseline planner
     pipeline.json  the stages run, their commands and wall times
 
-Every stage resumes: run the same command again and synthesis continues after its last finished shard and
+Every stage resumes: run the same command again and synthesis continues after its last finished block and
 training after its last finished epoch. ``--toy`` sizes everything for a 2-core CPU in a few minutes (the test
 suite runs it); the defaults size it for one GPU.
 """
