@@ -100,7 +100,7 @@ def synthesize(
 ) -> SynthStats:
     """Label ``config.grasps`` candidate grasps in physics and write them as shards to ``config.out``.
 
-    ``rank`` labels only its share of the shards (:meth:`Rank.share`); the returned statistics are summed over
+    ``rank`` runs only its share of the blocks (:meth:`Rank.share`); the returned statistics are summed over
     the ranks of the process group, and rank 0 writes the merged manifest and ``synth_stats.json``.
     """
     from tqdm import tqdm  # noqa: PLC0415
