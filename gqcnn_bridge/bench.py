@@ -9,9 +9,9 @@ sends the header alone). The baseline, built here for comparison only, is what a
 does: HTTP POST of JSON with base64 depth, hex-encoded arrays back.
 
 Next to them the bench measures a floor: a bare ``websockets`` echo, with the same synchronous client, whose
-server waits as long as the planner took before it answers. Waiting threads fall idle and take time to wake,
-so this is what any websocket round trip costs on the machine at that inference time (on a 2-core VM,
-1.0-1.5 ms after about 25 ms, against 0.2 ms without the wait).
+server waits as long as the planner took before it answers and reports how long it waited (subtracted, as the
+planner's time is). Waiting threads fall idle and take time to wake, so this is what any websocket round trip
+costs on the machine at that inference time.
 
 Top-level imports stay light: ``dexrl bench`` imports every target's module to build its help.
 """
@@ -117,19 +117,23 @@ def _start_baseline(planner):
 
 
 def _start_waiting_echo():
-    """A bare ``websockets`` server (no DexRL code) that answers each message with its first 8 bytes after
-    waiting as many seconds as they say (little-endian float64): what any websocket round trip costs on this
-    machine when the server is busy for as long as the planner was. Returns its port and a stop function."""
+    """A bare ``websockets`` server (no DexRL code) that waits as many seconds as a message's first 8 bytes say
+    (little-endian float64) and answers with the seconds it did wait (the event loop's timers overshoot by up
+    to a millisecond), as the bridge reports the time its planner took: what any websocket round trip costs
+    on this machine when the server is busy for as long as the planner was. Returns its port and a stop
+    function."""
     import asyncio  # noqa: PLC0415
     import struct  # noqa: PLC0415
     import threading  # noqa: PLC0415
+    import time  # noqa: PLC0415
 
     from websockets.asyncio.server import serve  # noqa: PLC0415
 
     async def wait_and_echo(connection) -> None:
         async for message in connection:
+            started = time.perf_counter()
             await asyncio.sleep(struct.unpack_from("<d", message)[0])
-            await connection.send(message[:8])
+            await connection.send(struct.pack("<d", time.perf_counter() - started))
 
     started, stop, port = threading.Event(), None, []
 
@@ -202,23 +206,25 @@ def _bridge_overheads(
     return overheads[_WARMUP:], inferences[_WARMUP:]
 
 
-def _echo_overheads(port: int, wait_s: float, iterations: int) -> list[float]:
-    """Round trips minus ``wait_s`` [s] of a 1 KiB message (a plan request's header) through the waiting echo,
-    with the same synchronous websockets client the bridge's ``RemotePlanner`` uses."""
+def _echo_overheads(port: int, wait_s: float, iterations: int) -> tuple[list[float], list[float]]:
+    """Round trips minus the server's wait, and those waits [s], of a 1 KiB message (a plan request's header)
+    through the waiting echo asked to wait ``wait_s``, with the same synchronous websockets client the
+    bridge's ``RemotePlanner`` uses."""
     import struct  # noqa: PLC0415
     import time  # noqa: PLC0415
 
     from websockets.sync.client import connect  # noqa: PLC0415
 
     message = struct.pack("<d", wait_s) + bytes(1016)
-    overheads = []
+    overheads, waits = [], []
     with connect(f"ws://127.0.0.1:{port}", compression=None) as connection:
         for _ in range(_WARMUP + iterations):
             started = time.perf_counter()
             connection.send(message)
-            connection.recv()
-            overheads.append(time.perf_counter() - started - wait_s)
-    return overheads[_WARMUP:]
+            (waited,) = struct.unpack("<d", connection.recv())
+            overheads.append(time.perf_counter() - started - waited)
+            waits.append(waited)
+    return overheads[_WARMUP:], waits[_WARMUP:]
 
 
 def _baseline_overheads(port: int, depth, iterations: int) -> tuple[list[float], list[float]]:
@@ -294,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
             rows.append((label, iterations, *(np.percentile(1e3 * np.array(o), [50, 99]) for o in overheads)))
             if batch == 1:
                 wait_s = float(np.median(inferences["shared memory"]))
-                echoes = _echo_overheads(echo_port, wait_s, iterations)
+                echoes, _ = _echo_overheads(echo_port, wait_s, iterations)
                 floor = np.percentile(1e3 * np.array(echoes), [50, 99])
     finally:
         pipe.send("stop")

@@ -180,6 +180,8 @@ class _Session:
     def reply(self, data: bytes | str) -> tuple[int | str | None, Outcome]:
         """The request id a reply answers and its outcome: a result, the planner error to raise, or the
         header of a shared-memory registration reply."""
+        if isinstance(data, bytes):  # a private, writable copy: the result's tensors share its memory
+            data = bytearray(data)
         try:
             message = decode_message(data, self._reply_limits)
             if message.type == "error":

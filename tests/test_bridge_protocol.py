@@ -146,6 +146,8 @@ def test_plan_request_decodes_to_views_of_what_was_sent():
         (lambda h: h["arrays"][0].update(offset=4), ErrorCode.BAD_FRAME),  # misaligned
         (lambda h: h["arrays"][0].update(shape=[1, 10**5, 10**5]), ErrorCode.TOO_LARGE),
         (lambda h: h["arrays"][0].update(dtype="float128"), ErrorCode.BAD_DTYPE),
+        (lambda h: h["arrays"][0].update(dtype=["float32"]), ErrorCode.BAD_DTYPE),  # not a string
+        (lambda h: h["arrays"][0].update(shape=[1, True, 4]), ErrorCode.BAD_SHAPE),
         (lambda h: h.update(options={"q_map_stride": 0}), ErrorCode.BAD_HEADER),
     ],
 )
@@ -216,7 +218,7 @@ def test_plan_reply_round_trip_is_exact_and_q_map_is_downsampled():
 
 def test_orientation_quaternion_turns_the_camera_x_axis_onto_the_jaw_axis():
     angle = torch.tensor([-1.5, -0.3, 0.0, 0.7, 1.5])
-    x, y, z, w = grasp_orientations_cam(angle).unbind(-1)
+    x, y, z, w = torch.from_numpy(grasp_orientations_cam(angle.numpy())).unbind(-1)
     # first column of the rotation matrix of a unit quaternion (x, y, z, w)
     jaw_axis = torch.stack((1 - 2 * (y**2 + z**2), 2 * (x * y + w * z), 2 * (x * z - w * y)), -1)
     assert torch.allclose(
