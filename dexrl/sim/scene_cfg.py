@@ -135,7 +135,7 @@ class SettleCfg:
 
 @configclass
 class PhysicsSettingsCfg:
-    """Newton / MuJoCo-Warp settings measured to hold parallel-jaw grasps (see docs/physics.md)."""
+    """Newton / MuJoCo-Warp settings measured to hold parallel-jaw grasps (see "Physics notes" in the README)."""
 
     dt: float = 1.0 / 120.0  # [s]
     use_cuda_graph: bool = True  # only used on CUDA devices
