@@ -162,7 +162,8 @@ def synthesize(
                 poses, record = propose(None)
                 label(all_envs, runner.executor.execute(poses).outcome, record)
         examples = {name: torch.cat(values) for name, values in columns.items()}
-        for shard, (first, end), part in zip(plan.shards(block), plan.env_groups(), split_by_env(examples, plan.env_groups())):
+        groups = plan.env_groups()
+        for shard, (first, end), part in zip(plan.shards(block), groups, split_by_env(examples, groups)):
             tally = OutcomeTally()
             tally.add(part["outcomes"])
             write_shard(
