@@ -56,22 +56,49 @@ def test_a_stream_judges_each_attempt_once_and_leaves_the_runner_ready_for_lock_
     assert len(batch.result.outcome) == 2 and runner.tally.attempts == before + 7
 
 
-def test_a_streamed_block_is_split_by_env_into_shards_and_resumes_only_with_the_same_blocks(runner, tmp_path):
+def test_a_stream_runs_its_blocks_back_to_back_each_env_on_fresh_heaps_and_splits_them_by_env(runner, tmp_path):
     sampler = CandidateSampler(CandidateMix(), runner.world.settings.camera.intrinsics, generator=torch.Generator().manual_seed(0))
-    config = SynthConfig(out=tmp_path, grasps=4, shard_size=2, attempts_per_env=2, seed=2, progress=False, stream=True)
-    stats = synthesize(runner, sampler, config)
+    drawn: list[list[int]] = []  # the envs of each heap draw, the real draws observed
+    draw = runner.world.new_round
+
+    def observed_draw(env_ids=None, timeout=None):
+        drawn.append([0, 1] if env_ids is None else env_ids.tolist())
+        return draw(env_ids, timeout)
+
+    runner.world.new_round = observed_draw
+    try:
+        config = SynthConfig(out=tmp_path, grasps=8, shard_size=2, attempts_per_env=2, seed=2, progress=False, stream=True)
+        stats = synthesize(runner, sampler, config)
+    finally:
+        del runner.world.new_round
     shards = read_manifest(tmp_path)
-    assert [shard.file for shard in shards] == ["shard_00000.npz", "shard_00001.npz"] and len(stats.block_seconds) == 1
-    assert [shard.meta["env_range"] for shard in shards] == [[0, 1], [1, 2]]
-    assert {shard.meta["seed"] for shard in shards} == {2 * 100_003}
-    assert stats.grasps == 4 == sum(stats.outcomes.values()) == sum(shard.count for shard in shards)
-    for shard in shards:
+    assert [shard.file for shard in shards] == [f"shard_0000{i}.npz" for i in range(4)] and len(stats.block_seconds) == 2
+    assert [shard.meta["block"] for shard in shards] == [0, 0, 1, 1]
+    assert [shard.meta["env_range"] for shard in shards] == [[0, 1], [1, 2]] * 2
+    assert {shard.meta["seed"] for shard in shards} == {2 * 100_003}  # a stream seeds once, from its first block
+    assert stats.grasps == 8 == sum(stats.outcomes.values()) == sum(shard.count for shard in shards)
+    for shard in shards:  # every env made its 2 attempts in each block
         data = np.load(tmp_path / shard.file)
         assert shard.count == 2 == len(data["labels"]) and data["crops"].shape == (2, 96, 96) and (data["depths"] > 0.3).all()
         assert shard.positives == int(data["labels"].sum()) == shard.meta["outcomes"]["success"]
-    assert sum(sum(counts.values()) for counts in stats.by_source.values()) == 4
+    assert drawn[0] == [0, 1]  # the stream's first heaps; then each env alone gets a fresh heap for block 1
+    assert {env for envs in drawn[1:] for env in envs} == {0, 1} and all(len(envs) <= 2 for envs in drawn[1:])
+    assert sum(sum(counts.values()) for counts in stats.by_source.values()) == 8
     with pytest.raises(BlockLayoutError, match="1 in 1"):
         synthesize(runner, sampler, SynthConfig(out=tmp_path, grasps=4, shard_size=2, seed=2, progress=False))
+
+
+def test_a_stream_under_a_spent_time_budget_finishes_the_block_it_entered_and_enters_no_other(runner, tmp_path):
+    sampler = CandidateSampler(CandidateMix(), runner.world.settings.camera.intrinsics, generator=torch.Generator().manual_seed(0))
+    config = SynthConfig(
+        out=tmp_path, grasps=8, shard_size=2, attempts_per_env=2, seed=3, progress=False, stream=True, time_budget_s=1e-3
+    )
+    stats = synthesize(runner, sampler, config)
+    assert stats.grasps == 4 and stats.shards_written == 2 and len(stats.block_seconds) == 1
+    assert [shard.meta["block"] for shard in read_manifest(tmp_path)] == [0, 0]
+    again = synthesize(runner, sampler, SynthConfig(out=tmp_path, grasps=8, shard_size=2, attempts_per_env=2, seed=3, progress=False, stream=True))
+    assert again.shards_kept == 2 and again.shards_written == 2 and again.grasps == 4
+    assert [shard.meta["block"] for shard in read_manifest(tmp_path)] == [0, 0, 1, 1]
 
 
 def test_split_by_env_keeps_each_env_range_in_its_judging_order():

@@ -7,8 +7,9 @@ split by env into shards of about ``--shard-size`` grasps. Resumable: run the sa
 continues after the last finished block.
 
 Under ``torchrun --nproc_per_node=N -m dexrl synth ...`` each rank owns one GPU (``cuda:LOCAL_RANK``, or the CPU
-with ``--device cpu``) and runs every N-th block; the dataset is the same as one process's (block b is seeded
-by ``--seed`` and b alone), and rank 0 writes the one manifest at the end.
+with ``--device cpu``) and runs every N-th block, and rank 0 writes the one manifest at the end. In lock-step the
+dataset is the same as one process's (block b is seeded by ``--seed`` and b alone); a stream seeds once per
+process, so its later blocks' heaps depend on the order in which envs reached them.
 """
 
 from __future__ import annotations
@@ -33,8 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--attempts-per-env", type=int, default=None, metavar="K",
         help="attempts each env makes per block, from fresh heaps; the block is split by env into shards of about "
-        "--shard-size grasps. A stream waits for its slowest env at the end of each block, so larger K wastes "
-        "less (default: --shard-size / --envs, one shard per block)",
+        "--shard-size grasps (default: --shard-size / --envs, one shard per block)",
     )
     parser.add_argument("--mix", default="uniform=0.5,edge=0.5", help="candidate sources and weights (default uniform=0.5,edge=0.5)")
     parser.add_argument("--policy-weights", type=Path, default=None, help="FC-GQ-CNN weights of the policy source")
@@ -46,7 +46,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stream", action="store_true",
         help="stream the attempts: an env draws and starts its next candidate once its last is judged, instead "
-        "of waiting for the whole batch (the slowest attempt) to end",
+        "of waiting for the whole batch (the slowest attempt) to end, and enters the next block on a fresh heap of "
+        "its own; only the end of the run waits for the slowest env",
     )
 
 

@@ -4,16 +4,23 @@ Per batch: render every env's depth image, draw one candidate grasp per image (:
 all of them in parallel with the grasp executor, and record (96x96 depth crop around the grasp centre, grasp
 depth, jaw angle, success) per attempt. Examples go to NPZ shards (:mod:`dexrl.gqcnn.dataset`).
 
-Work comes in blocks: a block starts every env on fresh heaps from the block's own seed, makes
-``attempts_per_env`` attempts in each (as one stream, or as that many lock-step batches), and splits its
-examples by env into shards of about ``shard_size`` grasps. An env's heaps never meet another env's, so shards
-are independent and held-out shards mean held-out heaps. A run that stops can be resumed: finished blocks are
-kept, the next one starts from its seed. Long blocks make streams pay: a stream ends when its slowest env has
-made its attempts, and the more attempts per env, the less of the block is spent waiting for that env.
+Work comes in blocks: in a block every env makes ``attempts_per_env`` attempts, starting on a fresh heap, and
+the block's examples are split by env into shards of about ``shard_size`` grasps. An env's heaps never meet
+another env's, and no heap spans two blocks, so shards are independent and held-out shards mean held-out heaps.
+A run that stops can be resumed: finished blocks are kept and the next one starts from its seed.
 
-Under ``torchrun`` the block is the unit of work: rank r of N runs blocks r, r + N, r + 2N, ... and each block's
-content depends on its seed alone, so N ranks write exactly the shards that one process would write. Ranks list
-their shards in their own manifests, which rank 0 merges into ``manifest.json`` at the end.
+- **Lock-step** (the default): a block is ``attempts_per_env`` batches of one attempt per env; every block
+  starts all envs on fresh heaps drawn from its own seed (``seed * 100_003 + block``), so its content depends on
+  that seed alone and N ``torchrun`` ranks write exactly the shards that one process would write.
+- **Streamed** (``stream=True``): one stream runs all of a process's blocks (:meth:`GraspRunner.stream`). An
+  env that has made its attempts of one block goes straight on to the next, on a heap re-drawn for it alone,
+  while the others finish theirs; a block's shards are written once its last attempt is judged. No env waits
+  for the slowest one except at the end of the stream. The generators are seeded once, from the first block's
+  seed, so a later block's heaps depend on the order in which envs reached it: on a CPU a run is repeatable,
+  but a resumed stream draws other heaps than an uninterrupted one would have.
+
+Under ``torchrun`` the block is the unit of work: rank r of N runs blocks r, r + N, r + 2N, ... Ranks list their
+shards in their own manifests, which rank 0 merges into ``manifest.json`` at the end.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from dexrl.gqcnn.dataset import SHARD_FIELDS, MANIFEST, listed_shards, merge_man
 from dexrl.gqcnn.preprocess import extract_crops, inpaint
 from dexrl.grasp import GraspPoses, image_to_world
 from dexrl.sim.executor import Outcome
-from dexrl.sim.grasp_runner import GraspRunner, OutcomeTally
+from dexrl.sim.grasp_runner import GraspRunner, OutcomeTally, Proposer
 
 from .candidates import CandidateSampler
 
@@ -51,14 +58,16 @@ class SynthConfig:
             round(N x ``attempts_per_env`` / ``shard_size``) shards (at least 1, at most N).
         attempts_per_env: attempts each env makes per block; None: ``shard_size`` / N rounded up (one shard
             per block).
-        seed: seeds each block's heaps and candidates (block b uses ``seed * 100_003 + b``, on any rank).
-        time_budget_s: stop before a block that would end past this many seconds (estimated from the blocks
-            so far, per rank); None runs until ``grasps`` are labelled. A later run with the same settings
-            continues, with any number of ranks.
+        seed: seeds each block's heaps and candidates (block b uses ``seed * 100_003 + b``, on any rank; a
+            stream seeds once, from its first block).
+        time_budget_s: start no block that would end past this many seconds (estimated per rank: from the
+            blocks so far in lock-step, from the stream's rate so far in a stream); None runs until ``grasps``
+            are labelled. A later run with the same settings continues, with any number of ranks.
         progress: show a progress bar.
-        stream: run the attempts streamed (:meth:`GraspRunner.stream`: an env draws and starts its next
-            candidate once its last is judged) rather than in lock-step batches. The examples are the same kind;
-            their order in a shard follows the order in which attempts ended.
+        stream: run all blocks as one stream (:meth:`GraspRunner.stream`: an env draws and starts its next
+            candidate once its last is judged, and enters the next block on its own) rather than in lock-step
+            batches. The examples are the same kind; their order in a shard follows the order in which attempts
+            ended.
     """
 
     out: Path
@@ -83,9 +92,11 @@ class SynthStats:
     shards_written: int = 0
     shards_kept: int = 0
     block_seconds: list[float] = field(default_factory=list)
-    """Wall time of each block this rank ran [s], in order: from drawing its heaps to writing its shards. A
-    run's first block also pays one-time costs (kernel compilation, graph capture), so the later blocks give
-    the steady rate."""
+    """Wall time of each block this rank ran [s], in order. Lock-step: from drawing its heaps to writing its
+    shards. Stream (blocks overlap): from the previous block's completion (the first: from the stream's start,
+    its first heaps included) to this one's. A run's first block also pays one-time costs (kernel compilation,
+    graph capture), and a stream's last block its tail (envs done, waiting for the slowest), so the blocks in
+    between give the steady rate."""
 
     @property
     def grasps_per_hour(self) -> float:
@@ -105,97 +116,30 @@ def synthesize(
     """
     from tqdm import tqdm  # noqa: PLC0415
 
-    world = runner.world
-    n = world.num_envs
+    n = runner.world.num_envs
     plan = BlockPlan.of(config, n)
     config.out.mkdir(parents=True, exist_ok=True)
-    manifest = MANIFEST if rank.world_size == 1 else rank_manifest(rank.rank)
     done = _check_listed_blocks(config.out, plan)
     share = rank.share(plan.blocks)
     mine = [block for block in share if not all(_shard_name(s) in done for s in plan.shards(block))]
     shards_kept = (len(share) - len(mine)) * plan.shards_per_block
-    shards_written, block_seconds = 0, []
-    tallies = {name: OutcomeTally() for name in SOURCES}
-    intrinsics = world.settings.camera.intrinsics
     bar = tqdm(total=len(mine) * plan.grasps_per_block, desc="synth grasps", unit="grasp", disable=not (config.progress and rank.is_main))
+    writer = _BlockWriter(
+        config.out, plan, MANIFEST if rank.world_size == 1 else rank_manifest(rank.rank), meta or {}, bar, rank.is_main
+    )
     budget = TimeBudget(config.time_budget_s)
-    for block in mine:
-        if budget.next_unit_overruns(len(block_seconds)):
-            print(f"[synth] rank {rank.rank}: time budget: stopping after {len(block_seconds)} new blocks ({budget.elapsed:.0f} s)")
-            break
-        block_started = time.perf_counter()
-        block_seed = config.seed * 100_003 + block
-        world.generator.manual_seed(block_seed)
-        sampler.generator.manual_seed(block_seed)
-        world.new_round()
-        runner.executor.attempts_on_heap.zero_()
-        columns: dict[str, list[torch.Tensor]] = {name: [] for name in (*SHARD_FIELDS, "envs", "outcomes")}
-
-        def propose(env_ids: torch.Tensor | None) -> tuple[GraspPoses, dict[str, torch.Tensor]]:
-            """One candidate per listed env (all envs for None), drawn on a fresh render, with what its example
-            records."""
-            rows = slice(None) if env_ids is None else env_ids  # all envs: no copy of the images
-            depth = world.render_depth()[rows]
-            grasps, source = sampler.sample(depth, world.bin_mask(depth, env_ids))
-            crops = extract_crops(inpaint(depth), grasps.center.unsqueeze(1))[:, 0]
-            record = {"crops": crops, "depths": grasps.depth, "angles": grasps.angle, "source": source}
-            return image_to_world(grasps, intrinsics, world.extrinsics[rows]), record
-
-        def label(env_ids: torch.Tensor, outcome: torch.Tensor, record: dict[str, torch.Tensor]) -> None:
-            for name in ("crops", "depths", "angles"):
-                columns[name].append(record[name].cpu())
-            columns["labels"].append((outcome == Outcome.SUCCESS).cpu())
-            columns["envs"].append(env_ids.cpu())
-            columns["outcomes"].append(outcome.cpu())
-            for index, name in enumerate(SOURCES):
-                chosen = record["source"] == index
-                if bool(chosen.any()):
-                    tallies[name].add(outcome[chosen])
-            bar.update(len(outcome))
-
-        if config.stream:
-            for env_ids, result, record in runner.stream(plan.grasps_per_block, propose=propose):
-                label(env_ids, result.outcome, record)
-        else:
-            all_envs = torch.arange(n, device=world.device)
-            for _ in range(plan.attempts_per_env):
-                poses, record = propose(None)
-                label(all_envs, runner.executor.execute(poses).outcome, record)
-        examples = {name: torch.cat(values) for name, values in columns.items()}
-        groups = plan.env_groups()
-        for shard, (first, end), part in zip(plan.shards(block), groups, split_by_env(examples, groups)):
-            tally = OutcomeTally()
-            tally.add(part["outcomes"])
-            write_shard(
-                config.out / _shard_name(shard),
-                *(part[name].numpy() for name in SHARD_FIELDS),
-                manifest=manifest,
-                seed=block_seed,
-                block=block,
-                env_range=[first, end],
-                attempts_per_env=plan.attempts_per_env,
-                shards_per_block=plan.shards_per_block,
-                outcomes=tally.as_dict(),
-                **(meta or {}),
-            )
-            shards_written += 1
-        block_seconds.append(time.perf_counter() - block_started)
-        bar.set_postfix(success=f"{100 * _success_rate(tallies):.1f}%")
-        if rank.is_main:
-            grasps, shards = len(examples["labels"]), plan.shards(block)
-            files = _shard_name(shards[0]) + (f" .. {_shard_name(shards[-1])}" if len(shards) > 1 else "")
-            bar.write(
-                f"[synth] block {block} ({files}): {grasps} grasps in "
-                f"{block_seconds[-1]:.1f} s ({3600 * grasps / block_seconds[-1]:,.0f} per hour)"
-            )
+    if mine:
+        run = _stream_blocks if config.stream else _lock_step_blocks
+        run(runner, sampler, _candidate_proposer(runner, sampler), config, plan, mine, writer, budget, rank)
     bar.close()
     seconds = max(all_gather_objects(budget.elapsed))
+    tallies = writer.tallies
     by_source = all_reduce_sum(torch.stack([tallies[name].counts for name in SOURCES]))  # (sources, outcomes)
     for name, counts in zip(SOURCES, by_source):
         tallies[name].counts = counts
     total = OutcomeTally()
     total.counts = by_source.sum(dim=0)
-    written, kept = all_reduce_sum(torch.tensor([shards_written, shards_kept])).tolist()
+    written, kept = all_reduce_sum(torch.tensor([writer.shards_written, shards_kept])).tolist()
     stats = SynthStats(
         grasps=total.attempts,
         outcomes=total.as_dict(),
@@ -203,7 +147,7 @@ def synthesize(
         seconds=seconds,
         shards_written=written,
         shards_kept=kept,
-        block_seconds=block_seconds,
+        block_seconds=writer.block_seconds,
     )
     barrier()  # every rank's manifest is complete
     if rank.is_main:
@@ -211,6 +155,195 @@ def synthesize(
         record = {**stats.as_dict(), "ranks": rank.world_size, "meta": meta or {}}
         (config.out / "synth_stats.json").write_text(json.dumps(record, indent=2))
     return stats
+
+
+def _candidate_proposer(runner: GraspRunner, sampler: CandidateSampler) -> Proposer:
+    """One candidate per listed env (all envs for None), drawn on a fresh render, with what its example records."""
+    world = runner.world
+    intrinsics = world.settings.camera.intrinsics
+
+    def propose(env_ids: torch.Tensor | None) -> tuple[GraspPoses, dict[str, torch.Tensor]]:
+        rows = slice(None) if env_ids is None else env_ids  # all envs: no copy of the images
+        depth = world.render_depth()[rows]
+        grasps, source = sampler.sample(depth, world.bin_mask(depth, env_ids))
+        crops = extract_crops(inpaint(depth), grasps.center.unsqueeze(1))[:, 0]
+        record = {"crops": crops, "depths": grasps.depth, "angles": grasps.angle, "source": source}
+        return image_to_world(grasps, intrinsics, world.extrinsics[rows]), record
+
+    return propose
+
+
+def _lock_step_blocks(
+    runner: GraspRunner, sampler: CandidateSampler, propose: Proposer, config: SynthConfig, plan: BlockPlan,
+    blocks: list[int], writer: _BlockWriter, budget: TimeBudget, rank: Rank,
+) -> None:
+    """Each block from fresh heaps drawn from its own seed, as ``attempts_per_env`` lock-step batches."""
+    world, n = runner.world, runner.world.num_envs
+    all_envs = torch.arange(n, device=world.device)
+    for block in blocks:
+        if budget.next_unit_overruns(len(writer.block_seconds)):
+            print(f"[synth] rank {rank.rank}: time budget: stopping after {len(writer.block_seconds)} new blocks ({budget.elapsed:.0f} s)")
+            return
+        writer.restart_clock()
+        block_seed = config.seed * 100_003 + block
+        world.generator.manual_seed(block_seed)
+        sampler.generator.manual_seed(block_seed)
+        world.new_round()
+        runner.executor.attempts_on_heap.zero_()
+        for _ in range(plan.attempts_per_env):
+            poses, record = propose(None)
+            outcome = runner.executor.execute(poses).outcome
+            writer.label(torch.full((n,), block, device=world.device), all_envs, outcome, record)
+        writer.write(block, block_seed)
+
+
+def _stream_blocks(
+    runner: GraspRunner, sampler: CandidateSampler, propose: Proposer, config: SynthConfig, plan: BlockPlan,
+    blocks: list[int], writer: _BlockWriter, budget: TimeBudget, rank: Rank,
+) -> None:
+    """All ``blocks`` as one stream: an env that has made its attempts of one block enters the next on a heap
+    re-drawn for it alone; a block is written once its last attempt is judged. With a time budget, no env
+    enters a block that would end past it (estimated from the stream's rate so far)."""
+    world, executor = runner.world, runner.executor
+    n, per_env = world.num_envs, plan.attempts_per_env
+    seed = config.seed * 100_003 + blocks[0]
+    world.generator.manual_seed(seed)
+    sampler.generator.manual_seed(seed)
+    writer.restart_clock()
+    world.new_round()
+    executor.attempts_on_heap.zero_()
+    stream_started = time.perf_counter()
+    block_numbers = torch.tensor(blocks, device=world.device)
+    started = torch.zeros(n, dtype=torch.long)  # attempts each env has started
+    admitted = 1  # envs may enter blocks[:admitted]
+    closed = False  # the budget admits no more blocks
+
+    def fits(count: int) -> bool | None:
+        """Whether ``blocks[:count]`` would end within the budget; None: too early to tell."""
+        if budget.seconds is None:
+            return True
+        if writer.labelled < n:  # the rate of the first attempts alone would say little
+            return None
+        # Attempts in flight are half done on average; counting judged ones alone would underrate a young stream.
+        done = writer.labelled + 0.5 * (int(started.sum()) - writer.labelled)
+        rate = done / (time.perf_counter() - stream_started)
+        return budget.elapsed + (count * plan.grasps_per_block - done) / rate <= budget.seconds
+
+    def admit(env_ids: torch.Tensor) -> torch.Tensor:
+        nonlocal admitted, closed
+        position = started[env_ids] // per_env  # index in ``blocks`` of each env's next attempt
+        if int(position.max()) >= admitted and admitted < len(blocks) and not closed:
+            verdict = fits(admitted + 1)
+            if verdict:
+                admitted += 1
+            elif verdict is False:
+                closed = True
+                print(f"[synth] rank {rank.rank}: time budget: no env enters block {blocks[admitted]} ({budget.elapsed:.0f} s)")
+        return position < admitted
+
+    def propose_in_block(env_ids: torch.Tensor) -> tuple[GraspPoses, dict[str, torch.Tensor]]:
+        ids = env_ids.cpu()
+        entering = ((started[ids] % per_env == 0) & (started[ids] > 0)).to(world.device)
+        entering = env_ids[entering & (executor.attempts_on_heap[env_ids] > 0)]  # judgement may have re-drawn it
+        if len(entering):
+            world.new_round(entering, timeout=world.settings.settle.redraw_timeout)
+            executor.attempts_on_heap[entering] = 0
+        position = (started[ids] // per_env).to(world.device)
+        started[ids] += 1
+        poses, record = propose(env_ids)
+        return poses, {**record, "block": block_numbers[position]}
+
+    attempts = n * per_env * len(blocks)
+    for env_ids, result, record in runner.stream(attempts, propose=propose_in_block, admit=admit):
+        writer.label(record["block"], env_ids, result.outcome, record)
+        for block in writer.full_blocks():
+            writer.write(block, seed)
+    if writer.pending:
+        raise RuntimeError(f"blocks {writer.pending} were entered but not finished")
+
+
+class _BlockWriter:
+    """Collects examples by block and writes a block's shards once it has all its attempts."""
+
+    def __init__(self, out: Path, plan: BlockPlan, manifest: str, meta: dict, bar, is_main: bool):
+        self.out, self.plan, self.manifest, self.meta, self.bar, self.is_main = out, plan, manifest, meta, bar, is_main
+        self.tallies = {name: OutcomeTally() for name in SOURCES}
+        self.labelled = 0  # attempts judged since the clock last restarted (lock-step) or the stream began
+        self.shards_written = 0
+        self.block_seconds: list[float] = []
+        self._columns: dict[int, dict[str, list[torch.Tensor]]] = {}
+        self._counts: dict[int, int] = {}
+        self._since = time.perf_counter()
+
+    def restart_clock(self) -> None:
+        self._since = time.perf_counter()
+        self.labelled = 0
+
+    @property
+    def pending(self) -> list[int]:
+        """Blocks with examples not yet written."""
+        return sorted(self._columns)
+
+    def label(self, blocks: torch.Tensor, env_ids: torch.Tensor, outcome: torch.Tensor, record: dict[str, torch.Tensor]) -> None:
+        """Keep the examples of judged attempts: their blocks, envs and outcomes ((m,) each), and ``record`` (rows of m)."""
+        blocks = blocks.cpu()
+        for block in blocks.unique().tolist():
+            rows = (blocks == block).nonzero().flatten()
+            columns = self._columns.setdefault(block, {name: [] for name in (*SHARD_FIELDS, "envs", "outcomes")})
+            picked = {name: record[name][rows.to(record[name].device)].cpu() for name in ("crops", "depths", "angles")}
+            block_outcome = outcome[rows.to(outcome.device)].cpu()
+            for name, values in picked.items():
+                columns[name].append(values)
+            columns["labels"].append(block_outcome == Outcome.SUCCESS)
+            columns["envs"].append(env_ids[rows.to(env_ids.device)].cpu())
+            columns["outcomes"].append(block_outcome)
+            self._counts[block] = self._counts.get(block, 0) + len(rows)
+        source = record["source"].cpu()
+        outcome = outcome.cpu()
+        for index, name in enumerate(SOURCES):
+            chosen = source == index
+            if bool(chosen.any()):
+                self.tallies[name].add(outcome[chosen])
+        self.labelled += len(outcome)
+        self.bar.update(len(outcome))
+
+    def full_blocks(self) -> list[int]:
+        """Blocks whose every attempt is labelled, in order."""
+        return sorted(block for block, count in self._counts.items() if count == self.plan.grasps_per_block)
+
+    def write(self, block: int, seed: int) -> None:
+        """Write the shards of ``block`` (split by env) and record its time."""
+        columns = self._columns.pop(block)
+        count = self._counts.pop(block)
+        examples = {name: torch.cat(values) for name, values in columns.items()}
+        groups = self.plan.env_groups()
+        shards = self.plan.shards(block)
+        for shard, (first, end), part in zip(shards, groups, split_by_env(examples, groups)):
+            tally = OutcomeTally()
+            tally.add(part["outcomes"])
+            write_shard(
+                self.out / _shard_name(shard),
+                *(part[name].numpy() for name in SHARD_FIELDS),
+                manifest=self.manifest,
+                seed=seed,
+                block=block,
+                env_range=[first, end],
+                attempts_per_env=self.plan.attempts_per_env,
+                shards_per_block=self.plan.shards_per_block,
+                outcomes=tally.as_dict(),
+                **self.meta,
+            )
+            self.shards_written += 1
+        now = time.perf_counter()
+        self.block_seconds.append(now - self._since)
+        self._since = now
+        self.bar.set_postfix(success=f"{100 * _success_rate(self.tallies):.1f}%")
+        if self.is_main:
+            files = _shard_name(shards[0]) + (f" .. {_shard_name(shards[-1])}" if len(shards) > 1 else "")
+            self.bar.write(
+                f"[synth] block {block} ({files}): {count} grasps in "
+                f"{self.block_seconds[-1]:.1f} s ({3600 * count / self.block_seconds[-1]:,.0f} per hour)"
+            )
 
 
 class BlockLayoutError(ValueError):
