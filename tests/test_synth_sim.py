@@ -58,19 +58,24 @@ def test_a_stream_judges_each_attempt_once_and_leaves_the_runner_ready_for_lock_
 
 def test_a_stream_runs_its_blocks_back_to_back_each_env_on_fresh_heaps_and_splits_them_by_env(runner, tmp_path):
     sampler = CandidateSampler(CandidateMix(), runner.world.settings.camera.intrinsics, generator=torch.Generator().manual_seed(0))
-    drawn: list[list[int]] = []  # the envs of each heap draw, the real draws observed
-    draw = runner.world.new_round
+    drawn: list[list[int]] = []  # the envs of each heap draw (the real draws, observed)
+    world = runner.world
+    draw, begin = world.new_round, world.begin_round
 
     def observed_draw(env_ids=None, timeout=None):
         drawn.append([0, 1] if env_ids is None else env_ids.tolist())
         return draw(env_ids, timeout)
 
-    runner.world.new_round = observed_draw
+    def observed_begin(env_ids, timeout=None):
+        drawn.append(env_ids.tolist())
+        return begin(env_ids, timeout)
+
+    world.new_round, world.begin_round = observed_draw, observed_begin
     try:
         config = SynthConfig(out=tmp_path, grasps=8, shard_size=2, attempts_per_env=2, seed=2, progress=False, stream=True)
         stats = synthesize(runner, sampler, config)
     finally:
-        del runner.world.new_round
+        del world.new_round, world.begin_round
     shards = read_manifest(tmp_path)
     assert [shard.file for shard in shards] == [f"shard_0000{i}.npz" for i in range(4)] and len(stats.block_seconds) == 2
     assert [shard.meta["block"] for shard in shards] == [0, 0, 1, 1]
@@ -86,6 +91,28 @@ def test_a_stream_runs_its_blocks_back_to_back_each_env_on_fresh_heaps_and_split
     assert sum(sum(counts.values()) for counts in stats.by_source.values()) == 8
     with pytest.raises(BlockLayoutError, match="1 in 1"):
         synthesize(runner, sampler, SynthConfig(out=tmp_path, grasps=4, shard_size=2, seed=2, progress=False))
+
+
+def test_a_heap_begun_in_one_env_comes_to_rest_while_the_world_steps_and_leaves_the_other_env_alone(runner):
+    world = runner.world
+    world.new_round()
+    others_before = world.object_positions()[0].clone()
+    world.begin_round(torch.tensor([1]))
+    with pytest.raises(ValueError, match="still coming to rest"):
+        world.begin_round(torch.tensor([1]))
+    dropped = world.object_positions()[1].clone()
+    rested, steps = [], 0
+    while not rested and steps < 400:
+        world.step(5)
+        steps += 5
+        rested = world.rested_rounds().tolist()
+    assert rested == [1] and world.round.settled[1] and 0 < float(world.round.settle_time[1]) <= 2.0
+    placed = world.round.placed[1]
+    now = world.object_positions()[1]
+    assert (dropped[placed, 2] - now[placed, 2] > 0.01).all()  # they fell into the bin ...
+    assert not world.faulty_envs(0.05)[1]  # ... and lie still inside it
+    assert torch.allclose(world.object_positions()[0], others_before, atol=2e-3)
+    assert world.rested_rounds().tolist() == []
 
 
 def test_a_stream_under_a_spent_time_budget_finishes_the_block_it_entered_and_enters_no_other(runner, tmp_path):

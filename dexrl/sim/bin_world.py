@@ -88,6 +88,44 @@ class RoundInfo:
     settled: torch.Tensor = field(default=None)
 
 
+@dataclass
+class _HeapsComingToRest:
+    """Heaps dropped by :meth:`BinWorld.begin_round` that have not come to rest yet, one row per env."""
+
+    env_ids: torch.Tensor  # (m,) long
+    placed: torch.Tensor  # (m, P) bool
+    dropped_step: torch.Tensor  # (m,) long, BinWorld.steps_taken at the (last) drop
+    since_step: torch.Tensor  # (m,) long, start of the current motion check
+    since_pos: torch.Tensor  # (m, P, 3) world positions then [m]
+    since_quat: torch.Tensor  # (m, P, 4)
+    redraws: torch.Tensor  # (m,) long
+    timeout: torch.Tensor  # (m,) [s]
+
+    @classmethod
+    def none(cls, pool_size: int, device) -> _HeapsComingToRest:
+        long = torch.zeros(0, dtype=torch.long, device=device)
+        return cls(
+            long, torch.zeros(0, pool_size, dtype=torch.bool, device=device), long, long,
+            torch.zeros(0, pool_size, 3, device=device), torch.zeros(0, pool_size, 4, device=device), long,
+            torch.zeros(0, device=device),
+        )
+
+    @classmethod
+    def started(cls, world: BinWorld, env_ids: torch.Tensor, placed: torch.Tensor, timeout: float) -> _HeapsComingToRest:
+        now = torch.full_like(env_ids, world.steps_taken)
+        return cls(
+            env_ids, placed, now, now.clone(),
+            world.objects.data.body_pos_w.torch[env_ids].clone(), world.objects.data.body_quat_w.torch[env_ids].clone(),
+            torch.zeros_like(env_ids), torch.full((len(env_ids),), float(timeout), device=env_ids.device),
+        )
+
+    def joined(self, other: _HeapsComingToRest) -> _HeapsComingToRest:
+        return _HeapsComingToRest(*(torch.cat((a, b)) for a, b in zip(vars(self).values(), vars(other).values())))
+
+    def subset(self, rows: torch.Tensor) -> _HeapsComingToRest:
+        return _HeapsComingToRest(*(value[rows] for value in vars(self).values()))
+
+
 def _static_box(prim_path: str, size, pos, color=(0.6, 0.6, 0.6)) -> AssetBaseCfg:
     """A static cuboid collider (collision API, no rigid body: Newton attaches it to the world)."""
     return AssetBaseCfg(
@@ -253,6 +291,8 @@ class BinWorld:
         self._default_inertia = self.objects.data.body_inertia.torch.clone()
         self.round: RoundInfo | None = None
         self.heap_faults = 0
+        self.steps_taken = 0  # physics steps since the world was built
+        self._resting = _HeapsComingToRest.none(len(self.pool), self.device)
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -306,6 +346,7 @@ class BinWorld:
             self.scene.write_data_to_sim()
             self.sim.step(render=False)
             self.scene.update(self.dt)
+            self.steps_taken += 1
 
     # ------------------------------------------------------------------ rounds
     def new_round(self, env_ids: torch.Tensor | None = None, timeout: float | None = None) -> RoundInfo:
@@ -343,6 +384,62 @@ class BinWorld:
             self.heap_faults += len(rows)
             self._reset_articulations(ids[rows])
         return RoundInfo(**{name: value[ids].clone() for name, value in vars(self.round).items()})
+
+    def begin_round(self, env_ids: torch.Tensor, timeout: float | None = None) -> None:
+        """Draw and drop new heaps in ``env_ids`` without stepping: they come to rest while the world steps for
+        other reasons (e.g. attempts streamed in the other envs), and :meth:`rested_rounds` says when. Until
+        then, do not act in those envs. The same tests as :meth:`new_round`: at rest once no placed object moved
+        faster than the settle speeds over ``settle.quiet_time``; a heap whose physics fails is drawn again (at
+        most ``MAX_REDRAWS`` times); one still moving after ``timeout`` (default ``settle.redraw_timeout``) is
+        kept, with ``settled`` False.
+        """
+        ids = env_ids.to(self.device)
+        if bool(torch.isin(ids, self._resting.env_ids).any()):
+            raise ValueError("begin_round: some of these envs are still coming to rest")
+        timeout = self.settings.settle.redraw_timeout if timeout is None else timeout
+        self._reset_articulations(ids, only_nonfinite=True)
+        placed = self._drop(ids)
+        self._resting = self._resting.joined(self._resting.started(self, ids, placed, timeout))
+
+    def rested_rounds(self) -> torch.Tensor:
+        """Envs whose heaps from :meth:`begin_round` have come to rest (or timed out, or failed ``MAX_REDRAWS``
+        times) since the last call, (m,) long; their ``round.settle_time`` and ``round.settled`` are set."""
+        heaps = self._resting
+        if not len(heaps.env_ids):
+            return heaps.env_ids
+        cfg = self.settings.settle
+        now = self.steps_taken
+        pos = self.objects.data.body_pos_w.torch[heaps.env_ids]
+        quat = self.objects.data.body_quat_w.torch[heaps.env_ids]
+        interval = (now - heaps.since_step) * self.dt  # [s] since each heap's last motion check
+        checked = interval >= cfg.quiet_time
+        seconds = interval.clamp(min=self.dt)
+        speed = torch.linalg.norm(pos - heaps.since_pos, dim=-1) / seconds.unsqueeze(1)
+        turn = 2 * torch.acos((quat * heaps.since_quat).sum(-1).abs().clamp(max=1.0)) / seconds.unsqueeze(1)
+        moving = ((speed > cfg.linear_speed) | (turn > cfg.angular_speed) | ~torch.isfinite(speed)) & heaps.placed
+        failed = self._heap_faults(heaps.env_ids, heaps.placed, HEAP_MAX_SPEED, out_below_wall_top=True)
+        at_rest = checked & ~moving.any(dim=1) & ~failed
+        age = (now - heaps.dropped_step) * self.dt
+        retry = failed & (heaps.redraws < MAX_REDRAWS)
+        done = at_rest | (failed & ~retry) | (~failed & (age >= heaps.timeout))
+        # Heaps still moving start a new motion check from here; failed ones are drawn again.
+        recheck = checked & ~done
+        heaps.since_step = torch.where(recheck, now, heaps.since_step)
+        heaps.since_pos[recheck], heaps.since_quat[recheck] = pos[recheck], quat[recheck]
+        if bool(retry.any()):
+            rows = retry.nonzero().flatten()
+            self.heap_faults += len(rows)
+            self._reset_articulations(heaps.env_ids[rows])
+            heaps.placed[rows] = self._drop(heaps.env_ids[rows])
+            heaps.redraws[rows] += 1
+            heaps.dropped_step[rows] = heaps.since_step[rows] = now
+            heaps.since_pos[rows] = self.objects.data.body_pos_w.torch[heaps.env_ids[rows]]
+            heaps.since_quat[rows] = self.objects.data.body_quat_w.torch[heaps.env_ids[rows]]
+        rested = heaps.env_ids[done]
+        self.round.settle_time[rested] = torch.minimum(age[done], heaps.timeout)
+        self.round.settled[rested] = at_rest[done]
+        self._resting = heaps.subset(~done)
+        return rested
 
     def _drop(self, ids: torch.Tensor) -> torch.Tensor:
         """Draw new heaps in ``ids``, drop them (park the other objects) and store the round, not yet settled.

@@ -164,7 +164,7 @@ class GraspRunner:
         attempts: int,
         restart_at: int | None = None,
         propose: Proposer | None = None,
-        admit: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        admit: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> Iterator[tuple[torch.Tensor, AttemptResult, dict[str, torch.Tensor]]]:
         """Run ``attempts`` attempts (tallied) without lock-step: an env whose attempt is over is judged at once,
         and it starts its next attempt, proposed on a fresh render, while the others run on. Yields, for each
@@ -182,9 +182,9 @@ class GraspRunner:
                 GPU with many envs a render per finished env would cost more than it saves.
             propose: the next attempt's world-frame grasp poses for some envs, with per-env records (tensors
                 with one row per env); default: the planner's best grasp (:meth:`observe`), no records.
-            admit: given the envs ready to start their next attempt ((m,) long, on the CPU), which of them may
-                start now ((m,) bool); the others wait and are asked again. The stream ends once no attempt is
-                in flight, so envs never admitted leave their attempts unmade. Default: all may start.
+            admit: given the envs judged with attempts to go ((m,) long, on the CPU), which of them start now
+                and which stop for good ((m,) bool each, disjoint); the others wait, the world stepping on, and
+                are asked again. Default: all start.
         """
         world, executor = self.world, self.executor
         n = world.num_envs
@@ -208,7 +208,7 @@ class GraspRunner:
         waiting = torch.empty(0, dtype=torch.long)  # envs judged, with attempts to go
         with executor.streaming():
             start(first.to(world.device))
-            while in_flight:
+            while in_flight or len(waiting):
                 world.step(executor.check_every)
                 judged = executor.finished().nonzero().flatten()
                 if len(judged):
@@ -220,10 +220,13 @@ class GraspRunner:
                     waiting = torch.cat((waiting, judged[quota[judged] > 0]))
                 envs_to_go = int((quota > 0).sum())  # the waiting ones and those still in flight
                 if len(waiting) and len(waiting) >= min(restart_at, envs_to_go):
-                    admitted = torch.ones_like(waiting, dtype=torch.bool) if admit is None else admit(waiting)
-                    if bool(admitted.any()):
-                        go = waiting[admitted]
-                        quota[go] -= 1
-                        start(go.to(world.device))
-                        in_flight += len(go)
-                        waiting = waiting[~admitted]
+                    if admit is None:
+                        go, stop = torch.ones_like(waiting, dtype=torch.bool), torch.zeros_like(waiting, dtype=torch.bool)
+                    else:
+                        go, stop = admit(waiting)
+                    quota[waiting[stop]] = 0
+                    if bool(go.any()):
+                        quota[waiting[go]] -= 1
+                        start(waiting[go].to(world.device))
+                        in_flight += int(go.sum())
+                    waiting = waiting[~(go | stop)]

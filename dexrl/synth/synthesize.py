@@ -13,8 +13,8 @@ A run that stops can be resumed: finished blocks are kept and the next one start
   starts all envs on fresh heaps drawn from its own seed (``seed * 100_003 + block``), so its content depends on
   that seed alone and N ``torchrun`` ranks write exactly the shards that one process would write.
 - **Streamed** (``stream=True``): one stream runs all of a process's blocks (:meth:`GraspRunner.stream`). An
-  env that has made its attempts of one block goes straight on to the next, on a heap re-drawn for it alone,
-  while the others finish theirs; a block's shards are written once its last attempt is judged. No env waits
+  env that has made its attempts of one block goes on to the next on a heap drawn for it alone, which comes to
+  rest while the others carry on; a block's shards are written once its last attempt is judged. No env waits
   for the slowest one except at the end of the stream. The generators are seeded once, from the first block's
   seed, so a later block's heaps depend on the order in which envs reached it: on a CPU a run is repeatable,
   but a resumed stream draws other heaps than an uninterrupted one would have.
@@ -202,8 +202,9 @@ def _stream_blocks(
     blocks: list[int], writer: _BlockWriter, budget: TimeBudget, rank: Rank,
 ) -> None:
     """All ``blocks`` as one stream: an env that has made its attempts of one block enters the next on a heap
-    re-drawn for it alone; a block is written once its last attempt is judged. With a time budget, no env
-    enters a block that would end past it (estimated from the stream's rate so far)."""
+    drawn for it alone, which comes to rest while the others go on (:meth:`BinWorld.begin_round`); a block is
+    written once its last attempt is judged. With a time budget, no env enters a block that would end past it
+    (estimated from the stream's rate so far)."""
     world, executor = runner.world, runner.executor
     n, per_env = world.num_envs, plan.attempts_per_env
     seed = config.seed * 100_003 + blocks[0]
@@ -215,6 +216,8 @@ def _stream_blocks(
     stream_started = time.perf_counter()
     block_numbers = torch.tensor(blocks, device=world.device)
     started = torch.zeros(n, dtype=torch.long)  # attempts each env has started
+    heap_block = torch.zeros(n, dtype=torch.long)  # index in ``blocks`` of the block each env's heap belongs to
+    resting = torch.zeros(n, dtype=torch.bool)  # heaps still coming to rest
     admitted = 1  # envs may enter blocks[:admitted]
     closed = False  # the budget admits no more blocks
 
@@ -229,7 +232,7 @@ def _stream_blocks(
         rate = done / (time.perf_counter() - stream_started)
         return budget.elapsed + (count * plan.grasps_per_block - done) / rate <= budget.seconds
 
-    def admit(env_ids: torch.Tensor) -> torch.Tensor:
+    def admit(env_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         nonlocal admitted, closed
         position = started[env_ids] // per_env  # index in ``blocks`` of each env's next attempt
         if int(position.max()) >= admitted and admitted < len(blocks) and not closed:
@@ -239,15 +242,22 @@ def _stream_blocks(
             elif verdict is False:
                 closed = True
                 print(f"[synth] rank {rank.rank}: time budget: no env enters block {blocks[admitted]} ({budget.elapsed:.0f} s)")
-        return position < admitted
+        resting[world.rested_rounds().cpu()] = False
+        entering = (position < admitted) & (heap_block[env_ids] < position) & ~resting[env_ids]
+        if bool(entering.any()):  # a fresh heap for the new block, unless judging the last attempt re-drew it
+            ids = env_ids[entering]
+            fresh = (executor.attempts_on_heap[ids.to(world.device)] == 0).cpu()
+            if not bool(fresh.all()):
+                world.begin_round(ids[~fresh].to(world.device))
+                resting[ids[~fresh]] = True
+            heap_block[ids] = position[entering]
+            executor.attempts_on_heap[ids.to(world.device)] = 0
+        go = (position < admitted) & ~resting[env_ids]
+        stop = (position >= admitted) & closed
+        return go, stop
 
     def propose_in_block(env_ids: torch.Tensor) -> tuple[GraspPoses, dict[str, torch.Tensor]]:
         ids = env_ids.cpu()
-        entering = ((started[ids] % per_env == 0) & (started[ids] > 0)).to(world.device)
-        entering = env_ids[entering & (executor.attempts_on_heap[env_ids] > 0)]  # judgement may have re-drawn it
-        if len(entering):
-            world.new_round(entering, timeout=world.settings.settle.redraw_timeout)
-            executor.attempts_on_heap[entering] = 0
         position = (started[ids] // per_env).to(world.device)
         started[ids] += 1
         poses, record = propose(env_ids)
