@@ -113,6 +113,16 @@ def test_a_heap_begun_in_one_env_comes_to_rest_while_the_world_steps_and_leaves_
     assert not world.faulty_envs(0.05)[1]  # ... and lie still inside it
     assert torch.allclose(world.object_positions()[0], others_before, atol=2e-3)
     assert world.rested_rounds().tolist() == []
+    # Heaps begun at different times rest at different times, each reported once.
+    world.begin_round(torch.tensor([0]))
+    world.step(3)
+    world.begin_round(torch.tensor([1]))
+    reported, steps = [], 0
+    while len(reported) < 2 and steps < 400:
+        world.step(2)
+        steps += 2
+        reported += world.rested_rounds().tolist()
+    assert sorted(reported) == [0, 1] and world.round.settled.all() and (world.round.settle_time <= 2.0).all()
 
 
 def test_a_stream_under_a_spent_time_budget_finishes_the_block_it_entered_and_enters_no_other(runner, tmp_path):

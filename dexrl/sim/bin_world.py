@@ -436,7 +436,7 @@ class BinWorld:
             heaps.since_pos[rows] = self.objects.data.body_pos_w.torch[heaps.env_ids[rows]]
             heaps.since_quat[rows] = self.objects.data.body_quat_w.torch[heaps.env_ids[rows]]
         rested = heaps.env_ids[done]
-        self.round.settle_time[rested] = torch.minimum(age[done], heaps.timeout)
+        self.round.settle_time[rested] = torch.minimum(age[done], heaps.timeout[done])
         self.round.settled[rested] = at_rest[done]
         self._resting = heaps.subset(~done)
         return rested
