@@ -182,9 +182,10 @@ class GraspRunner:
                 GPU with many envs a render per finished env would cost more than it saves.
             propose: the next attempt's world-frame grasp poses for some envs, with per-env records (tensors
                 with one row per env); default: the planner's best grasp (:meth:`observe`), no records.
-            admit: given the envs judged with attempts to go ((m,) long, on the CPU), which of them start now
-                and which stop for good ((m,) bool each, disjoint); the others wait, the world stepping on, and
-                are asked again. Default: all start.
+            admit: given the envs judged with attempts to go ((m,) long, on the CPU), which of them may start
+                (with their group, ``restart_at`` counting only those) and which stop for good ((m,) bool
+                each, disjoint); the others wait, the world stepping on, and are asked again at the next
+                check. Default: all may start.
         """
         world, executor = self.world, self.executor
         n = world.num_envs
@@ -218,15 +219,19 @@ class GraspRunner:
                     in_flight -= len(done)
                     yield done, result, {name: rows[done] for name, rows in records.items()}
                     waiting = torch.cat((waiting, judged[quota[judged] > 0]))
-                envs_to_go = int((quota > 0).sum())  # the waiting ones and those still in flight
-                if len(waiting) and len(waiting) >= min(restart_at, envs_to_go):
-                    if admit is None:
-                        go, stop = torch.ones_like(waiting, dtype=torch.bool), torch.zeros_like(waiting, dtype=torch.bool)
-                    else:
-                        go, stop = admit(waiting)
+                if not len(waiting):
+                    continue
+                if admit is None:
+                    go, stop = torch.ones_like(waiting, dtype=torch.bool), torch.zeros_like(waiting, dtype=torch.bool)
+                else:
+                    go, stop = admit(waiting)
                     quota[waiting[stop]] = 0
-                    if bool(go.any()):
-                        quota[waiting[go]] -= 1
-                        start(waiting[go].to(world.device))
-                        in_flight += int(go.sum())
-                    waiting = waiting[~(go | stop)]
+                    waiting, go = waiting[~stop], go[~stop]
+                ready, held = int(go.sum()), len(waiting) - int(go.sum())
+                # Start a group once it is full, or once it holds every env that could still join it.
+                could_join = int((quota > 0).sum()) - held  # ready ones and those in flight
+                if ready and ready >= min(restart_at, could_join):
+                    quota[waiting[go]] -= 1
+                    start(waiting[go].to(world.device))
+                    in_flight += ready
+                    waiting = waiting[~go]
