@@ -843,7 +843,8 @@ def test_the_benchmark_floor_echo_answers_only_after_the_wait():
     try:
         beyond_wait, waits = _echo_overheads(port, wait_s=0.02, iterations=3)
         beyond_no_wait, _ = _echo_overheads(port, wait_s=0.0, iterations=3)
+        image_sized, _ = _echo_overheads(port, wait_s=0.0, iterations=3, size=386 * 516 * 4)
     finally:
         stop()
     assert len(beyond_wait) == 3 and all(0.02 <= waited < 0.5 for waited in waits)  # it did wait, and said so
-    assert all(0 <= extra < 0.5 for extra in beyond_wait + beyond_no_wait)
+    assert all(0 <= extra < 0.5 for extra in beyond_wait + beyond_no_wait + image_sized)
