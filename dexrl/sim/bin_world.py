@@ -413,10 +413,8 @@ class BinWorld:
         quat = self.objects.data.body_quat_w.torch[heaps.env_ids]
         interval = (now - heaps.since_step) * self.dt  # [s] since each heap's last motion check
         checked = interval >= cfg.quiet_time
-        seconds = interval.clamp(min=self.dt)
-        speed = torch.linalg.norm(pos - heaps.since_pos, dim=-1) / seconds.unsqueeze(1)
-        turn = 2 * torch.acos((quat * heaps.since_quat).sum(-1).abs().clamp(max=1.0)) / seconds.unsqueeze(1)
-        moving = ((speed > cfg.linear_speed) | (turn > cfg.angular_speed) | ~torch.isfinite(speed)) & heaps.placed
+        seconds = interval.clamp(min=self.dt).unsqueeze(1)
+        moving = self._moving(pos, quat, heaps.since_pos, heaps.since_quat, seconds) & heaps.placed
         failed = self._heap_faults(heaps.env_ids, heaps.placed, HEAP_MAX_SPEED, out_below_wall_top=True)
         at_rest = checked & ~moving.any(dim=1) & ~failed
         age = (now - heaps.dropped_step) * self.dt
@@ -428,9 +426,7 @@ class BinWorld:
         heaps.since_pos[recheck], heaps.since_quat[recheck] = pos[recheck], quat[recheck]
         if bool(retry.any()):
             rows = retry.nonzero().flatten()
-            self.heap_faults += len(rows)
-            self._reset_articulations(heaps.env_ids[rows])
-            heaps.placed[rows] = self._drop(heaps.env_ids[rows])
+            heaps.placed[rows] = self._redraw_failed(heaps.env_ids[rows])
             heaps.redraws[rows] += 1
             heaps.dropped_step[rows] = heaps.since_step[rows] = now
             heaps.since_pos[rows] = self.objects.data.body_pos_w.torch[heaps.env_ids[rows]]
@@ -538,9 +534,7 @@ class BinWorld:
             self.step(window)
             pos = self.objects.data.body_pos_w.torch[env_ids]
             quat = self.objects.data.body_quat_w.torch[env_ids]
-            speed = torch.linalg.norm(pos - previous_pos, dim=-1) / (window * self.dt)
-            turn = 2 * torch.acos((quat * previous_quat).sum(-1).abs().clamp(max=1.0)) / (window * self.dt)
-            moving = ((speed > cfg.linear_speed) | (turn > cfg.angular_speed) | ~torch.isfinite(speed)) & placed
+            moving = self._moving(pos, quat, previous_pos, previous_quat, window * self.dt) & placed
             active = ~(done | failed | timed_out)
             # A heap that blew up, or threw an object out below the wall tops, will not come right again.
             failed |= active & self._heap_faults(env_ids, placed, HEAP_MAX_SPEED, out_below_wall_top=True)
@@ -554,9 +548,7 @@ class BinWorld:
                 if bool(retry.any()):
                     rows = retry.nonzero().flatten()
                     redraws[rows] += 1
-                    self.heap_faults += len(rows)
-                    self._reset_articulations(env_ids[rows])
-                    placed[rows] = self._drop(env_ids[rows])
+                    placed[rows] = self._redraw_failed(env_ids[rows])
                     failed[rows] = False
                     start[rows] = index
                     settle_time[rows] = timeout
@@ -566,6 +558,21 @@ class BinWorld:
                 break
             previous_pos, previous_quat = pos.clone(), quat.clone()
         return settle_time, done, failed
+
+    def _moving(self, pos, quat, previous_pos, previous_quat, seconds) -> torch.Tensor:
+        """(n, P) bool: objects faster than the settle speeds between two poses ``seconds`` apart (a float, or
+        (n, 1)); a non-finite pose counts as moving."""
+        cfg = self.settings.settle
+        speed = torch.linalg.norm(pos - previous_pos, dim=-1) / seconds
+        turn = 2 * torch.acos((quat * previous_quat).sum(-1).abs().clamp(max=1.0)) / seconds
+        return (speed > cfg.linear_speed) | (turn > cfg.angular_speed) | ~torch.isfinite(speed)
+
+    def _redraw_failed(self, env_ids: torch.Tensor) -> torch.Tensor:
+        """Draw again the heaps of ``env_ids`` whose physics failed, their articulations reset; counted in
+        ``heap_faults``. Returns the placed objects (len(env_ids), P)."""
+        self.heap_faults += len(env_ids)
+        self._reset_articulations(env_ids)
+        return self._drop(env_ids)
 
     def park_objects(self, env_ids: torch.Tensor, slots: torch.Tensor) -> None:
         """Move one pool object per listed env (``slots[i]`` of ``env_ids[i]``) back to its parking spot."""
