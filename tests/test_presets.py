@@ -91,8 +91,8 @@ def test_gpu_buffers_keep_physx_defaults_for_a_few_envs():
 def test_gpu_buffers_hold_every_body_pair_and_the_contact_budget(num_envs, pool_size):
     settings = _settings(num_envs=num_envs, objects__pool_size=pool_size, objects__count_range=(1, 5))
     cfg, defaults = physx_physics_cfg(settings), PhysxCfg()
-    # every pool object with every other, the 7 static colliders (table, floor, 4 walls, shelf) and 3 gripper shapes
-    pairs = pool_size * (pool_size - 1) // 2 + pool_size * (7 + 3)
+    # every pool object with every other, the 6 static colliders (table, floor, 4 walls) and 3 gripper shapes
+    pairs = pool_size * (pool_size - 1) // 2 + pool_size * (6 + 3)
     assert cfg.gpu_max_rigid_patch_count >= num_envs * pairs
     assert cfg.gpu_found_lost_pairs_capacity >= num_envs * pairs
     assert cfg.gpu_max_rigid_contact_count >= 2 * num_envs * settings.physics.nconmax

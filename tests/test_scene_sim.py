@@ -35,6 +35,30 @@ def test_objects_settle_inside_the_bin_and_above_the_floor(world):
     assert ((counts >= 4) & (counts <= 7)).all()
 
 
+def _contact_shapes(world: BinWorld) -> set[int]:
+    """The shapes in any of the world's current contacts."""
+    contacts = world.sim.physics_manager._contacts
+    count = int(contacts.rigid_contact_count.numpy()[0])
+    return set(contacts.rigid_contact_shape0.numpy()[:count]) | set(contacts.rigid_contact_shape1.numpy()[:count])
+
+
+def test_parked_objects_hang_still_at_their_spots_and_touch_nothing(world):
+    info = world.new_round()
+    # One placed object per env leaves the bin for its spot, as after a successful grasp.
+    first_placed = info.placed.float().argmax(dim=1)
+    world.park_objects(torch.arange(NUM_ENVS), first_placed)
+    parked = ~world.round.placed
+    assert parked[torch.arange(NUM_ENVS), first_placed].all()
+    start = world.object_positions().clone()
+    world.step(round(0.5 / world.dt))
+    moved = torch.linalg.norm(world.object_positions() - start, dim=-1)
+    assert moved[parked].max() < 1e-4, "a parked object fell or drifted"
+    shape_ids, envs, slots = world.pool_shapes
+    in_contact = torch.tensor([int(shape) in _contact_shapes(world) for shape in shape_ids])
+    assert in_contact.any(), "the heaps must be in contact with the bin"
+    assert not in_contact[parked[envs, slots]].any(), "a parked object makes contacts"
+
+
 def test_randomized_values_lie_in_range_and_differ_between_envs(world):
     info = world.new_round()
     rnd = world.settings.randomization

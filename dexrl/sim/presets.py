@@ -57,8 +57,8 @@ Lab's own lift task pairs MJWarp ``iterations=100`` with 16 position iterations 
 PHYSX_VELOCITY_ITERATIONS = 0
 """TGS velocity iterations (PhysxCfg's default; Isaac Lab's lift task uses 0 on grasped objects too)."""
 
-STATIC_COLLIDERS = 7
-"""Static colliders per env in :func:`~dexrl.sim.bin_world.build_scene_cfg`: table, bin floor, 4 walls, shelf."""
+STATIC_COLLIDERS = 6
+"""Static colliders per env in :func:`~dexrl.sim.bin_world.build_scene_cfg`: table, bin floor, 4 walls."""
 
 GRIPPER_COLLIDERS = 3
 """Collision shapes of the gantry gripper: the palm box and two pads."""
