@@ -34,7 +34,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--attempts-per-env", type=int, default=None, metavar="K",
         help="attempts each env makes per block, from fresh heaps; the block is split by env into shards of about "
-        "--shard-size grasps (default: --shard-size / --envs, one shard per block)",
+        "--shard-size grasps (default: --shard-size / --envs, one shard per block). Every block settles fresh heaps, "
+        "so a small K costs time: streamed on an H200, K = 4 at 4096 envs labelled about 1.0 M grasps/h, K = 2 at 8192 envs 0.68 M/h",
     )
     parser.add_argument("--mix", default="uniform=0.5,edge=0.5", help="candidate sources and weights (default uniform=0.5,edge=0.5)")
     parser.add_argument("--policy-weights", type=Path, default=None, help="FC-GQ-CNN weights of the policy source")
