@@ -54,7 +54,8 @@ def test_parked_objects_hang_still_at_their_spots_and_touch_nothing(world):
     moved = torch.linalg.norm(world.object_positions() - start, dim=-1)
     assert moved[parked].max() < 1e-4, "a parked object fell or drifted"
     shape_ids, envs, slots = world.pool_shapes
-    in_contact = torch.tensor([int(shape) in _contact_shapes(world) for shape in shape_ids])
+    touching = _contact_shapes(world)
+    in_contact = torch.tensor([int(shape) in touching for shape in shape_ids])
     assert in_contact.any(), "the heaps must be in contact with the bin"
     assert not in_contact[parked[envs, slots]].any(), "a parked object makes contacts"
 
