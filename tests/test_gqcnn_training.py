@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from dexrl.gqcnn.dataset import MANIFEST, GraspBatch, iterate_batches, read_manifest, write_shard
+from dexrl.gqcnn.dataset import MANIFEST, GraspBatch, ShardCache, iterate_batches, read_manifest, write_shard
 from dexrl.gqcnn.grid import bin_to_angle
 from dexrl.gqcnn.model import FCGQCNN, load_network
 from dexrl.gqcnn.training import TrainConfig, _labelled_bin_logits, binary_metrics, random_symmetries, train
@@ -170,3 +170,24 @@ def test_training_needs_a_held_out_shard(tmp_path):
     data = _dataset(tmp_path / "data", shards=1, per_shard=4)
     with pytest.raises(ValueError, match="at least 2"):
         train(TrainConfig(data=data, out=tmp_path / "run", epochs=1, progress=False))
+
+
+def test_cached_shards_train_exactly_as_shards_read_every_epoch(tmp_path):
+    data = _dataset(tmp_path / "data", shards=3, per_shard=12)
+    base = {"data": data, "epochs": 2, "batch_size": 8, "val_fraction": 0.34, "progress": False, "seed": 5}
+    from_files = train(TrainConfig(out=tmp_path / "files", cache="none", **base))
+    cached = train(TrainConfig(out=tmp_path / "cached", cache="device", **base))
+    for a, b in zip(from_files.history, cached.history, strict=True):
+        assert a["train_loss"] == b["train_loss"] and a["val_loss"] == b["val_loss"]
+    with pytest.raises(ValueError, match="cache must be"):
+        train(TrainConfig(out=tmp_path / "bad", cache="disk", **base))
+
+
+def test_a_shard_cache_reads_each_file_once(tmp_path):
+    data = _dataset(tmp_path / "data", shards=2, per_shard=6)
+    shards = read_manifest(data)
+    cache = ShardCache(data, "cpu")
+    first = torch.cat([b.depths for b in iterate_batches(data, shards, 4, np.random.default_rng(1), cache)])
+    (data / shards[0].file).unlink()  # later epochs must not need the files
+    again = torch.cat([b.depths for b in iterate_batches(data, shards, 4, np.random.default_rng(1), cache)])
+    assert torch.equal(first, again) and len(first) == 12

@@ -49,6 +49,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="start no epoch that would end past this many seconds (--resume continues)",
     )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument(
+        "--cache", choices=("auto", "device", "none"), default=defaults.cache,
+        help="keep the shards on the training device after the first epoch (device), read them every epoch "
+        "(none), or the device when the dataset takes at most half of its free memory (auto, the default)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             augment=args.augment,
             time_budget_s=args.time_budget,
             resume=args.resume,
+            cache=args.cache,
         )
         result = train(config, rank)
     if result.history and rank.is_main:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,8 @@ import torch
 from .grid import CROP_SIZE
 
 __all__ = [
-    "MANIFEST", "SHARD_FIELDS", "GraspBatch", "ShardInfo", "iterate_batches", "listed_shards", "merge_manifests", "rank_manifest",
-    "read_manifest", "write_shard",
+    "MANIFEST", "SHARD_FIELDS", "GraspBatch", "ShardCache", "ShardInfo", "iterate_batches", "listed_shards", "merge_manifests",
+    "rank_manifest", "read_manifest", "shard_bytes", "write_shard",
 ]
 
 MANIFEST = "manifest.json"
@@ -183,9 +183,9 @@ def merge_manifests(root: str | Path) -> list[ShardInfo]:
     return shards
 
 
-def _load_shard(root: Path, shard: ShardInfo) -> dict[str, np.ndarray]:
+def _load_shard(root: Path, shard: ShardInfo) -> dict[str, torch.Tensor]:
     with np.load(root / shard.file) as data:
-        arrays = {name: data[name] for name in SHARD_FIELDS}
+        arrays = {name: torch.from_numpy(data[name]) for name in SHARD_FIELDS}
     if len(arrays["labels"]) != shard.count:
         raise ValueError(
             f"{root / shard.file} holds {len(arrays['labels'])} examples, the manifest says {shard.count}"
@@ -193,21 +193,47 @@ def _load_shard(root: Path, shard: ShardInfo) -> dict[str, np.ndarray]:
     return arrays
 
 
+def shard_bytes(shards: Sequence[ShardInfo]) -> int:
+    """Memory that the arrays of ``shards`` take once loaded [bytes]."""
+    return sum(shard.count for shard in shards) * (CROP_SIZE * CROP_SIZE * 4 + 4 + 4 + 1)
+
+
+class ShardCache:
+    """Shards loaded once and kept as tensors on ``device`` (e.g. the GPU that trains): epochs after the first
+    read no file and copy nothing to the device. Pass it to :func:`iterate_batches` as ``load``."""
+
+    def __init__(self, root: str | Path, device: torch.device | str):
+        self.root, self.device = Path(root), torch.device(device)
+        self._shards: dict[str, dict[str, torch.Tensor]] = {}
+
+    def __call__(self, shard: ShardInfo) -> dict[str, torch.Tensor]:
+        if shard.file not in self._shards:
+            arrays = _load_shard(self.root, shard)
+            self._shards[shard.file] = {name: value.to(self.device) for name, value in arrays.items()}
+        return self._shards[shard.file]
+
+
 def iterate_batches(
-    root: str | Path, shards: Sequence[ShardInfo], batch_size: int, rng: np.random.Generator | None = None
+    root: str | Path,
+    shards: Sequence[ShardInfo],
+    batch_size: int,
+    rng: np.random.Generator | None = None,
+    load: Callable[[ShardInfo], dict[str, torch.Tensor]] | None = None,
 ) -> Iterator[GraspBatch]:
-    """Batches over ``shards``, loading one shard at a time; shuffled (shard order and examples) when ``rng``
-    is given, else in manifest order. The last batch may be smaller."""
+    """Batches over ``shards``, one shard at a time; shuffled (shard order and examples) when ``rng`` is given,
+    else in manifest order. The last batch may be smaller. ``load`` gives a shard's tensors (default: read its
+    file; a :class:`ShardCache` keeps them on a device), and the batches lie where they do."""
     root = Path(root)
+    load = load or (lambda shard: _load_shard(root, shard))
     order = rng.permutation(len(shards)) if rng is not None else range(len(shards))
-    pending: dict[str, np.ndarray] | None = None
+    pending: dict[str, torch.Tensor] | None = None
     for index in order:
-        arrays = _load_shard(root, shards[index])
+        arrays = load(shards[index])
         if rng is not None:
-            permutation = rng.permutation(shards[index].count)
+            permutation = torch.from_numpy(rng.permutation(shards[index].count)).to(arrays["labels"].device)
             arrays = {name: value[permutation] for name, value in arrays.items()}
         if pending is not None:
-            arrays = {name: np.concatenate((pending[name], arrays[name])) for name in SHARD_FIELDS}
+            arrays = {name: torch.cat((pending[name], arrays[name])) for name in SHARD_FIELDS}
         full = len(arrays["labels"]) // batch_size * batch_size
         for start in range(0, full, batch_size):
             yield _to_batch({name: value[start : start + batch_size] for name, value in arrays.items()})
@@ -216,10 +242,10 @@ def iterate_batches(
         yield _to_batch(pending)
 
 
-def _to_batch(arrays: dict[str, np.ndarray]) -> GraspBatch:
+def _to_batch(arrays: dict[str, torch.Tensor]) -> GraspBatch:
     return GraspBatch(
-        crops=torch.from_numpy(np.ascontiguousarray(arrays["crops"])).unsqueeze(1),
-        depths=torch.from_numpy(np.ascontiguousarray(arrays["depths"])),
-        angles=torch.from_numpy(np.ascontiguousarray(arrays["angles"])),
-        labels=torch.from_numpy(arrays["labels"].astype(np.int64)),
+        crops=arrays["crops"].unsqueeze(1),
+        depths=arrays["depths"],
+        angles=arrays["angles"],
+        labels=arrays["labels"].long(),
     )

@@ -24,6 +24,7 @@ import itertools
 import json
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from dexrl.budget import TimeBudget
 from dexrl.distributed import SINGLE_PROCESS, Rank, all_gather_objects, all_reduce_sum, barrier
 
-from .dataset import GraspBatch, ShardInfo, iterate_batches, read_manifest
+from .dataset import GraspBatch, ShardCache, ShardInfo, iterate_batches, read_manifest, shard_bytes
 from .grid import angle_to_bin
 from .model import FCGQCNN, Normalization, save_network
 from .preprocess import inpaint
@@ -62,7 +63,11 @@ class TrainConfig:
         time_budget_s: start no epoch that would end past this many seconds (estimated from the epochs so
             far); None trains all ``epochs``. ``resume`` continues a stopped run.
         resume: continue from ``out/checkpoint.pt`` when it exists.
+        cache: where the shards stay between epochs: ``"device"`` (loaded once onto the training device: later
+            epochs read no file and copy nothing), ``"none"`` (read from the files every epoch) or ``"auto"``
+            (the device when the dataset takes at most half of the device's free memory).
         progress: show a progress bar.
+        log_every: steps between the training loss's readings (each one waits for the device).
     """
 
     data: Path
@@ -82,13 +87,15 @@ class TrainConfig:
     augment: bool = True
     time_budget_s: float | None = None
     resume: bool = False
+    cache: str = "auto"
     progress: bool = True
+    log_every: int = 50
 
 
 @dataclass
 class TrainResult:
     """Per-epoch metrics (``train_loss``, ``val_loss``, ``val_accuracy``, ``val_precision``, ``val_recall``,
-    ``val_ap``, ``lr``) and the files written."""
+    ``val_ap``, ``lr``, and ``seconds``: the epoch's wall time, validation included) and the files written."""
 
     history: list[dict[str, float]] = field(default_factory=list)
     best_weights: Path | None = None
@@ -153,10 +160,28 @@ def _labelled_bin_logits(model: FCGQCNN | DistributedDataParallel, batch: GraspB
     return logits[torch.arange(len(bins), device=logits.device), bins]
 
 
-def _estimate_normalization(root: Path, shards: list[ShardInfo], samples: int) -> Normalization:
+def _shard_loader(config: TrainConfig, shards: list[ShardInfo]) -> ShardCache | None:
+    """A cache of ``shards`` on the training device, as ``config.cache`` asks; None reads the files."""
+    if config.cache not in ("auto", "device", "none"):
+        raise ValueError(f"cache must be 'auto', 'device' or 'none', got {config.cache!r}")
+    if config.cache == "none":
+        return None
+    device = torch.device(config.device)
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if config.cache == "auto" and shard_bytes(shards) > free / 2:
+        return None
+    return ShardCache(config.data, device)
+
+
+def _estimate_normalization(
+    root: Path, shards: list[ShardInfo], samples: int, load: ShardCache | None = None
+) -> Normalization:
     """Mean and standard deviation of I - z over the first ``samples`` training examples."""
     total, total_sq, count = 0.0, 0.0, 0
-    for batch in iterate_batches(root, shards, batch_size=1024):
+    for batch in iterate_batches(root, shards, batch_size=1024, load=load):
         relative = (inpaint(batch.crops[:, 0]) - batch.depths[:, None, None]).double()
         total, total_sq, count = (
             total + relative.sum().item(),
@@ -209,25 +234,31 @@ def _train_step(
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     batch: GraspBatch,
-) -> float:
+) -> torch.Tensor:
     """One SGD step on ``batch``; under DDP ``batch`` is this rank's equal part of the global batch and the
-    gradients are averaged over the ranks. Returns the mean loss over ``batch``."""
+    gradients are averaged over the ranks. Returns the mean loss over ``batch`` (a scalar tensor on the
+    device: reading it waits for the step)."""
     loss = F.cross_entropy(_labelled_bin_logits(model, batch), batch.labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     schedule.step()
-    return loss.item()
+    return loss.detach()
 
 
 @torch.no_grad()
 def _evaluate(
-    model: FCGQCNN, root: Path, shards: list[ShardInfo], config: TrainConfig, rank: Rank = SINGLE_PROCESS
+    model: FCGQCNN,
+    root: Path,
+    shards: list[ShardInfo],
+    config: TrainConfig,
+    rank: Rank = SINGLE_PROCESS,
+    load: ShardCache | None = None,
 ) -> dict[str, float]:
     """Validation metrics over ``shards``: each rank predicts its share, the metrics use every prediction."""
     model.eval()
     loss, qs, labels = 0.0, [torch.empty(0)], [torch.empty(0, dtype=torch.long)]
-    for batch in iterate_batches(root, shards[rank.rank :: rank.world_size], config.batch_size):
+    for batch in iterate_batches(root, shards[rank.rank :: rank.world_size], config.batch_size, load=load):
         batch = batch.to(config.device)
         logits = _labelled_bin_logits(model, batch)
         loss += F.cross_entropy(logits, batch.labels, reduction="sum").item()
@@ -273,10 +304,11 @@ def train(config: TrainConfig, rank: Rank = SINGLE_PROCESS) -> TrainResult:
         raise ValueError(
             f"{checkpoint_path} was written by {resume.get('world_size', 1)} rank(s); resume it with as many"
         )
+    load = _shard_loader(config, train_shards + val_shards)
     normalization = (
         Normalization(**resume["normalization"])
         if resume
-        else _estimate_normalization(root, train_shards, config.normalization_samples)
+        else _estimate_normalization(root, train_shards, config.normalization_samples, load)
     )
     network = FCGQCNN(angle_bins=config.angle_bins, normalization=normalization)
     network = network.to(config.device, memory_format=torch.channels_last)  # about twice as fast on CPUs and GPUs
@@ -323,27 +355,30 @@ def train(config: TrainConfig, rank: Rank = SINGLE_PROCESS) -> TrainResult:
             print(f"[train-gqcnn] time budget: stopping after epoch {epoch} ({budget.elapsed:.0f} s)")
             break
         model.train()
+        epoch_started = time.perf_counter()
         shards, rng, steps = _epoch_share(train_shards, config, epoch, rank)
         batches = tqdm(
-            itertools.islice(iterate_batches(root, shards, config.batch_size // rank.world_size, rng), steps),
+            itertools.islice(iterate_batches(root, shards, config.batch_size // rank.world_size, rng, load), steps),
             total=steps,
             desc=f"epoch {epoch + 1}/{config.epochs}",
             unit="batch",
             disable=not (config.progress and rank.is_main),
         )
-        loss_sum, seen = 0.0, 0
-        for batch in batches:
+        loss_sum, seen = torch.zeros((), dtype=torch.float64, device=config.device), 0
+        for step, batch in enumerate(batches, 1):
             batch = batch.to(config.device)
             if config.augment:
                 batch = random_symmetries(batch, augment_generator)
             loss = _train_step(model, optimizer, schedule, batch)
             loss_sum, seen = loss_sum + loss * len(batch.labels), seen + len(batch.labels)
-            if writer is not None:
-                writer.add_scalar("train/loss", loss, schedule.last_epoch)
-            batches.set_postfix(loss=f"{loss_sum / seen:.4f}")
-        loss_sum, seen = all_reduce_sum(torch.tensor([loss_sum, seen], dtype=torch.float64)).tolist()
+            if step % config.log_every == 0 or step == steps:
+                if writer is not None:
+                    writer.add_scalar("train/loss", loss.item(), schedule.last_epoch)
+                batches.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")
+        loss_sum, seen = all_reduce_sum(torch.tensor([loss_sum.item(), seen], dtype=torch.float64)).tolist()
         metrics = {"epoch": epoch, "train_loss": loss_sum / seen, "lr": optimizer.param_groups[0]["lr"]}
-        metrics |= _evaluate(network, root, val_shards, config, rank)
+        metrics |= _evaluate(network, root, val_shards, config, rank, load)
+        metrics["seconds"] = round(time.perf_counter() - epoch_started, 2)
         result.history.append(metrics)
         improved = metrics["val_ap"] > best_ap or result.best_weights is None
         if improved:
