@@ -5,6 +5,8 @@
 # 570 s) stops the pipeline before the host's per-call limit, so that the copies still happen.
 #   scripts/device_pipeline.sh STAGE_DIR STAGES [dexrl pipeline options...]
 #   e.g. scripts/device_pipeline.sh $HOME/stage synth --envs 4096 --synth-seconds 420
+# The staged wheels and the run folder live only as long as the host, which goes back soon after a call
+# ends: send the staging calls and every stage's call back to back, without pauses between them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 stage=$1; stages=$2; shift 2

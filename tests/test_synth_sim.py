@@ -11,7 +11,7 @@ from dexrl.grasp.baseline import HighestObjectPlanner
 from dexrl.sim.grasp_runner import GraspRunner
 from dexrl.sim.scene_cfg import SceneSettingsCfg
 from dexrl.synth.candidates import CandidateMix, CandidateSampler
-from dexrl.synth.synthesize import BlockLayoutError, BlockPlan, SynthConfig, split_by_env, synthesize
+from dexrl.synth.synthesize import BlockLayoutError, BlockPlan, SynthConfig, share_final_block, split_by_env, synthesize
 
 pytestmark = pytest.mark.sim
 
@@ -136,6 +136,38 @@ def test_a_stream_under_a_spent_time_budget_finishes_the_block_it_entered_and_en
     again = synthesize(runner, sampler, SynthConfig(out=tmp_path, grasps=8, shard_size=2, attempts_per_env=2, seed=3, progress=False, stream=True))
     assert again.shards_kept == 2 and again.shards_written == 2 and again.grasps == 4
     assert [shard.meta["block"] for shard in read_manifest(tmp_path)] == [0, 0, 1, 1]
+
+
+def test_in_a_streams_last_block_quick_envs_fill_their_shard_and_earlier_blocks_stay_one_share_per_env(runner, tmp_path):
+    sampler = CandidateSampler(CandidateMix(), runner.world.settings.camera.intrinsics, generator=torch.Generator().manual_seed(0))
+    judged = torch.zeros(3, 2, dtype=torch.long)  # (block, env): attempts judged, observed on the real stream
+    stream = runner.stream
+
+    def observed_stream(*args, **kwargs):
+        for env_ids, result, record in stream(*args, **kwargs):
+            judged.index_put_((record["block"].cpu(), env_ids.cpu()), torch.ones(len(env_ids), dtype=torch.long), accumulate=True)
+            yield env_ids, result, record
+
+    runner.stream = observed_stream
+    try:  # one shard of both envs per block
+        config = SynthConfig(out=tmp_path, grasps=12, shard_size=4, attempts_per_env=2, seed=6, progress=False, stream=True)
+        stats = synthesize(runner, sampler, config)
+    finally:
+        del runner.stream
+    shards = read_manifest(tmp_path)
+    assert [shard.meta["block"] for shard in shards] == [0, 1, 2] and [shard.count for shard in shards] == [4, 4, 4]
+    assert all(shard.meta["env_range"] == [0, 2] for shard in shards) and stats.grasps == 12
+    assert judged[:2].tolist() == [[2, 2], [2, 2]]  # blocks before the last: every env its own 2 attempts
+    assert judged[2].sum() == 4 and (judged[2] <= 4).all()  # the last: 4 in all, shared by the quicker env
+
+
+def test_the_last_blocks_attempts_go_to_envs_with_their_own_left_first_then_in_order_while_their_shard_has_room():
+    shards = torch.tensor([0, 1, 0, 0, 1, 1])
+    own = torch.tensor([False, True, True, False, False, False])
+    granted = share_final_block(shards, own, room=torch.tensor([2, 1]))
+    assert granted.tolist() == [True, True, True, False, False, False]
+    assert share_final_block(shards, own, room=torch.tensor([0, 3])).tolist() == [False, True, False, False, True, True]
+    assert not share_final_block(shards[:0], own[:0], room=torch.tensor([1, 1])).any()
 
 
 def test_split_by_env_keeps_each_env_range_in_its_judging_order():

@@ -161,7 +161,7 @@ class GraspRunner:
 
     def stream(
         self,
-        attempts: int,
+        attempts: int | None,
         restart_at: int | None = None,
         propose: Proposer | None = None,
         admit: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
@@ -176,7 +176,8 @@ class GraspRunner:
         the outcomes are sampled as in lock-step and only the waiting for the slowest env of each batch goes.
 
         Args:
-            attempts: attempts in all; the stream ends when all of them are judged.
+            attempts: attempts in all; the stream ends when all of them are judged. None: no count; each env goes
+                on until ``admit`` stops it (which it then must do for every env).
             restart_at: envs that wait for one render and proposal, which then starts their attempts
                 together (default: an eighth of the envs, at least 1). Rendering covers every env, so on a
                 GPU with many envs a render per finished env would cost more than it saves.
@@ -201,8 +202,13 @@ class GraspRunner:
                 records[name][ids] = rows
             executor.start(poses, ids)
 
-        quota = torch.full((n,), attempts // n, dtype=torch.long)  # attempts each env has yet to start
-        quota[: attempts % n] += 1
+        if attempts is None:
+            if admit is None:
+                raise ValueError("a stream without an attempt count needs an admit() that stops its envs")
+            quota = torch.full((n,), torch.iinfo(torch.long).max // 2)  # attempts each env has yet to start
+        else:
+            quota = torch.full((n,), attempts // n, dtype=torch.long)
+            quota[: attempts % n] += 1
         first = quota.nonzero().flatten()
         quota[first] -= 1
         in_flight = len(first)

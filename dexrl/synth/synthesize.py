@@ -15,9 +15,14 @@ A run that stops can be resumed: finished blocks are kept and the next one start
 - **Streamed** (``stream=True``): one stream runs all of a process's blocks (:meth:`GraspRunner.stream`). An
   env that has made its attempts of one block goes on to the next on a heap drawn for it alone, which comes to
   rest while the others carry on; a block's shards are written once its last attempt is judged. No env waits
-  for the slowest one except at the end of the stream. The generators are seeded once, from the first block's
-  seed, so a later block's heaps depend on the order in which envs reached it: on a CPU a run is repeatable,
-  but a resumed stream draws other heaps than an uninterrupted one would have.
+  for the slowest one except at the end of the stream. There, in the stream's last block, an env that has made
+  its ``attempts_per_env`` may make those that a slower env of its shard has not started yet (its shard still
+  gets exactly its envs x ``attempts_per_env`` grasps, from its envs' heaps alone): the stream then ends about
+  one attempt after the last shard is full, not after the slowest env's whole share of the block. In that
+  block quick envs (whose attempts end early, in collisions say) label more of the grasps than slow ones.
+  The generators are seeded once, from the first block's seed, so a later block's heaps depend on the order in
+  which envs reached it: on a CPU a run is repeatable, but a resumed stream draws other heaps than an
+  uninterrupted one would have.
 
 Under ``torchrun`` the block is the unit of work: rank r of N runs blocks r, r + N, r + 2N, ... Ranks list their
 shards in their own manifests, which rank 0 merges into ``manifest.json`` at the end.
@@ -42,7 +47,7 @@ from dexrl.sim.grasp_runner import GraspRunner, OutcomeTally, Proposer
 
 from .candidates import CandidateSampler
 
-__all__ = ["BlockLayoutError", "BlockPlan", "SynthConfig", "SynthStats", "split_by_env", "synthesize"]
+__all__ = ["BlockLayoutError", "BlockPlan", "SynthConfig", "SynthStats", "share_final_block", "split_by_env", "synthesize"]
 
 SOURCES = ("uniform", "edge", "policy")
 
@@ -65,9 +70,10 @@ class SynthConfig:
             are labelled. A later run with the same settings continues, with any number of ranks.
         progress: show a progress bar.
         stream: run all blocks as one stream (:meth:`GraspRunner.stream`: an env draws and starts its next
-            candidate once its last is judged, and enters the next block on its own) rather than in lock-step
-            batches. The examples are the same kind; their order in a shard follows the order in which attempts
-            ended.
+            candidate once its last is judged, and enters the next block on its own; in the last block, quick
+            envs take over the attempts that slow envs of their shard have not started) rather than in
+            lock-step batches. The examples are the same kind; their order in a shard follows the order in
+            which attempts ended.
     """
 
     out: Path
@@ -204,7 +210,8 @@ def _stream_blocks(
     """All ``blocks`` as one stream: an env that has made its attempts of one block enters the next on a heap
     drawn for it alone, which comes to rest while the others go on (:meth:`BinWorld.begin_round`); a block is
     written once its last attempt is judged. With a time budget, no env enters a block that would end past it
-    (estimated from the stream's rate so far)."""
+    (estimated from the stream's rate so far). Once the last block is known, envs done with it take over the
+    attempts of slower envs of their shard (:func:`share_final_block`) until each shard's are all started."""
     world, executor = runner.world, runner.executor
     n, per_env = world.num_envs, plan.attempts_per_env
     seed = config.seed * 100_003 + blocks[0]
@@ -218,8 +225,13 @@ def _stream_blocks(
     started = torch.zeros(n, dtype=torch.long)  # attempts each env has started
     heap_block = torch.zeros(n, dtype=torch.long)  # index in ``blocks`` of the block each env's heap belongs to
     resting = torch.zeros(n, dtype=torch.bool)  # heaps still coming to rest
+    shard_of = torch.zeros(n, dtype=torch.long)  # each env's shard within a block
+    for index, (first, end) in enumerate(plan.env_groups()):
+        shard_of[first:end] = index
+    shard_quota = torch.bincount(shard_of) * per_env  # attempts of each shard of a block
     admitted = 1  # envs may enter blocks[:admitted]
     closed = False  # the budget admits no more blocks
+    final: int | None = None  # index in ``blocks`` of the stream's last block, once it is known
 
     def fits(count: int) -> bool | None:
         """Whether ``blocks[:count]`` would end within the budget; None: too early to tell."""
@@ -232,9 +244,19 @@ def _stream_blocks(
         rate = done / (time.perf_counter() - stream_started)
         return budget.elapsed + (count * plan.grasps_per_block - done) / rate <= budget.seconds
 
+    def position_of(env_ids: torch.Tensor) -> torch.Tensor:
+        """Index in ``blocks`` of each env's next attempt: past the last block, still the last block."""
+        position = started[env_ids] // per_env
+        return position if final is None else position.clamp(max=final)
+
+    def final_room() -> torch.Tensor:
+        """Attempts of the last block that each of its shards has yet to start ((shards,) long)."""
+        in_final = (started - final * per_env).clamp(min=0)
+        return shard_quota - torch.bincount(shard_of, weights=in_final, minlength=len(shard_quota)).long()
+
     def admit(env_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        nonlocal admitted, closed
-        position = started[env_ids] // per_env  # index in ``blocks`` of each env's next attempt
+        nonlocal admitted, closed, final
+        position = started[env_ids] // per_env
         if int(position.max()) >= admitted and admitted < len(blocks) and not closed:
             verdict = fits(admitted + 1)
             if verdict:
@@ -242,8 +264,13 @@ def _stream_blocks(
             elif verdict is False:
                 closed = True
                 print(f"[synth] rank {rank.rank}: time budget: no env enters block {blocks[admitted]} ({budget.elapsed:.0f} s)")
+        if final is None and (closed or admitted == len(blocks)):
+            final = admitted - 1
+        position = position_of(env_ids)
         resting[world.rested_rounds().cpu()] = False
-        entering = (position < admitted) & (heap_block[env_ids] < position) & ~resting[env_ids]
+        in_final = position == final if final is not None else torch.zeros_like(position, dtype=torch.bool)
+        full = in_final & (final_room()[shard_of[env_ids]] == 0) if final is not None else in_final
+        entering = (position < admitted) & (heap_block[env_ids] < position) & ~resting[env_ids] & ~full
         if bool(entering.any()):  # a fresh heap for the new block, unless judging the last attempt re-drew it
             ids = env_ids[entering]
             fresh = (executor.attempts_on_heap[ids.to(world.device)] == 0).cpu()
@@ -252,24 +279,49 @@ def _stream_blocks(
                 resting[ids[~fresh]] = True
             heap_block[ids] = position[entering]
             executor.attempts_on_heap[ids.to(world.device)] = 0
-        go = (position < admitted) & ~resting[env_ids]
-        stop = (position >= admitted) & closed
+        go = (position < admitted) & ~resting[env_ids] & ~full
+        stop = full
+        if final is not None and bool((go & in_final).any()):
+            asking = (go & in_final).nonzero().flatten()
+            own = started[env_ids[asking]] < (final + 1) * per_env
+            granted = share_final_block(shard_of[env_ids[asking]], own, final_room())
+            go[asking[~granted]] = False
+            stop[asking[~granted]] = True
         return go, stop
 
     def propose_in_block(env_ids: torch.Tensor) -> tuple[GraspPoses, dict[str, torch.Tensor]]:
         ids = env_ids.cpu()
-        position = (started[ids] // per_env).to(world.device)
+        position = position_of(ids).to(world.device)
         started[ids] += 1
         poses, record = propose(env_ids)
         return poses, {**record, "block": block_numbers[position]}
 
-    attempts = n * per_env * len(blocks)
-    for env_ids, result, record in runner.stream(attempts, propose=propose_in_block, admit=admit):
+    for env_ids, result, record in runner.stream(None, propose=propose_in_block, admit=admit):
         writer.label(record["block"], env_ids, result.outcome, record)
         for block in writer.full_blocks():
             writer.write(block, seed)
     if writer.pending:
         raise RuntimeError(f"blocks {writer.pending} were entered but not finished")
+
+
+def share_final_block(shards: torch.Tensor, own: torch.Tensor, room: torch.Tensor) -> torch.Tensor:
+    """Which envs asking for an attempt of a stream's last block get one.
+
+    Args:
+        shards: (m,) long, the shard of each asking env.
+        own: (m,) bool, whether the env asks for one of its own ``attempts_per_env`` (else it has made those and
+            would take a slower env's).
+        room: (shards,) long, attempts each shard has yet to start.
+
+    Returns:
+        (m,) bool: per shard, envs with attempts of their own first, then the others, in order, as long as there is room.
+    """
+    order = torch.sort(shards * 2 + (~own).long(), stable=True).indices
+    ranked = shards[order]
+    counts = torch.bincount(ranked, minlength=len(room))
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order)) - (counts.cumsum(0) - counts)[ranked]
+    return rank < room[shards]
 
 
 class _BlockWriter:
