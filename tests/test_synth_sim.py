@@ -11,7 +11,7 @@ from dexrl.grasp.baseline import HighestObjectPlanner
 from dexrl.sim.grasp_runner import GraspRunner
 from dexrl.sim.scene_cfg import SceneSettingsCfg
 from dexrl.synth.candidates import CandidateMix, CandidateSampler
-from dexrl.synth.synthesize import BlockLayoutError, BlockPlan, SynthConfig, share_final_block, split_by_env, synthesize
+from dexrl.synth.synthesize import BlockLayoutError, BlockPlan, SynthConfig, _last_blocks_targets, share_room, split_by_env, synthesize
 
 pytestmark = pytest.mark.sim
 
@@ -138,7 +138,7 @@ def test_a_stream_under_a_spent_time_budget_finishes_the_block_it_entered_and_en
     assert [shard.meta["block"] for shard in read_manifest(tmp_path)] == [0, 0, 1, 1]
 
 
-def test_in_a_streams_last_block_quick_envs_fill_their_shard_and_earlier_blocks_stay_one_share_per_env(runner, tmp_path):
+def test_a_stream_ends_with_every_shard_holding_its_envs_share_however_the_envs_split_it(runner, tmp_path):
     sampler = CandidateSampler(CandidateMix(), runner.world.settings.camera.intrinsics, generator=torch.Generator().manual_seed(0))
     judged = torch.zeros(3, 2, dtype=torch.long)  # (block, env): attempts judged, observed on the real stream
     stream = runner.stream
@@ -155,19 +155,31 @@ def test_in_a_streams_last_block_quick_envs_fill_their_shard_and_earlier_blocks_
     finally:
         del runner.stream
     shards = read_manifest(tmp_path)
-    assert [shard.meta["block"] for shard in shards] == [0, 1, 2] and [shard.count for shard in shards] == [4, 4, 4]
+    assert sorted(shard.meta["block"] for shard in shards) == [0, 1, 2] and [shard.count for shard in shards] == [4, 4, 4]
     assert all(shard.meta["env_range"] == [0, 2] for shard in shards) and stats.grasps == 12
-    assert judged[:2].tolist() == [[2, 2], [2, 2]]  # blocks before the last: every env its own 2 attempts
-    assert judged[2].sum() == 4 and (judged[2] <= 4).all()  # the last: 4 in all, shared by the quicker env
+    assert judged.sum(dim=1).tolist() == [4, 4, 4]
 
 
-def test_the_last_blocks_attempts_go_to_envs_with_their_own_left_first_then_in_order_while_their_shard_has_room():
-    shards = torch.tensor([0, 1, 0, 0, 1, 1])
+def test_at_the_end_envs_go_on_where_their_shard_has_room_take_over_slower_envs_attempts_or_stop():
+    room = torch.tensor([[0, 2], [1, 0], [3, 0]])  # (block, shard) attempts yet to start; block 2 is the last
+    position = torch.tensor([1, 0, 3, 3, 1, 0])  # the block of each env's own next attempt (3: done)
+    heap_block = torch.tensor([1, 0, 2, 0, 1, 0])
+    shards = torch.tensor([0, 0, 0, 0, 1, 1])
+    target, stop = _last_blocks_targets(position, heap_block, shards, room)
+    # env 0 goes on in block 1; env 1's block 0 is full, so it moves on to block 1; env 2 fills in its heap's
+    # block 2; env 3's heap block 0 is full, so it fills the first block with room (1); shard 1 has room only in
+    # block 0: env 4 (own block 1, nothing later) goes back to fill it, and env 5 goes on in its own block 0
+    assert target.tolist() == [1, 1, 2, 1, 0, 0] and not stop.any()
+    target, stop = _last_blocks_targets(position, heap_block, shards, torch.tensor([[0, 0], [0, 0], [1, 0]]))
+    assert stop.tolist() == [False, False, False, False, True, True] and target[:4].tolist() == [2, 2, 2, 2]
+
+
+def test_envs_asking_at_once_get_a_cells_room_own_attempts_first_then_in_order():
+    cells = torch.tensor([0, 1, 0, 0, 1, 1])
     own = torch.tensor([False, True, True, False, False, False])
-    granted = share_final_block(shards, own, room=torch.tensor([2, 1]))
-    assert granted.tolist() == [True, True, True, False, False, False]
-    assert share_final_block(shards, own, room=torch.tensor([0, 3])).tolist() == [False, True, False, False, True, True]
-    assert not share_final_block(shards[:0], own[:0], room=torch.tensor([1, 1])).any()
+    assert share_room(cells, own, room=torch.tensor([2, 1])).tolist() == [True, True, True, False, False, False]
+    assert share_room(cells, own, room=torch.tensor([0, 3])).tolist() == [False, True, False, False, True, True]
+    assert not share_room(cells[:0], own[:0], room=torch.tensor([1, 1])).any()
 
 
 def test_split_by_env_keeps_each_env_range_in_its_judging_order():

@@ -15,11 +15,13 @@ A run that stops can be resumed: finished blocks are kept and the next one start
 - **Streamed** (``stream=True``): one stream runs all of a process's blocks (:meth:`GraspRunner.stream`). An
   env that has made its attempts of one block goes on to the next on a heap drawn for it alone, which comes to
   rest while the others carry on; a block's shards are written once its last attempt is judged. No env waits
-  for the slowest one except at the end of the stream. There, in the stream's last block, an env that has made
-  its ``attempts_per_env`` may make those that a slower env of its shard has not started yet (its shard still
-  gets exactly its envs x ``attempts_per_env`` grasps, from its envs' heaps alone): the stream then ends about
-  one attempt after the last shard is full, not after the slowest env's whole share of the block. In that
-  block quick envs (whose attempts end early, in collisions say) label more of the grasps than slow ones.
+  for the slowest one except at the end of the stream. There, once the stream's last block is known, an env
+  that has made its ``attempts_per_env`` in every block takes over attempts that slower envs of its shard have
+  not started yet, in whichever block they lie (on a heap drawn for that block); a slow env whose attempts were
+  taken over moves on. Each shard still gets exactly its envs x ``attempts_per_env`` grasps, from its envs'
+  heaps of that block alone, and the stream ends about one attempt after the last shard is full rather than
+  after the slowest env's whole share. In these last blocks quick envs (whose attempts end early, in
+  collisions say) label more of the grasps than slow ones.
   The generators are seeded once, from the first block's seed, so a later block's heaps depend on the order in
   which envs reached it: on a CPU a run is repeatable, but a resumed stream draws other heaps than an
   uninterrupted one would have.
@@ -47,7 +49,7 @@ from dexrl.sim.grasp_runner import GraspRunner, OutcomeTally, Proposer
 
 from .candidates import CandidateSampler
 
-__all__ = ["BlockLayoutError", "BlockPlan", "SynthConfig", "SynthStats", "share_final_block", "split_by_env", "synthesize"]
+__all__ = ["BlockLayoutError", "BlockPlan", "SynthConfig", "SynthStats", "share_room", "split_by_env", "synthesize"]
 
 SOURCES = ("uniform", "edge", "policy")
 
@@ -70,8 +72,8 @@ class SynthConfig:
             are labelled. A later run with the same settings continues, with any number of ranks.
         progress: show a progress bar.
         stream: run all blocks as one stream (:meth:`GraspRunner.stream`: an env draws and starts its next
-            candidate once its last is judged, and enters the next block on its own; in the last block, quick
-            envs take over the attempts that slow envs of their shard have not started) rather than in
+            candidate once its last is judged, and enters the next block on its own; at the end, quick envs
+            take over the attempts that slow envs of their shard have not started) rather than in
             lock-step batches. The examples are the same kind; their order in a shard follows the order in
             which attempts ended.
     """
@@ -210,8 +212,9 @@ def _stream_blocks(
     """All ``blocks`` as one stream: an env that has made its attempts of one block enters the next on a heap
     drawn for it alone, which comes to rest while the others go on (:meth:`BinWorld.begin_round`); a block is
     written once its last attempt is judged. With a time budget, no env enters a block that would end past it
-    (estimated from the stream's rate so far). Once the last block is known, envs done with it take over the
-    attempts of slower envs of their shard (:func:`share_final_block`) until each shard's are all started."""
+    (estimated from the stream's rate so far). Once the last block is known, envs done with their own attempts
+    take over those that slower envs of their shard have not started (:func:`_last_blocks_targets`,
+    :func:`share_room`), until every shard's are started."""
     world, executor = runner.world, runner.executor
     n, per_env = world.num_envs, plan.attempts_per_env
     seed = config.seed * 100_003 + blocks[0]
@@ -229,6 +232,8 @@ def _stream_blocks(
     for index, (first, end) in enumerate(plan.env_groups()):
         shard_of[first:end] = index
     shard_quota = torch.bincount(shard_of) * per_env  # attempts of each shard of a block
+    started_in = torch.zeros(len(blocks), len(shard_quota), dtype=torch.long)  # attempts started per block and shard
+    next_block = torch.zeros(n, dtype=torch.long)  # the block of each env's next attempt, as admitted
     admitted = 1  # envs may enter blocks[:admitted]
     closed = False  # the budget admits no more blocks
     final: int | None = None  # index in ``blocks`` of the stream's last block, once it is known
@@ -244,19 +249,9 @@ def _stream_blocks(
         rate = done / (time.perf_counter() - stream_started)
         return budget.elapsed + (count * plan.grasps_per_block - done) / rate <= budget.seconds
 
-    def position_of(env_ids: torch.Tensor) -> torch.Tensor:
-        """Index in ``blocks`` of each env's next attempt: past the last block, still the last block."""
-        position = started[env_ids] // per_env
-        return position if final is None else position.clamp(max=final)
-
-    def final_room() -> torch.Tensor:
-        """Attempts of the last block that each of its shards has yet to start ((shards,) long)."""
-        in_final = (started - final * per_env).clamp(min=0)
-        return shard_quota - torch.bincount(shard_of, weights=in_final, minlength=len(shard_quota)).long()
-
     def admit(env_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         nonlocal admitted, closed, final
-        position = started[env_ids] // per_env
+        position = started[env_ids] // per_env  # the block of each env's own next attempt
         if int(position.max()) >= admitted and admitted < len(blocks) and not closed:
             verdict = fits(admitted + 1)
             if verdict:
@@ -266,35 +261,40 @@ def _stream_blocks(
                 print(f"[synth] rank {rank.rank}: time budget: no env enters block {blocks[admitted]} ({budget.elapsed:.0f} s)")
         if final is None and (closed or admitted == len(blocks)):
             final = admitted - 1
-        position = position_of(env_ids)
         resting[world.rested_rounds().cpu()] = False
-        in_final = position == final if final is not None else torch.zeros_like(position, dtype=torch.bool)
-        full = in_final & (final_room()[shard_of[env_ids]] == 0) if final is not None else in_final
-        entering = (position < admitted) & (heap_block[env_ids] < position) & ~resting[env_ids] & ~full
-        if bool(entering.any()):  # a fresh heap for the new block, unless judging the last attempt re-drew it
+        if final is None:
+            target, stop = position, torch.zeros_like(position, dtype=torch.bool)
+        else:
+            target, stop = _last_blocks_targets(position, heap_block[env_ids], shard_of[env_ids], shard_quota - started_in[: final + 1])
+            own = target == position
+            skipped = ~own & (target > position) & (position <= final)
+            started[env_ids[skipped]] = target[skipped] * per_env  # their attempts there were taken over
+        entering = (target < admitted) & (heap_block[env_ids] != target) & ~resting[env_ids] & ~stop
+        if bool(entering.any()):  # a fresh heap for the block, unless judging the last attempt re-drew it
             ids = env_ids[entering]
             fresh = (executor.attempts_on_heap[ids.to(world.device)] == 0).cpu()
             if not bool(fresh.all()):
                 world.begin_round(ids[~fresh].to(world.device))
                 resting[ids[~fresh]] = True
-            heap_block[ids] = position[entering]
+            heap_block[ids] = target[entering]
             executor.attempts_on_heap[ids.to(world.device)] = 0
-        go = (position < admitted) & ~resting[env_ids] & ~full
-        stop = full
-        if final is not None and bool((go & in_final).any()):
-            asking = (go & in_final).nonzero().flatten()
-            own = started[env_ids[asking]] < (final + 1) * per_env
-            granted = share_final_block(shard_of[env_ids[asking]], own, final_room())
-            go[asking[~granted]] = False
-            stop[asking[~granted]] = True
+        go = (target < admitted) & ~resting[env_ids] & ~stop
+        if final is not None and bool(go.any()):  # several envs may ask for a shard's last attempts at once
+            asking = go.nonzero().flatten()
+            cells = target[asking] * len(shard_quota) + shard_of[env_ids[asking]]
+            room = (shard_quota - started_in[: final + 1]).flatten()
+            go[asking[~share_room(cells, (started[env_ids[asking]] // per_env) == target[asking], room)]] = False
+        next_block[env_ids[go]] = target[go]
         return go, stop
 
     def propose_in_block(env_ids: torch.Tensor) -> tuple[GraspPoses, dict[str, torch.Tensor]]:
         ids = env_ids.cpu()
-        position = position_of(ids).to(world.device)
-        started[ids] += 1
+        block = next_block[ids]
+        own = started[ids] // per_env == block
+        started[ids[own]] += 1
+        started_in.index_put_((block, shard_of[ids]), torch.ones_like(block), accumulate=True)
         poses, record = propose(env_ids)
-        return poses, {**record, "block": block_numbers[position]}
+        return poses, {**record, "block": block_numbers[block.to(world.device)]}
 
     for env_ids, result, record in runner.stream(None, propose=propose_in_block, admit=admit):
         writer.label(record["block"], env_ids, result.outcome, record)
@@ -304,24 +304,53 @@ def _stream_blocks(
         raise RuntimeError(f"blocks {writer.pending} were entered but not finished")
 
 
-def share_final_block(shards: torch.Tensor, own: torch.Tensor, room: torch.Tensor) -> torch.Tensor:
-    """Which envs asking for an attempt of a stream's last block get one.
+def _last_blocks_targets(
+    position: torch.Tensor, heap_block: torch.Tensor, shards: torch.Tensor, room: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where envs go once a stream's last block is known: the block of each env's next attempt, and whether it stops.
+
+    An env with attempts of its own left goes on in its block (``position``) while its shard has room there, and
+    otherwise moves on to the next block with room. An env past the last block takes over unstarted attempts
+    of its shard: in its heap's block if that has room, else in the first block with room. Envs find no room
+    once their shard's attempts are all started, and stop.
 
     Args:
-        shards: (m,) long, the shard of each asking env.
-        own: (m,) bool, whether the env asks for one of its own ``attempts_per_env`` (else it has made those and
-            would take a slower env's).
-        room: (shards,) long, attempts each shard has yet to start.
+        position: (m,) long, the block of each env's own next attempt (index in the stream's blocks).
+        heap_block: (m,) long, the block of each env's heap.
+        shards: (m,) long, each env's shard.
+        room: (blocks up to the last, shards) long, attempts yet to start.
+    """
+    last = len(room) - 1
+    has_room = room[:, shards] > 0  # (blocks, m)
+    block = torch.arange(len(room)).unsqueeze(1)
+    own_next = (has_room & (block >= position)).int().argmax(dim=0)  # first block with room from the own one on
+    own_ok = (position <= last) & (has_room & (block >= position)).any(dim=0)
+    current = heap_block.clamp(max=last)
+    in_heap = has_room.gather(0, current.unsqueeze(0)).squeeze(0)
+    anywhere = has_room.any(dim=0)
+    target = torch.where(own_ok, own_next, torch.where(in_heap, current, has_room.int().argmax(dim=0)))
+    return target, ~own_ok & ~anywhere
+
+
+def share_room(cells: torch.Tensor, own: torch.Tensor, room: torch.Tensor) -> torch.Tensor:
+    """Which of several envs asking at once for attempts get one, where attempts are counted per cell (a block's
+    shard).
+
+    Args:
+        cells: (m,) long, the cell each env asks in.
+        own: (m,) bool, whether the env asks for one of its own ``attempts_per_env`` (else it would take over a
+            slower env's).
+        room: (cells,) long, attempts each cell has yet to start.
 
     Returns:
-        (m,) bool: per shard, envs with attempts of their own first, then the others, in order, as long as there is room.
+        (m,) bool: per cell, envs with attempts of their own first, then the others, in order, while there is room.
     """
-    order = torch.sort(shards * 2 + (~own).long(), stable=True).indices
-    ranked = shards[order]
+    order = torch.sort(cells * 2 + (~own).long(), stable=True).indices
+    ranked = cells[order]
     counts = torch.bincount(ranked, minlength=len(room))
     rank = torch.empty_like(order)
     rank[order] = torch.arange(len(order)) - (counts.cumsum(0) - counts)[ranked]
-    return rank < room[shards]
+    return rank < room[cells]
 
 
 class _BlockWriter:
