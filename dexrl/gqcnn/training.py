@@ -95,7 +95,8 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     """Per-epoch metrics (``train_loss``, ``val_loss``, ``val_accuracy``, ``val_precision``, ``val_recall``,
-    ``val_ap``, ``lr``, and ``seconds``: the epoch's wall time, validation included) and the files written."""
+    ``val_ap``, ``lr``, and ``seconds``: the epoch's wall time on its slowest rank, validation included) and
+    the files written."""
 
     history: list[dict[str, float]] = field(default_factory=list)
     best_weights: Path | None = None
@@ -378,7 +379,8 @@ def train(config: TrainConfig, rank: Rank = SINGLE_PROCESS) -> TrainResult:
         loss_sum, seen = all_reduce_sum(torch.tensor([loss_sum.item(), seen], dtype=torch.float64)).tolist()
         metrics = {"epoch": epoch, "train_loss": loss_sum / seen, "lr": optimizer.param_groups[0]["lr"]}
         metrics |= _evaluate(network, root, val_shards, config, rank, load)
-        metrics["seconds"] = round(time.perf_counter() - epoch_started, 2)
+        # the slowest rank's wall time, so that every rank records the same history
+        metrics["seconds"] = round(max(all_gather_objects(time.perf_counter() - epoch_started)), 2)
         result.history.append(metrics)
         improved = metrics["val_ap"] > best_ap or result.best_weights is None
         if improved:
