@@ -155,7 +155,7 @@ def test_physx_gripper_differs_from_newton_only_in_contact_reports_and_armature(
     assert physx.to_dict() == physx_gripper_cfg(gripper, USD, home=(0.2, -0.1)).to_dict()
     assert newton.spawn.activate_contact_sensors is False and physx.spawn.activate_contact_sensors is True
     assert newton.actuators["fingers"].armature == 0.3 and physx.actuators["fingers"].armature == 0.0
-    assert physx.actuators["fingers"].effort_limit_sim == 15.0
+    assert physx.actuators["fingers"].joint_effort_limit == 15.0
     assert physx.init_state.joint_pos["joint_x"] == 0.2
     newton_dict, physx_dict = newton.to_dict(), physx.to_dict()
     physx_dict["spawn"]["activate_contact_sensors"] = False
@@ -172,7 +172,7 @@ def test_franka_presets_differ_like_the_gantrys_and_keep_the_arm_drives():
     assert newton.spawn.activate_contact_sensors is False and physx.spawn.activate_contact_sensors is True
     assert newton.actuators["fingers"].armature == 0.3 and physx.actuators["fingers"].armature == 0.0
     for arm in (newton.actuators["arm"], physx.actuators["arm"]):
-        assert arm.stiffness == 1500.0 and arm.effort_limit_sim["panda_joint[5-7]"] == 10.0
+        assert arm.stiffness == 1500.0 and arm.joint_effort_limit["panda_joint[5-7]"] == 10.0
     assert physx.init_state.pos == franka.base_position
     assert physx.init_state.joint_pos["panda_joint4"] == franka.home[3]
 

@@ -113,7 +113,10 @@ def franka_articulation_cfg(gripper: GripperCfg, franka: FrankaCfg, usd_path: st
                 joint_names_expr=["panda_joint[1-7]"],
                 stiffness=franka.stiffness,
                 damping=franka.damping,
-                effort_limit_sim={"panda_joint[1-4]": franka.shoulder_effort, "panda_joint[5-7]": franka.wrist_effort},
+                joint_effort_limit={
+                    "panda_joint[1-4]": franka.shoulder_effort,
+                    "panda_joint[5-7]": franka.wrist_effort,
+                },
                 armature=franka.armature,
             ),
             "fingers": finger_actuator_cfg(gripper),

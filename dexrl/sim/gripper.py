@@ -209,7 +209,7 @@ def finger_actuator_cfg(cfg: GripperCfg):
         joint_names_expr=["finger_.*_joint"],
         stiffness=cfg.finger_stiffness,
         damping=cfg.finger_damping,
-        effort_limit_sim=cfg.finger_force,
+        joint_effort_limit=cfg.finger_force,
         armature=cfg.finger_armature,
     )
 
@@ -236,10 +236,13 @@ def gantry_articulation_cfg(cfg: GripperCfg, usd_path: str | Path, prim_path: st
                 joint_names_expr=["joint_[xyz]"],
                 stiffness=cfg.gantry_stiffness,
                 damping=cfg.gantry_damping,
-                effort_limit_sim=cfg.gantry_force,
+                joint_effort_limit=cfg.gantry_force,
             ),
             "yaw": ImplicitActuatorCfg(
-                joint_names_expr=["joint_yaw"], stiffness=cfg.yaw_stiffness, damping=cfg.yaw_damping, effort_limit_sim=100.0
+                joint_names_expr=["joint_yaw"],
+                stiffness=cfg.yaw_stiffness,
+                damping=cfg.yaw_damping,
+                joint_effort_limit=100.0,
             ),
             "fingers": finger_actuator_cfg(cfg),
         },
