@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+import warp as wp
+from mujoco_warp import OverflowType
 
 from dexrl.grasp import GraspPoses, ImageGrasps, image_to_world
 from dexrl.sim.bin_world import BinWorld
@@ -163,6 +165,22 @@ def test_a_non_finite_state_resets_only_that_env(rig):
     assert world.round.placed[2].all()
     # The faulted heap and the three emptied bins were re-drawn together, and each came to rest.
     assert world.round.settled.all()
+
+
+def test_an_env_whose_physics_dropped_constraint_rows_faults_alone(rig):
+    # MuJoCo-Warp marks a world whose constraint rows overflowed njmax (the rows past it are dropped); its
+    # attempt must be a fault, not a label, and its heap is drawn again.
+    world, executor = rig
+    _box_in_the_middle(world)
+    marks = wp.to_torch(world.sim.physics_manager._solver.mjw_data.overflow)
+    marks[3] |= int(OverflowType.NEFC)
+    before = executor.fault_count
+    with pytest.warns(RuntimeWarning, match="full physics buffers"):
+        result = executor.execute(_grasps(world, [NARROW] * NUM_ENVS))
+    outcomes = [Outcome(int(o)) for o in result.outcome]
+    assert outcomes == [Outcome.SUCCESS] * 3 + [Outcome.FAULT]
+    assert executor.fault_count == before + 1 and world.overflow.overflowed_heaps == 1
+    assert not world.overflow.envs().any() and world.round.placed[3].all()
 
 
 def test_a_gripper_spoiled_by_a_blown_up_heap_is_reset_for_the_redraw(rig):

@@ -95,12 +95,23 @@ def test_gpu_buffers_hold_every_body_pair_and_the_contact_budget(num_envs, pool_
     pairs = pool_size * (pool_size - 1) // 2 + pool_size * (6 + 3)
     assert cfg.gpu_max_rigid_patch_count >= num_envs * pairs
     assert cfg.gpu_found_lost_pairs_capacity >= num_envs * pairs
-    assert cfg.gpu_max_rigid_contact_count >= 2 * num_envs * settings.physics.nconmax
+    assert cfg.gpu_max_rigid_contact_count >= 2 * num_envs * settings.physics_buffers()[1]
     for name in GPU_FIELDS:
         value = getattr(cfg, name)
         assert value >= getattr(defaults, name)
         assert value == getattr(defaults, name) or value & (value - 1) == 0, f"{name} = {value}: not a power of two"
-        assert value <= 4 * max(getattr(defaults, name), 2 * num_envs * max(pairs, settings.physics.nconmax))
+        assert value <= 4 * max(getattr(defaults, name), 2 * num_envs * max(pairs, settings.physics_buffers()[1]))
+
+
+def test_physics_buffers_are_sized_for_the_object_set_unless_set():
+    assert _settings().physics_buffers() == (1000, 250)
+    assert _settings(objects__object_set="novel").physics_buffers() == (3000, 1000)
+    assert _settings(objects__object_set="my_meshes/").physics_buffers() == (3000, 1000)  # unknown: the larger
+    assert _settings(physics__njmax=1500).physics_buffers() == (1500, 250)
+    assert physics_cfg(_settings(objects__object_set="novel")).solver_cfg.njmax == 3000
+    for bad in (0, -5, 2.5, "many", True):
+        with pytest.raises(ConfigError, match="physics.nconmax must be a positive integer"):
+            _settings(physics__nconmax=bad).check()
 
 
 def test_gpu_buffers_follow_envs_pool_and_contact_budget():

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from dexrl.sim.bin_world import BinWorld
+from dexrl.sim.bin_world import HEAP_MAX_SPEED, MAX_REDRAWS, BinWorld
 from dexrl.sim.scene_cfg import SceneSettingsCfg
 from primitive_pools import box, mixed_pool
 
@@ -33,6 +33,7 @@ def test_objects_settle_inside_the_bin_and_above_the_floor(world):
     assert (pos[:, 2] > floor).all()
     counts = info.placed.sum(dim=1)
     assert ((counts >= 4) & (counts <= 7)).all()
+    assert not world.overflow.envs().any()  # the seen set's buffer sizes hold these heaps
 
 
 def _contact_shapes(world: BinWorld) -> set[int]:
@@ -147,6 +148,27 @@ def test_depth_noise_is_seeded_and_keeps_missing_pixels(world):
     assert (a[:, :5] == 0).all()
     assert 0.0005 < (a[:, 5:] - 0.6).abs().mean() < 0.05
     assert not torch.equal(a[0], a[1])
+
+
+@pytest.mark.parametrize("buffer", ["njmax", "nconmax"])
+def test_heaps_that_overflow_the_physics_buffers_are_faults(buffer):
+    # Two boxes at rest on the floor need dozens of constraint rows and 8 contacts per env. Past njmax MuJoCo-Warp
+    # drops rows, past nconmax Newton drops contacts, and both only print; such a heap must not pass as physics.
+    settings = SceneSettingsCfg(num_envs=2, device="cpu", seed=1)
+    settings.objects.pool_size = 2
+    settings.objects.count_range = (2, 2)
+    setattr(settings.physics, buffer, 2)
+    world = BinWorld(settings, [box((0.04, 0.04, 0.04), f"box{i}") for i in range(2)])
+    assert world.steps_taken == 0 and not world.overflow.envs().any()
+    with pytest.warns(RuntimeWarning, match="full physics buffers"):
+        info = world.new_round(timeout=0.5)
+    assert not info.settled.any()
+    assert world.heap_faults >= 2 * MAX_REDRAWS  # every draw failed, in both envs
+    assert world.overflow.overflowed_heaps >= 2 * MAX_REDRAWS
+    assert world.faulty_envs(HEAP_MAX_SPEED).all()
+    world.new_round(torch.tensor([1]), timeout=0.0)  # a fresh draw (still in the air) forgets its overflow
+    # Rows are counted per env; contacts come from one pool, whose overflow marks every env.
+    assert world.overflow.envs().tolist() == ([True, False] if buffer == "njmax" else [True, True])
 
 
 def test_same_seed_repeats_the_draws():

@@ -199,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
     sync()
     executor, world = runner.executor, runner.world
     redrawn, settled, heap_faults = executor.redrawn_heaps, executor.redrawn_settled, world.heap_faults
+    overflows = world.overflow.overflowed_heaps
     start = time.perf_counter()
     if args.stream:
         for _ in runner.stream(args.batches * settings.num_envs, args.restart_at):
@@ -228,6 +229,9 @@ def run(args: argparse.Namespace) -> int:
         "redrawn_heaps": redrawn,
         "redrawn_settled": settled,
         "heap_faults": world.heap_faults - heap_faults,
+        # Constraint rows and contacts per env, and the heaps that overflowed them (counted as faults).
+        "physics_buffers": dict(zip(("njmax", "nconmax"), settings.physics_buffers())),
+        "physics_overflows": world.overflow.overflowed_heaps - overflows,
     }
     if not cuda:
         figures["cpu_graph_replays"] = cpu_step_graph_stats()["replays"]

@@ -27,6 +27,7 @@ from dexrl.grasp import CameraExtrinsics, look_at_rotation
 
 from . import randomization
 from .cpu_graph import use_cpu_step_graph
+from .overflow import OverflowWatch
 from .scene_cfg import SceneSettingsCfg
 
 __all__ = ["BinWorld", "PoolObject", "RoundInfo", "build_scene_cfg", "simulation_cfg"]
@@ -222,12 +223,13 @@ def simulation_cfg(settings: SceneSettingsCfg) -> sim_utils.SimulationCfg:
 def physics_cfg(settings: SceneSettingsCfg) -> NewtonCfg:
     """Newton + MuJoCo-Warp settings for grasping in clutter."""
     p = settings.physics
+    njmax, nconmax = settings.physics_buffers()
     return NewtonCfg(
         solver_cfg=MJWarpSolverCfg(
             solver=p.solver,
             integrator="implicitfast",
-            njmax=p.njmax,
-            nconmax=p.nconmax,
+            njmax=njmax,
+            nconmax=nconmax,
             iterations=p.solver_iterations,
             ls_iterations=p.ls_iterations,
             cone=p.cone,
@@ -281,6 +283,7 @@ class BinWorld:
         self.num_envs = settings.num_envs
         self.env_origins = self.scene.env_origins.clone()
         self.dt = self.sim.get_physics_dt()
+        self.overflow = OverflowWatch(sim.physics_manager, self.num_envs, self.device)
         # Called before every physics step, e.g. a grasp executor's state machine while it streams attempts.
         self.pre_step_callbacks: list[Callable[[], None]] = []
         self._park_pose = self._parking_poses()
@@ -346,6 +349,7 @@ class BinWorld:
                 callback()
             self.scene.write_data_to_sim()
             self.sim.step(render=False)
+            self.overflow.after_step()
             self.scene.update(self.dt)
             self.steps_taken += 1
 
@@ -441,6 +445,7 @@ class BinWorld:
     def _drop(self, ids: torch.Tensor) -> torch.Tensor:
         """Draw new heaps in ``ids``, drop them (park the other objects) and store the round, not yet settled.
         Returns the placed objects (len(ids), P)."""
+        self.overflow.clear(ids)
         draw = randomization.draw_round(self.settings, self.pool, len(ids), self.generator)
         poses = self._park_pose.expand(len(ids), -1, -1).clone()
         drop = randomization.drop_poses(self.settings, self.pool, draw.placed, self.generator)
@@ -651,8 +656,9 @@ class BinWorld:
             getattr(self.round, name)[env_ids] = value
 
     def faulty_envs(self, max_speed: float) -> torch.Tensor:
-        """(N,) bool: non-finite object state, an object faster than ``max_speed`` [m/s], or a placed object
-        outside the bin (beyond the walls, or below the floor)."""
+        """(N,) bool: non-finite object state, an object faster than ``max_speed`` [m/s], a placed object
+        outside the bin (beyond the walls, or below the floor), or contacts or constraint rows lost to full
+        physics buffers since the heap was drawn (:mod:`dexrl.sim.overflow`)."""
         return self._heap_faults(torch.arange(self.num_envs, device=self.device), self.round.placed, max_speed)
 
     def _heap_faults(
@@ -674,7 +680,7 @@ class BinWorld:
         if out_below_wall_top:
             outside &= pos[..., 2] < z1
         thrown_out = (outside & placed).any(dim=1)
-        return nonfinite | too_fast | thrown_out
+        return nonfinite | too_fast | thrown_out | self.overflow.envs()[env_ids]
 
     # ------------------------------------------------------------------ sensing
     def render_depth(self, noise: bool | None = None) -> torch.Tensor:

@@ -79,7 +79,7 @@ def physx_gpu_buffers(settings: SceneSettingsCfg) -> dict[str, int]:
     pipeline cannot grow them at run time). Estimates, never below PhysxCfg's defaults:
 
     - contacts: ``num_envs x nconmax x CONTACT_MARGIN``; ``nconmax`` is the per-env contact budget measured
-      for this scene (~430 for a novel-set pool of 24).
+      for the object set (:meth:`SceneSettingsCfg.physics_buffers`).
     - patches and found/lost pairs: ``num_envs x`` the body pairs that can touch in one env (pool objects with
       each other, with the static colliders and with the gripper). A new round teleports the whole pool, so
       every pair of an env may be found or lost in the same step. Objects made of several convex pieces have
@@ -90,7 +90,7 @@ def physx_gpu_buffers(settings: SceneSettingsCfg) -> dict[str, int]:
     defaults = PhysxCfg()
     return {
         "gpu_max_rigid_contact_count": _pow2_at_least(
-            n * settings.physics.nconmax * CONTACT_MARGIN, defaults.gpu_max_rigid_contact_count
+            n * settings.physics_buffers()[1] * CONTACT_MARGIN, defaults.gpu_max_rigid_contact_count
         ),
         "gpu_max_rigid_patch_count": _pow2_at_least(n * pairs, defaults.gpu_max_rigid_patch_count),
         "gpu_found_lost_pairs_capacity": _pow2_at_least(n * pairs, defaults.gpu_found_lost_pairs_capacity),
@@ -105,7 +105,7 @@ def physx_physics_cfg(
 ) -> PhysxCfg:
     """PhysX settings for parallel-jaw grasping in clutter (the ``isaacsim_physx`` physics preset).
 
-    From ``settings``: the GPU buffers (``num_envs``, ``pool_size``, ``physics.nconmax``; see
+    From ``settings``: the GPU buffers (``num_envs``, ``pool_size``, ``nconmax``; see
     :func:`physx_gpu_buffers`). ``dt`` and the device live in the SimulationCfg, shared by both backends.
     MuJoCo-Warp's ``cone``/``impratio`` (soft-contact friction) and ``ls_iterations``/``njmax`` have no
     PhysX counterpart.

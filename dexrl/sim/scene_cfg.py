@@ -145,8 +145,10 @@ class PhysicsSettingsCfg:
     solver: str = "newton"  # MuJoCo-Warp's constraint solver: "newton" (dense Hessian, Cholesky) or "cg"
     solver_iterations: int = 100  # cap; on a GPU every world steps until the slowest one converges or hits it
     ls_iterations: int = 50
-    njmax: int = 3000  # constraint rows per world; a novel-set pool of 24 needed ~3,000 (condim-6 contacts)
-    nconmax: int = 1000  # contacts per world; ~430 measured for a novel-set pool of 24, and 3 novel heaps overflowed 3 x 500
+    # Constraint rows per env and contacts per env (one pool for all envs); None: sized for the object set
+    # (SceneSettingsCfg.physics_buffers). An env that overflows them counts as faulted (dexrl/sim/overflow.py).
+    njmax: int | None = None
+    nconmax: int | None = None
     # Friction cone and frictional-to-normal impedance ratio. With pyramidal cones and impratio 1, friction was
     # soft: held objects crept down the pads and a 0.4 kg box slipped out at 20 N grip (measured); elliptic
     # cones with impratio 10 held single primitives in 16 of 16 attempts (2 of 24 before).
@@ -155,6 +157,13 @@ class PhysicsSettingsCfg:
     # Newton's collision pipeline: in the probes it rested boxes at their true height and had no fall-through
     # at 32k envs, where MuJoCo's own contacts (True) let boxes sink and fall.
     use_mujoco_contacts: bool = False
+
+
+PHYSICS_BUFFERS = {"seen": (1000, 250), "novel": (3000, 1000)}
+"""(njmax, nconmax) per env for the built-in object sets, at most 12 objects per heap. Measured peaks: seen,
+816 constraint rows and ~200 contacts in a world; novel, ~3,000 rows and ~430 contacts (3 novel heaps overflowed
+3 x 500 contacts). Many solver kernels run over the whole row buffer, so unused rows cost time: a CPU step at
+rest took 13.1 ms with the seen set's sizes against 15.6 ms with the novel set's (docs/executor_speed.md)."""
 
 
 @configclass
@@ -174,9 +183,20 @@ class SceneSettingsCfg:
     embodiment: str = "gantry"  # what carries the fingers: "gantry" (4-DoF, idealised) or "franka" (Panda arm)
     franka: FrankaCfg = FrankaCfg()  # the arm's placement, home pose, drives and IK (embodiment "franka")
 
+    def physics_buffers(self) -> tuple[int, int]:
+        """(njmax, nconmax): ``physics.njmax`` and ``physics.nconmax``, or where unset, those measured for the
+        object set (:data:`PHYSICS_BUFFERS`; a folder of meshes gets the novel set's)."""
+        njmax, nconmax = PHYSICS_BUFFERS.get(self.objects.object_set, PHYSICS_BUFFERS["novel"])
+        p = self.physics
+        return (njmax if p.njmax is None else p.njmax, nconmax if p.nconmax is None else p.nconmax)
+
     def check(self) -> None:
         if self.num_envs < 1:
             raise ConfigError(f"num_envs must be >= 1, got {self.num_envs}")
+        for name in ("njmax", "nconmax"):
+            value = getattr(self.physics, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"physics.{name} must be a positive integer, got {value!r}")
         if self.embodiment not in ("gantry", "franka"):
             raise ConfigError(f"embodiment must be 'gantry' or 'franka', got {self.embodiment!r}")
         for part in (self.bin, self.camera, self.objects, self.randomization):
