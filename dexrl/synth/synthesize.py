@@ -99,6 +99,8 @@ class SynthStats:
     seconds: float = 0.0
     shards_written: int = 0
     shards_kept: int = 0
+    physics_overflows: int = 0
+    """Heaps of this run that overflowed the physics buffers (their attempts are faults; dexrl/sim/overflow.py)."""
     block_seconds: list[float] = field(default_factory=list)
     """Wall time of each block this rank ran [s], in order. Lock-step: from drawing its heaps to writing its
     shards. Stream (blocks overlap): from the previous block's completion (the first: from the stream's start,
@@ -136,6 +138,7 @@ def synthesize(
         config.out, plan, MANIFEST if rank.world_size == 1 else rank_manifest(rank.rank), meta or {}, bar, rank.is_main
     )
     budget = TimeBudget(config.time_budget_s)
+    overflows_before = runner.world.overflow.overflowed_heaps
     if mine:
         run = _stream_blocks if config.stream else _lock_step_blocks
         run(runner, sampler, _candidate_proposer(runner, sampler), config, plan, mine, writer, budget, rank)
@@ -147,7 +150,8 @@ def synthesize(
         tallies[name].counts = counts
     total = OutcomeTally()
     total.counts = by_source.sum(dim=0)
-    written, kept = all_reduce_sum(torch.tensor([writer.shards_written, shards_kept])).tolist()
+    overflows = runner.world.overflow.overflowed_heaps - overflows_before
+    written, kept, overflows = all_reduce_sum(torch.tensor([writer.shards_written, shards_kept, overflows])).tolist()
     stats = SynthStats(
         grasps=total.attempts,
         outcomes=total.as_dict(),
@@ -155,6 +159,7 @@ def synthesize(
         seconds=seconds,
         shards_written=written,
         shards_kept=kept,
+        physics_overflows=overflows,
         block_seconds=writer.block_seconds,
     )
     barrier()  # every rank's manifest is complete
