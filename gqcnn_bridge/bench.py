@@ -166,7 +166,7 @@ def _host_services(pipe, planner_name: str, weights: str | None, device: str | N
     told to stop."""
     import torch  # noqa: PLC0415
 
-    from .allocator import keep_freed_memory  # noqa: PLC0415
+    from dexrl.allocator import keep_freed_memory  # noqa: PLC0415
     from .backends import load_backend  # noqa: PLC0415
     from .server import ServerConfig, ServerThread  # noqa: PLC0415
 
@@ -318,7 +318,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"client and services on one {platform.machine()} machine with {os.cpu_count()} CPUs; "
-        "one torch thread per process; both processes keep freed memory (gqcnn_bridge.allocator); "
+        "one torch thread per process; both processes keep freed memory (dexrl.allocator); "
         "round trips include the client's encoding"
     )
     print(

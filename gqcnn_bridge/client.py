@@ -2,7 +2,7 @@
 
 :class:`RemotePlanner` implements :class:`dexrl.grasp.Planner`, so code that plans with a local planner plans
 remotely by swapping the object. Creating either client tunes glibc's allocator of the process to keep
-freed message buffers for reuse (see :mod:`gqcnn_bridge.allocator`). Both clients connect lazily, reconnect with back-off when the connection is
+freed message buffers for reuse (see :mod:`dexrl.allocator`). Both clients connect lazily, reconnect with back-off when the connection is
 gone, and never resend a request on their own: when the connection drops (or the server shuts down) while a
 request is in flight, that call raises :class:`~dexrl.grasp.PlannerUnavailable`, and the caller decides
 whether to retry. Replies are matched to requests by id, so a late reply to a timed-out request is
@@ -33,7 +33,7 @@ from websockets.sync.client import connect as sync_connect
 
 from dexrl.grasp import CameraIntrinsics, PlannerError, PlannerUnavailable, PlanResult
 
-from .allocator import keep_freed_memory
+from dexrl.allocator import keep_freed_memory
 from .protocol import (
     ErrorCode,
     Limits,
@@ -215,7 +215,7 @@ class RemotePlanner:
             (PROTOCOL.md, *Shared memory*) when it runs on this machine (a loopback URL) and offers them;
             otherwise, or if it refuses a region, they go in the messages as usual.
         tune_allocator: set glibc's malloc, for this whole process, to keep freed message-sized buffers for
-            reuse (:func:`gqcnn_bridge.allocator.keep_freed_memory`; the measured figures use it); False leaves
+            reuse (:func:`dexrl.allocator.keep_freed_memory`; the measured figures use it); False leaves
             the process's allocator alone, at the cost of page faults on every large message.
     """
 

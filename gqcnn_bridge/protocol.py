@@ -82,7 +82,7 @@ FRAGMENT_BYTES = 1 << 20
 """Fragment size of large messages. websockets masks and frames every fragment into new objects, and on
 receipt copies and unmasks each into new ones again. With glibc's default allocator 1 MiB pieces are
 mapped afresh and page-faulted in (a 64-image request: 86 ms of overhead with 1 MiB fragments, 36 ms with
-64 KiB, on a 2-core VM); once :func:`gqcnn_bridge.allocator.keep_freed_memory` has run (the server and both
+64 KiB, on a 2-core VM); once :func:`dexrl.allocator.keep_freed_memory` has run (the server and both
 clients call it) they are recycled, and fewer, larger fragments cost less Python per byte (61 ms with 64 KiB,
 45 ms with 1 MiB). A message of one 0.8 MB image is cheapest as a single frame."""
 

@@ -38,7 +38,7 @@ from websockets.http11 import Request, Response
 
 from dexrl.grasp import PlannerError, PlanResult
 
-from .allocator import keep_freed_memory
+from dexrl.allocator import keep_freed_memory
 from .backends import Backend
 from .protocol import (
     ErrorCode,

@@ -28,8 +28,9 @@ Batches larger than the distinct images repeat them. Without ``--weights`` the n
 weights, fc5 scaled so q spreads over (0, 1) instead of saturating; trained weights give peakier maps.
 
 On CPUs, glibc hands the large activation buffers back to the kernel after every pass and page-faults them in
-again on the next; keeping them (``MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736`` in
-the environment, or jemalloc / tcmalloc) took bf16 from 0.63 to 0.49 s per image on a 2-core CPU.
+again on the next; the planner now keeps them (:func:`dexrl.allocator.keep_freed_memory`), which took the
+fast path from about 1.0 to 0.58-0.62 s per image on a 2-core VM (the figures of 2026-11-25 set the same
+through ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` in the environment).
 
 Top-level imports stay light: ``dexrl bench`` imports every target's module to build its help.
 """

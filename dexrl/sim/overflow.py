@@ -81,8 +81,9 @@ class OverflowWatch:
         if overflowed:
             if not self.overflowed_heaps:
                 warnings.warn(
-                    f"{overflowed} heap(s) lost contacts or constraint rows to full physics buffers and count as "
-                    "faults; raise physics.njmax (rows per env) or physics.nconmax (contacts per env)",
+                    f"{overflowed} heap(s) lost contacts or constraint rows to full physics buffers and "
+                    "count as faults; raise physics.njmax (rows per env) or physics.nconmax (contacts per "
+                    "env)",
                     RuntimeWarning,
                     stacklevel=3,
                 )
