@@ -17,6 +17,7 @@ What is read:
 from __future__ import annotations
 
 import warnings
+from typing import Any, NamedTuple
 
 import torch
 import warp as wp
@@ -34,6 +35,16 @@ BUFFER_OVERFLOW_BITS = int(
 """MuJoCo-Warp's overflow bits for dropped constraint rows or contacts (not, e.g., its iteration limits)."""
 
 
+class _Views(NamedTuple):
+    """Torch views of the live simulation's arrays, and the objects they belong to."""
+
+    solver: Any
+    contacts: Any
+    marks: torch.Tensor  # (num_envs,) int: MuJoCo-Warp's overflow bits per world
+    contact_count: torch.Tensor | None  # (1,) int: Newton's contacts in the last step (None: MuJoCo's own)
+    contact_pool: int  # naconmax
+
+
 class OverflowWatch:
     """Sticky per-env overflow flags of a Newton + MuJoCo-Warp simulation.
 
@@ -47,32 +58,33 @@ class OverflowWatch:
         self._manager = manager
         self.num_envs = num_envs
         self._contacts_lost = torch.zeros(num_envs, dtype=torch.bool, device=device)
-        self._views: tuple | None = None  # (solver, contacts, MuJoCo-Warp mask, contact count, naconmax)
+        self._views: _Views | None = None
         self.overflowed_heaps = 0  # heaps that overflowed, counted when they are cleared
 
-    def _arrays(self) -> tuple | None:
-        """Torch views of the live solver's arrays (a hard reset of the simulation replaces the solver)."""
+    def _live(self) -> _Views | None:
+        """Views of the live solver's arrays (a hard reset of the simulation replaces the solver); None where
+        the physics is not MuJoCo-Warp with one world per env."""
         solver, contacts = getattr(self._manager, "_solver", None), getattr(self._manager, "_contacts", None)
         data = getattr(solver, "mjw_data", None)
         if data is None or data.nworld != self.num_envs:
             return None
-        if self._views is None or self._views[0] is not solver or self._views[1] is not contacts:
+        if self._views is None or self._views.solver is not solver or self._views.contacts is not contacts:
             count = None if contacts is None else wp.to_torch(contacts.rigid_contact_count)
-            self._views = (solver, contacts, wp.to_torch(data.overflow), count, data.naconmax)
+            self._views = _Views(solver, contacts, wp.to_torch(data.overflow), count, data.naconmax)
         return self._views
 
     def after_step(self) -> None:
         """Note a contact overflow of the step just taken (one comparison on the device, no sync)."""
-        arrays = self._arrays()
-        if arrays is not None and arrays[3] is not None:
-            self._contacts_lost |= arrays[3][0] > arrays[4]
+        views = self._live()
+        if views is not None and views.contact_count is not None:
+            self._contacts_lost |= views.contact_count[0] > views.contact_pool
 
     def envs(self) -> torch.Tensor:
         """(num_envs,) bool: envs that lost contacts or constraint rows since they were last cleared."""
-        arrays = self._arrays()
-        if arrays is None:
+        views = self._live()
+        if views is None:
             return self._contacts_lost.clone()
-        return ((arrays[2] & BUFFER_OVERFLOW_BITS) != 0) | self._contacts_lost
+        return ((views.marks & BUFFER_OVERFLOW_BITS) != 0) | self._contacts_lost
 
     def clear(self, env_ids: torch.Tensor) -> None:
         """Forget the overflows of ``env_ids`` as their heaps are drawn again; count them in
@@ -88,7 +100,7 @@ class OverflowWatch:
                     stacklevel=3,
                 )
             self.overflowed_heaps += overflowed
-        arrays = self._arrays()
-        if arrays is not None:
-            arrays[2][env_ids] = 0
+        views = self._live()
+        if views is not None:
+            views.marks[env_ids] = 0
         self._contacts_lost[env_ids] = False
