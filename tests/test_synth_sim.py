@@ -11,7 +11,7 @@ from dexrl.grasp.baseline import HighestObjectPlanner
 from dexrl.sim.grasp_runner import GraspRunner
 from dexrl.sim.scene_cfg import SceneSettingsCfg
 from dexrl.synth.candidates import CandidateMix, CandidateSampler
-from dexrl.synth.synthesize import BlockLayoutError, BlockPlan, SynthConfig, _last_blocks_targets, share_room, split_by_env, synthesize
+from dexrl.synth.synthesize import BlockLayoutError, BlockPlan, SynthConfig, _last_blocks_targets, _share_room, split_by_env, synthesize
 
 pytestmark = pytest.mark.sim
 
@@ -177,9 +177,9 @@ def test_at_the_end_envs_go_on_where_their_shard_has_room_take_over_slower_envs_
 def test_envs_asking_at_once_get_a_cells_room_own_attempts_first_then_in_order():
     cells = torch.tensor([0, 1, 0, 0, 1, 1])
     own = torch.tensor([False, True, True, False, False, False])
-    assert share_room(cells, own, room=torch.tensor([2, 1])).tolist() == [True, True, True, False, False, False]
-    assert share_room(cells, own, room=torch.tensor([0, 3])).tolist() == [False, True, False, False, True, True]
-    assert not share_room(cells[:0], own[:0], room=torch.tensor([1, 1])).any()
+    assert _share_room(cells, own, room=torch.tensor([2, 1])).tolist() == [True, True, True, False, False, False]
+    assert _share_room(cells, own, room=torch.tensor([0, 3])).tolist() == [False, True, False, False, True, True]
+    assert not _share_room(cells[:0], own[:0], room=torch.tensor([1, 1])).any()
 
 
 def test_split_by_env_keeps_each_env_range_in_its_judging_order():

@@ -49,7 +49,7 @@ from dexrl.sim.grasp_runner import GraspRunner, OutcomeTally, Proposer
 
 from .candidates import CandidateSampler
 
-__all__ = ["BlockLayoutError", "BlockPlan", "SynthConfig", "SynthStats", "share_room", "split_by_env", "synthesize"]
+__all__ = ["BlockLayoutError", "BlockPlan", "SynthConfig", "SynthStats", "split_by_env", "synthesize"]
 
 SOURCES = ("uniform", "edge", "policy")
 
@@ -219,7 +219,7 @@ def _stream_blocks(
     written once its last attempt is judged. With a time budget, no env enters a block that would end past it
     (estimated from the stream's rate so far). Once the last block is known, envs done with their own attempts
     take over those that slower envs of their shard have not started (:func:`_last_blocks_targets`,
-    :func:`share_room`), until every shard's are started."""
+    :func:`_share_room`), until every shard's are started."""
     world, executor = runner.world, runner.executor
     n, per_env = world.num_envs, plan.attempts_per_env
     seed = config.seed * 100_003 + blocks[0]
@@ -288,7 +288,7 @@ def _stream_blocks(
             asking = go.nonzero().flatten()
             cells = target[asking] * len(shard_quota) + shard_of[env_ids[asking]]
             room = (shard_quota - started_in[: final + 1]).flatten()
-            go[asking[~share_room(cells, (started[env_ids[asking]] // per_env) == target[asking], room)]] = False
+            go[asking[~_share_room(cells, (started[env_ids[asking]] // per_env) == target[asking], room)]] = False
         next_block[env_ids[go]] = target[go]
         return go, stop
 
@@ -337,7 +337,7 @@ def _last_blocks_targets(
     return target, ~own_ok & ~anywhere
 
 
-def share_room(cells: torch.Tensor, own: torch.Tensor, room: torch.Tensor) -> torch.Tensor:
+def _share_room(cells: torch.Tensor, own: torch.Tensor, room: torch.Tensor) -> torch.Tensor:
     """Which of several envs asking at once for attempts get one, where attempts are counted per cell (a block's
     shard).
 
