@@ -3,9 +3,9 @@ group of 16 images x 16 depth bins on the synthetic bins' window), with its arit
 whole ``plan()`` calls of the compiled fast path. Writes ``layers.json`` and ``profile.txt`` to ``$OUT``.
 
 Next to each convolution it times the same convolution with its kernel's columns unfolded into channels
-(:func:`row_unfolded`): a k x k convolution over C channels becomes a copy of the input with k x C channels
-and a k x 1 convolution, the same arithmetic in fewer, longer reductions per tap (cuDNN runs the 16-channel
-layers at a small fraction of the matrix rate).
+(:class:`dexrl.gqcnn.fast.RowUnfoldedConv`): a k x k convolution over C channels becomes a copy of the
+input with k x C channels and a k x 1 convolution, the same arithmetic in fewer, longer reductions per tap
+(cuDNN runs the 16-channel layers at a small fraction of the matrix rate).
 
     PYTHONPATH=. python3 scripts/probe_planner_layers.py [--batch 64] [--window 386 508] [--skip-compile]
         [--skip-profile]
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from triton.testing import do_bench
 
 from dexrl.gqcnn.bench import _options, _random_network, bin_images
-from dexrl.gqcnn.fast import SpectralConv
+from dexrl.gqcnn.fast import RowUnfoldedConv, SpectralConv
 from dexrl.gqcnn.policy import FCGQCNNPlanner
 from dexrl.grasp import PHOXI_S
 
@@ -34,32 +34,13 @@ def conv_flops(out: torch.Tensor, conv: torch.nn.Conv2d) -> float:
     return 2.0 * out.numel() * conv.in_channels * k_h * k_w
 
 
-def row_unfolded(conv: torch.nn.Conv2d):
-    """``conv`` (k_h x k_w, C in, no padding, stride 1) as a function of the same input that copies each
-    pixel's k_w right neighbours into channels (C k_w of them, ordered channel-major) and convolves that with
-    a k_h x 1 kernel holding the same weights."""
-    out_channels, in_channels, k_h, k_w = conv.weight.shape
-    weight = conv.weight.permute(0, 1, 3, 2).reshape(out_channels, in_channels * k_w, k_h, 1)
-    weight = weight.contiguous(memory_format=torch.channels_last)
-
-    def unfold(x: torch.Tensor) -> torch.Tensor:
-        rows = x.permute(0, 2, 3, 1).unfold(2, k_w, 1)  # (N, H, W - k_w + 1, C, k_w), a view
-        return rows.reshape(*rows.shape[:3], in_channels * k_w).permute(0, 3, 1, 2)  # the copy, channels-last
-
-    def convolve(unfolded: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(unfolded, weight, conv.bias)
-
-    return unfold, convolve
-
-
 def check_row_unfolded(device: str = "cpu") -> float:
     """Largest |difference| between a float32 convolution and its row-unfolded form on random input."""
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(16, 128, 17).to(device)
     x = torch.rand(3, 16, 40, 52, device=device).contiguous(memory_format=torch.channels_last)
-    unfold, convolve = row_unfolded(conv)
     with torch.inference_mode():
-        return (convolve(unfold(x)) - conv(x)).abs().max().item()
+        return (RowUnfoldedConv(conv)(x) - conv(x)).abs().max().item()
 
 
 def layer_table(network, pairs: int, window: tuple[int, int], skip_compile: bool = False) -> list[dict]:
@@ -78,7 +59,8 @@ def layer_table(network, pairs: int, window: tuple[int, int], skip_compile: bool
                      "gb": moved / 1e9, "tb_s": moved / ms / 1e9})
 
     def record_unfolded(name, conv, x, out):
-        unfold, convolve = row_unfolded(conv)
+        rows_conv = RowUnfoldedConv(conv)
+        unfold, convolve = rows_conv.unfold, rows_conv.convolve
         unfolded = unfold(x)
         error = (convolve(unfolded).float() - out.float()).abs().max().item()
         record(f"{name}: unfold copy", lambda: unfold(x), 0.0, x, unfolded)
@@ -114,11 +96,11 @@ def layer_table(network, pairs: int, window: tuple[int, int], skip_compile: bool
 
         trunk_gflop = sum(r["gflop"] for r in rows if "FFT" not in r["layer"] and ":" not in r["layer"])
         record("trunk eager", whole, trunk_gflop * 1e9)
-        fc3_unfolded = row_unfolded(net.fc3)
+        fc3_unfolded = RowUnfoldedConv(net.fc3)
 
         def whole_fc3_unfolded():
             h = stream.after_first_conv(first)
-            return net.fc5(F.relu(net.fc4(F.relu(fc3_unfolded[1](fc3_unfolded[0](h))))))
+            return net.fc5(F.relu(net.fc4(F.relu(fc3_unfolded(h)))))
 
         record("trunk eager, fc3 unfolded", whole_fc3_unfolded, trunk_gflop * 1e9)
         if skip_compile:

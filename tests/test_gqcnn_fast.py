@@ -9,6 +9,7 @@ from dexrl.gqcnn import bench
 from dexrl.gqcnn.agreement import agreement
 from dexrl.gqcnn.fast import (
     WINDOW_QUANTUM,
+    RowUnfoldedConv,
     SpectralConv,
     TrunkShapes,
     cpu_has_native_bf16,
@@ -160,7 +161,21 @@ def test_spectral_convolution_equals_the_direct_one():
         SpectralConv(torch.nn.Conv2d(16, 128, 17, padding=2))
 
 
-@pytest.mark.parametrize(("seed", "fc3"), [(4, "conv"), (5, "conv"), (4, "fft"), (5, "fft")])
+def test_row_unfolded_convolution_equals_the_direct_one():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(16, 128, 17)
+    x = torch.rand(3, 16, 40, 57)
+    rows = RowUnfoldedConv(conv)
+    unfolded = rows.unfold(x)
+    assert unfolded.shape == (3, 16 * 17, 40, 41)
+    assert torch.equal(unfolded[:, 5 * 17 + 3], x[:, 5, :, 3:44])  # channel c K + j: channel c shifted by j
+    expected = F.conv2d(x.double(), conv.weight.double(), conv.bias.double())
+    torch.testing.assert_close(rows(x).double(), expected, rtol=0, atol=1e-5 * expected.abs().max().item())
+    with pytest.raises(ValueError, match="valid convolutions"):
+        RowUnfoldedConv(torch.nn.Conv2d(16, 128, 17, stride=2))
+
+
+@pytest.mark.parametrize(("seed", "fc3"), [(4, "conv"), (5, "conv"), (4, "fft"), (5, "fft"), (4, "rows")])
 def test_fast_path_top_k_equals_the_reference_on_seeded_heaps(network, seed, fc3):
     depth, mask = _heaps(3, seed=seed)
     expected = _reference(network).plan(depth, CAMERA, mask, k=5)

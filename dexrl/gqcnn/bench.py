@@ -11,7 +11,8 @@ Paths (``--modes``):
   pairs per image rescored in float32;
 - ``fast-compiled``: the same with the trunk under ``torch.compile`` (tens of seconds per group shape).
 
-``--fc3 conv|fft`` picks how the fast paths compute fc3 (default: fft on CPUs, conv on CUDA).
+``--fc3 conv|fft|rows`` picks how the fast paths compute fc3: a direct convolution, float32 FFTs, or a 17x1
+convolution over unfolded rows (default: fft on CPUs, conv on CUDA).
 
 Times are whole ``plan()`` calls (validation, inpainting, depth bins, network, rescoring, top-k selection;
 CUDA synchronised) as median and minimum ms per image, and images/s. The plain paths evaluate a batch in one
@@ -88,9 +89,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--fc3",
-        choices=("conv", "fft"),
+        choices=("conv", "fft", "rows"),
         default=None,
-        help="fast paths: fc3 as a direct convolution or through FFTs (default: fft on cpu, conv on cuda)",
+        help="fast paths: fc3 as a direct convolution, through FFTs or over unfolded rows "
+        "(default: fft on cpu, conv on cuda)",
     )
     parser.add_argument(
         "--weights", default=None, help="FC-GQ-CNN weights file (default: seeded random weights)"

@@ -13,7 +13,9 @@ float32 network:
    rescored in float32 on their 96x96 crops (:meth:`rescore`): the top grasp is the float32 network's
    whenever its pair is among the bfloat16 top N.
 5. fc3 (a 17x17 convolution, most of the arithmetic) optionally through float32 FFTs (:class:`SpectralConv`;
-   ``fc3="fft"``, the default on CPUs, where it is 1.6x faster overall; on an H100 the bf16 convolution wins).
+   ``fc3="fft"``, the default on CPUs, where it is 1.6x faster overall; on an H100 the bf16 convolution wins),
+   or as a 17x1 convolution over 272 channels after copying each pixel's row neighbours into its channels
+   (:class:`RowUnfoldedConv`; ``fc3="rows"``: the same products, in reductions the tensor cores take better).
 6. Images in groups of fixed size, (image, depth bin) pairs padded to powers of two, each shape run through
    one captured CUDA graph (optionally of a ``torch.compile``-d trunk).
 
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FastQuality",
     "Precision",
+    "RowUnfoldedConv",
     "SpectralConv",
     "TrunkShapes",
     "cpu_has_native_bf16",
@@ -252,6 +255,39 @@ class SpectralConv:
         return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
 
 
+class RowUnfoldedConv:
+    """A valid (unpadded, stride 1) K_h x K_w convolution over C channels as a K_h x 1 convolution over C K_w
+    channels: :meth:`unfold` copies each pixel's K_w right-hand neighbours into its channels (channel-major),
+    :meth:`convolve` applies the same weights rearranged. The products and sums are the same; for fc3 (C = 16,
+    17x17) the reduction per tap grows from 16 to 272 channels, which suits matrix units better, at the cost of
+    a copy K_w times the input's size. Runs in the convolution's dtype.
+
+    Args:
+        conv: a ``Conv2d`` without padding, dilation or groups, stride 1 (its weights are read once).
+    """
+
+    def __init__(self, conv: torch.nn.Conv2d) -> None:
+        if conv.stride != (1, 1) or conv.padding != (0, 0) or conv.dilation != (1, 1) or conv.groups != 1:
+            raise ValueError("RowUnfoldedConv computes plain valid convolutions only")
+        out_channels, in_channels, k_h, self.k_w = conv.weight.shape
+        weight = conv.weight.detach().permute(0, 1, 3, 2).reshape(out_channels, in_channels * self.k_w, k_h, 1)
+        self.weight = weight.contiguous(memory_format=torch.channels_last)
+        self.bias = None if conv.bias is None else conv.bias.detach()
+
+    def unfold(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, C K_w, H, W - K_w + 1), channels-last memory."""
+        rows = x.permute(0, 2, 3, 1).unfold(2, self.k_w, 1)  # (N, H, W - K_w + 1, C, K_w), a view
+        return rows.reshape(*rows.shape[:3], -1).permute(0, 3, 1, 2)
+
+    def convolve(self, unfolded: torch.Tensor) -> torch.Tensor:
+        """(N, C K_w, H, W') -> (N, O, H - K_h + 1, W')."""
+        return F.conv2d(unfolded, self.weight, self.bias)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, O, H - K_h + 1, W - K_w + 1)."""
+        return self.convolve(self.unfold(x))
+
+
 def _smooth_size(n: int) -> int:
     """The smallest size >= n whose prime factors are 2, 3 and 5 only."""
     while True:
@@ -281,7 +317,11 @@ class FastQuality:
         self.trunk_dtype = torch.bfloat16 if options.precision == "bf16" else torch.float32
         memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
         self._trunk_model = copy.deepcopy(model).to(self.trunk_dtype, memory_format=memory_format).eval()
-        self._spectral_fc3 = SpectralConv(model.fc3) if options.fc3 == "fft" else None
+        self._fc3: Callable[[torch.Tensor], torch.Tensor] | None = None  # None: the trunk model's own fc3
+        if options.fc3 == "fft":
+            self._fc3 = SpectralConv(model.fc3)
+        elif options.fc3 == "rows":
+            self._fc3 = RowUnfoldedConv(self._trunk_model.fc3)
         trunk: Callable[..., torch.Tensor] = self._trunk
         if options.compile_mode is not None:
             trunk = torch.compile(trunk, mode=options.compile_mode, dynamic=False)
@@ -319,11 +359,11 @@ class FastQuality:
         return torch.softmax(logits.unflatten(1, (-1, 2)), dim=2)[:, :, 1]
 
     def _head(self, first: torch.Tensor) -> torch.Tensor:
-        """The trunk model's head, with fc3 through FFTs when ``options.fc3 == "fft"``."""
-        if self._spectral_fc3 is None:
+        """The trunk model's head, with fc3 through FFTs or unfolded rows as ``options.fc3`` says."""
+        if self._fc3 is None:
             return self._trunk_model.head(first)
         net = self._trunk_model
-        fc3 = self._spectral_fc3(net.image_stream.after_first_conv(first)).relu_().to(self.trunk_dtype)
+        fc3 = self._fc3(net.image_stream.after_first_conv(first)).relu_().to(self.trunk_dtype)
         if self.options.channels_last:
             fc3 = fc3.contiguous(memory_format=torch.channels_last)
         return net.fc5(F.relu(net.fc4(fc3), inplace=True))

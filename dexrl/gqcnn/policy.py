@@ -82,7 +82,8 @@ class PlannerOptions:
         cuda_graphs: fast path on CUDA: replay each group shape through a captured CUDA graph.
         fc3: fast path: ``conv`` (a direct 17x17 convolution in the trunk's precision) or ``fft`` (the same
             convolution through float32 FFTs, :class:`dexrl.gqcnn.fast.SpectralConv`: about 100x fewer
-            operations for this kernel); None: fft on CPUs, conv on CUDA.
+            operations for this kernel) or ``rows`` (a 17x1 convolution over the input's rows unfolded into
+            272 channels, :class:`dexrl.gqcnn.fast.RowUnfoldedConv`); None: fft on CPUs, conv on CUDA.
     """
 
     depth_bins: int = 16
@@ -100,7 +101,7 @@ class PlannerOptions:
     rescore_top: int = 16
     group_images: int = 16
     cuda_graphs: bool = True
-    fc3: Literal["conv", "fft"] | None = None
+    fc3: Literal["conv", "fft", "rows"] | None = None
 
     def resolved(self, device: torch.device, model: FCGQCNN) -> PlannerOptions:
         """These options with ``auto`` / None choices made for ``device`` and ``model``."""
