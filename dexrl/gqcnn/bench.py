@@ -12,7 +12,8 @@ Paths (``--modes``):
 - ``fast-compiled``: the same with the trunk under ``torch.compile`` (tens of seconds per group shape).
 
 ``--fc3 conv|fft|rows`` picks how the fast paths compute fc3: a direct convolution, float32 FFTs, or a 17x1
-convolution over unfolded rows (default: fft on CPUs, conv on CUDA).
+convolution over unfolded rows (default: fft on CPUs, conv on CUDA); ``--group-images`` their images per
+network pass (default 16).
 
 Times are whole ``plan()`` calls (validation, inpainting, depth bins, network, rescoring, top-k selection;
 CUDA synchronised) as median and minimum ms per image, and images/s. The plain paths evaluate a batch in one
@@ -86,6 +87,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=16,
         help="fast paths: pairs per image rescored in float32 (default 16)",
+    )
+    parser.add_argument(
+        "--group-images",
+        type=int,
+        default=16,
+        help="fast paths: images per network pass (default 16; about 0.4 GB of GPU memory per image)",
     )
     parser.add_argument(
         "--fc3",
@@ -202,7 +209,7 @@ def _random_network(seed: int):
     return network
 
 
-def _options(mode: str, rescore_top: int, fc3: str | None = None):
+def _options(mode: str, rescore_top: int, fc3: str | None = None, group_images: int = 16):
     from .policy import PlannerOptions  # noqa: PLC0415
 
     if mode == "reference":
@@ -210,7 +217,9 @@ def _options(mode: str, rescore_top: int, fc3: str | None = None):
     if mode in ("fp32", "tf32", "bf16"):
         return PlannerOptions(path="plain", precision=mode)
     compile_mode = "max-autotune-no-cudagraphs" if mode == "fast-compiled" else None
-    return PlannerOptions(path="fast", rescore_top=rescore_top, compile_mode=compile_mode, fc3=fc3)
+    return PlannerOptions(
+        path="fast", rescore_top=rescore_top, compile_mode=compile_mode, fc3=fc3, group_images=group_images
+    )
 
 
 def _repeat(tensor, count: int):
@@ -277,9 +286,10 @@ def run(args: argparse.Namespace) -> int:
     )
 
     def planner_for(mode: str) -> FCGQCNNPlanner:
+        options = _options(mode, args.rescore_top, args.fc3, args.group_images)
         if network is None:
-            return load_planner(args.weights, str(device), _options(mode, args.rescore_top, args.fc3))
-        return FCGQCNNPlanner(network, device, _options(mode, args.rescore_top, args.fc3))
+            return load_planner(args.weights, str(device), options)
+        return FCGQCNNPlanner(network, device, options)
 
     def write_json(verdicts: list[str]) -> None:
         if not args.json:
@@ -293,6 +303,7 @@ def run(args: argparse.Namespace) -> int:
             "weights": args.weights or "random (seeded)",
             "seed": args.seed,
             "rescore_top": args.rescore_top,
+            "group_images": args.group_images,
             "fc3": args.fc3 or ("conv" if device.type == "cuda" else "fft"),
             "target_ms_per_image_batch1": TARGET_GPU_MS if cuda else TARGET_CPU_MS,
             "rows": rows,
