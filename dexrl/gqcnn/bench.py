@@ -12,8 +12,8 @@ Paths (``--modes``):
 - ``fast-compiled``: the same with the trunk under ``torch.compile`` (tens of seconds per group shape).
 
 ``--fc3 conv|fft|rows`` picks how the fast paths compute fc3: a direct convolution, float32 FFTs, or a 17x1
-convolution over unfolded rows (default: fft on CPUs, conv on CUDA); ``--group-images`` their images per
-network pass (default 16).
+convolution over unfolded rows (default: fft on CPUs, rows on CUDA; each row of the JSON names the one it
+used); ``--group-images`` their images per network pass (default 16).
 
 Times are whole ``plan()`` calls (validation, inpainting, depth bins, network, rescoring, top-k selection;
 CUDA synchronised) as median and minimum ms per image, and images/s. The plain paths evaluate a batch in one
@@ -99,7 +99,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=("conv", "fft", "rows"),
         default=None,
         help="fast paths: fc3 as a direct convolution, through FFTs or over unfolded rows "
-        "(default: fft on cpu, conv on cuda)",
+        "(default: fft on cpu, rows on cuda)",
     )
     parser.add_argument(
         "--weights", default=None, help="FC-GQ-CNN weights file (default: seeded random weights)"
@@ -304,7 +304,6 @@ def run(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "rescore_top": args.rescore_top,
             "group_images": args.group_images,
-            "fc3": args.fc3 or ("conv" if device.type == "cuda" else "fft"),
             "target_ms_per_image_batch1": TARGET_GPU_MS if cuda else TARGET_CPU_MS,
             "rows": rows,
             "verdicts": verdicts,
@@ -350,6 +349,7 @@ def run(args: argparse.Namespace) -> int:
                 "ms_per_image_min": min(per_image),
                 "network_ms_per_image": 1000 * statistics.median(networks) / batch,
                 "images_per_s": 1000 / statistics.median(per_image),
+                "fc3": None if plain else planner.options.fc3,
                 **checked,
             }
             rows.append(row)

@@ -13,9 +13,9 @@ float32 network:
    rescored in float32 on their 96x96 crops (:meth:`rescore`): the top grasp is the float32 network's
    whenever its pair is among the bfloat16 top N.
 5. fc3 (a 17x17 convolution, most of the arithmetic) optionally through float32 FFTs (:class:`SpectralConv`;
-   ``fc3="fft"``, the default on CPUs, where it is 1.6x faster overall; on an H100 the bf16 convolution wins),
-   or as a 17x1 convolution over 272 channels after copying each pixel's row neighbours into its channels
-   (:class:`RowUnfoldedConv`; ``fc3="rows"``: the same products, in reductions the tensor cores take better).
+   ``fc3="fft"``, the default on CPUs, where it is 1.6x faster overall), or as a 17x1 convolution over 272
+   channels after copying each pixel's row neighbours into its channels (:class:`RowUnfoldedConv`;
+   ``fc3="rows"``, the default on CUDA: the same products, in reductions that suit the tensor cores better).
 6. Images in groups of fixed size, (image, depth bin) pairs padded to powers of two, each shape run through
    one captured CUDA graph (optionally of a ``torch.compile``-d trunk).
 

@@ -83,7 +83,8 @@ class PlannerOptions:
         fc3: fast path: ``conv`` (a direct 17x17 convolution in the trunk's precision) or ``fft`` (the same
             convolution through float32 FFTs, :class:`dexrl.gqcnn.fast.SpectralConv`: about 100x fewer
             operations for this kernel) or ``rows`` (a 17x1 convolution over the input's rows unfolded into
-            272 channels, :class:`dexrl.gqcnn.fast.RowUnfoldedConv`); None: fft on CPUs, conv on CUDA.
+            272 channels, :class:`dexrl.gqcnn.fast.RowUnfoldedConv`); None: fft on CPUs, rows on CUDA (on an
+            H200, 1.7x faster than the direct convolution for fc3 alone, 1.07x for whole plans).
     """
 
     depth_bins: int = 16
@@ -111,7 +112,7 @@ class PlannerOptions:
         native_bf16 = device.type == "cuda" or cpu_has_native_bf16()
         precision = self.precision or ("bf16" if path == "fast" and native_bf16 else "fp32")
         channels_last = precision == "bf16" if self.channels_last is None else self.channels_last
-        fc3 = self.fc3 or ("conv" if device.type == "cuda" else "fft")
+        fc3 = self.fc3 or ("rows" if device.type == "cuda" else "fft")
         return dataclasses.replace(self, path=path, precision=precision, channels_last=channels_last, fc3=fc3)
 
 
