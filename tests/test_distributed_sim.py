@@ -1,4 +1,4 @@
-"""``dexrl synth`` and ``dexrl eval-planner`` under torchrun: two gloo processes on the CPU, against single-process
+"""``dexrl synth``, ``dexrl eval-planner`` and ``dexrl bench grasp`` under torchrun: two gloo processes on the CPU, against single-process
 runs of each rank's share with the real kit-less engine (toy sizes: 2 envs, one batch per rank)."""
 
 import json
@@ -89,3 +89,15 @@ def test_distributed_evaluation_counts_equal_the_single_process_counts(runner, t
     assert score["attempts"] == 4 == expected.attempts
     assert score["outcomes"] == expected.as_dict()
     assert score["ci95"] == pytest.approx(expected.score()["ci95"])
+
+
+def test_bench_grasp_counts_every_ranks_attempts_on_heaps_of_its_own(tmp_path):
+    figures_file = tmp_path / "bench.json"
+    torchrun("bench", "grasp", "--device", "cpu", "--envs", "1", "--batches", "1", "--seed", str(SEED),
+             "--json", str(figures_file), *SCENE)
+    figures = json.loads(figures_file.read_text())
+    assert (figures["ranks"], figures["num_envs"], figures["attempts"]) == (2, 2, 2)
+    assert sum(figures["outcomes"].values()) == 4  # a warm-up and a timed attempt per env, on both ranks
+    assert figures["attempts_per_s"] == pytest.approx(2 / (figures["s_per_batch"]), rel=0.01)
+    first, second = figures["heap_seeds"]
+    assert first == SEED and second != SEED

@@ -2,6 +2,11 @@
 
 With ``--profile``, as many batches again run after the timed ones with every phase of an attempt timed
 (:class:`PhaseTimer`); the attempts/s figure always comes from the timed batches, which are not instrumented.
+
+Under ``torchrun --nproc_per_node=N -m dexrl bench grasp ...`` each rank runs ``--envs`` envs of the same
+objects on heaps of its own seed, and the figures count every rank's attempts over the slowest rank's time.
+On a CPU this is how a run uses several cores: Warp runs each CPU kernel on one thread, and the physics step
+is most of an attempt there.
 """
 
 from __future__ import annotations
@@ -181,68 +186,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch  # noqa: PLC0415
+    from dexrl import distributed  # noqa: PLC0415
 
-    from dexrl.cli._common import scene_settings_from_args  # noqa: PLC0415
-    from dexrl.cli.grasp import make_planner  # noqa: PLC0415
-
-    settings = scene_settings_from_args(args)
-    from dexrl.sim.cpu_graph import cpu_step_graph_stats  # noqa: PLC0415
-    from dexrl.sim.grasp_runner import GraspRunner  # noqa: PLC0415
-
-    start = time.perf_counter()
-    runner = GraspRunner(settings, make_planner(args.planner, None, settings.device))
-    startup = time.perf_counter() - start
-    runner.attempt()  # warm-up: first-use kernel compilation
-    cuda = settings.device.startswith("cuda")
-    sync = functools.partial(torch.cuda.synchronize, settings.device) if cuda else (lambda: None)
-    sync()
-    executor, world = runner.executor, runner.world
-    redrawn, settled, heap_faults = executor.redrawn_heaps, executor.redrawn_settled, world.heap_faults
-    overflows = world.overflow.overflowed_heaps
-    start = time.perf_counter()
-    if args.stream:
-        for _ in runner.stream(args.batches * settings.num_envs, args.restart_at):
-            pass
-    else:
-        for _ in range(args.batches):
-            runner.attempt()
-    sync()
-    wall = time.perf_counter() - start
-    redrawn, settled = executor.redrawn_heaps - redrawn, executor.redrawn_settled - settled
-    p = settings.physics
-    figures = {
-        "device": settings.device,
-        "num_envs": settings.num_envs,
-        "embodiment": settings.embodiment,
-        "planner": args.planner,
-        "schedule": "stream" if args.stream else "lock-step",
-        "graphs": ("cuda" if p.use_cuda_graph else "off") if cuda else ("cpu" if p.use_cpu_graph else "off"),
-        "startup_s": round(startup, 2),
-        "attempts": args.batches * settings.num_envs,
-        "attempts_per_s": round(args.batches * settings.num_envs / wall, 2),
-        "s_per_batch": round(wall / args.batches, 3),
-        # Outcomes of the warm-up batch and the timed batches (and the profiled ones, with --profile).
-        "outcomes": runner.tally.as_dict(),
-        # Heaps re-drawn between the timed attempts, how many were at rest when the next attempt began, and
-        # how often a heap's physics failed while settling (it was drawn again).
-        "redrawn_heaps": redrawn,
-        "redrawn_settled": settled,
-        "heap_faults": world.heap_faults - heap_faults,
-        # Constraint rows and contacts per env, and the heaps that overflowed them (counted as faults).
-        "physics_buffers": dict(zip(("njmax", "nconmax"), settings.physics_buffers())),
-        "physics_overflows": world.overflow.overflowed_heaps - overflows,
-    }
-    if not cuda:
-        figures["cpu_graph_replays"] = cpu_step_graph_stats()["replays"]
-    if args.profile:
-        timer = PhaseTimer(sync)
-        instrument(runner, timer)
-        for _ in range(args.batches):
-            runner.attempt()
-        timer.restore()
-        figures["outcomes"] = runner.tally.as_dict()
-        figures["profile"] = timer.report(args.batches, settings.num_envs)
+    with distributed.session(args.device) as (rank, device):
+        args.device = device
+        figures = _measure(args, rank)
+    if not rank.is_main:
+        return 0
     print("dexrl bench grasp")
     for key, value in figures.items():
         if key != "profile":
@@ -252,3 +202,79 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0
+
+
+def _measure(args: argparse.Namespace, rank) -> dict:
+    """This rank's attempts, timed, with the figures summed over the ranks of a torchrun job (each rank runs
+    ``--envs`` envs of the same objects on heaps of its own seed; the wall time is the slowest rank's)."""
+    import torch  # noqa: PLC0415
+
+    from dexrl.cli._common import scene_settings_from_args  # noqa: PLC0415
+    from dexrl.cli.grasp import make_planner  # noqa: PLC0415
+    from dexrl.distributed import all_gather_objects, all_reduce_sum, barrier  # noqa: PLC0415
+
+    settings = scene_settings_from_args(args)
+    from dexrl.sim.cpu_graph import cpu_step_graph_stats  # noqa: PLC0415
+    from dexrl.sim.grasp_runner import GraspRunner  # noqa: PLC0415
+
+    start = time.perf_counter()
+    runner = GraspRunner(settings, make_planner(args.planner, None, settings.device))
+    heap_seed = rank.seed(settings.seed)
+    if heap_seed != settings.seed:  # ranks after the first: the same objects, heaps of their own
+        runner.world.generator.manual_seed(heap_seed)
+        runner.world.new_round()
+    startup = time.perf_counter() - start
+    runner.attempt()  # warm-up: first-use kernel compilation
+    cuda = settings.device.startswith("cuda")
+    sync = functools.partial(torch.cuda.synchronize, settings.device) if cuda else (lambda: None)
+    sync()
+    executor, world = runner.executor, runner.world
+    before = (executor.redrawn_heaps, executor.redrawn_settled, world.heap_faults, world.overflow.overflowed_heaps)
+    barrier()  # the ranks start their timed attempts together
+    start = time.perf_counter()
+    if args.stream:
+        for _ in runner.stream(args.batches * settings.num_envs, args.restart_at):
+            pass
+    else:
+        for _ in range(args.batches):
+            runner.attempt()
+    sync()
+    wall = max(all_gather_objects(time.perf_counter() - start))
+    after = (executor.redrawn_heaps, executor.redrawn_settled, world.heap_faults, world.overflow.overflowed_heaps)
+    redrawn, settled, heap_faults, overflows = all_reduce_sum(torch.tensor(after) - torch.tensor(before)).tolist()
+    attempts = args.batches * settings.num_envs * rank.world_size
+    p = settings.physics
+    figures = {
+        "device": settings.device,
+        "ranks": rank.world_size,
+        "heap_seeds": all_gather_objects(heap_seed),
+        "num_envs": settings.num_envs * rank.world_size,
+        "embodiment": settings.embodiment,
+        "planner": args.planner,
+        "schedule": "stream" if args.stream else "lock-step",
+        "graphs": ("cuda" if p.use_cuda_graph else "off") if cuda else ("cpu" if p.use_cpu_graph else "off"),
+        "startup_s": round(max(all_gather_objects(startup)), 2),
+        "attempts": attempts,
+        "attempts_per_s": round(attempts / wall, 2),
+        "s_per_batch": round(wall / args.batches, 3),
+        # Heaps re-drawn between the timed attempts, how many were at rest when the next attempt began, and
+        # how often a heap's physics failed while settling (it was drawn again).
+        "redrawn_heaps": redrawn,
+        "redrawn_settled": settled,
+        "heap_faults": heap_faults,
+        # Constraint rows and contacts per env, and the heaps that overflowed them (counted as faults).
+        "physics_buffers": dict(zip(("njmax", "nconmax"), settings.physics_buffers())),
+        "physics_overflows": overflows,
+    }
+    if not cuda:
+        figures["cpu_graph_replays"] = sum(all_gather_objects(cpu_step_graph_stats()["replays"]))
+    if args.profile:  # every rank runs the profiled batches; the profile printed is rank 0's
+        timer = PhaseTimer(sync)
+        instrument(runner, timer)
+        for _ in range(args.batches):
+            runner.attempt()
+        timer.restore()
+        figures["profile"] = timer.report(args.batches, settings.num_envs)
+    # Outcomes of the warm-up batch and the timed batches (and the profiled ones, with --profile), all ranks.
+    figures["outcomes"] = runner.tally.sum_over_ranks().as_dict()
+    return figures
