@@ -1,5 +1,6 @@
-"""``dexrl synth``, ``dexrl eval-planner`` and ``dexrl bench grasp`` under torchrun: two gloo processes on the CPU, against single-process
-runs of each rank's share with the real kit-less engine (toy sizes: 2 envs, one batch per rank)."""
+"""``dexrl synth``, ``dexrl eval-planner`` and ``dexrl bench grasp`` under torchrun: two gloo processes on the
+CPU with the real kit-less engine (toy sizes: 2 envs, one batch per rank); synthesis and evaluation against
+single-process runs of each rank's share."""
 
 import json
 import os
@@ -98,6 +99,7 @@ def test_bench_grasp_counts_every_ranks_attempts_on_heaps_of_its_own(tmp_path):
     figures = json.loads(figures_file.read_text())
     assert (figures["ranks"], figures["num_envs"], figures["attempts"]) == (2, 2, 2)
     assert sum(figures["outcomes"].values()) == 4  # a warm-up and a timed attempt per env, on both ranks
-    assert figures["attempts_per_s"] == pytest.approx(2 / (figures["s_per_batch"]), rel=0.01)
+    # every rank's attempts over the slowest rank's time (both figures are rounded: 2 and 3 decimals)
+    assert figures["attempts_per_s"] == pytest.approx(2 / figures["s_per_batch"], abs=0.006)
     first, second = figures["heap_seeds"]
     assert first == SEED and second != SEED
