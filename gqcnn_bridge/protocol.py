@@ -106,6 +106,10 @@ _WIRE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 _HEADER_LENGTH = struct.Struct("<I")
 
+_HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+"""Writes headers compactly; built once (``json.dumps`` with ``separators`` builds an encoder per call, a
+quarter of the cost of a reply header). Headers are trees, so the check for reference cycles is skipped."""
+
 
 class ErrorCode(StrEnum):
     """The ``code`` of an error reply."""
@@ -335,8 +339,8 @@ def _layout(
     in the message (arrays little-endian, C order), and the message length. ``region_specs`` are header
     entries of arrays already placed in shared-memory regions (see :func:`place_in_region`)."""
     specs, arrays, end = array_specs(arrays)
-    header_bytes = json.dumps(
-        {"version": PROTOCOL_VERSION, **header, "arrays": [*region_specs, *specs]}, separators=(",", ":")
+    header_bytes = _HEADER_ENCODER.encode(
+        {"version": PROTOCOL_VERSION, **header, "arrays": [*region_specs, *specs]}
     ).encode()
     data_start = _aligned(_HEADER_LENGTH.size + len(header_bytes))
     prefix = _HEADER_LENGTH.pack(len(header_bytes)) + header_bytes
@@ -346,7 +350,8 @@ def _layout(
 
 
 def _bytes_of(array: np.ndarray) -> memoryview:
-    return memoryview(array.reshape(-1).view(np.uint8))
+    """The bytes of a C-contiguous array, without copying (half the cost of a reshaped uint8 view)."""
+    return array.data.cast("B") if array.size else memoryview(b"")  # cast refuses shapes with a zero
 
 
 def _joined(prefix: bytes, placed: list[tuple[int, np.ndarray]], length: int) -> bytearray:
