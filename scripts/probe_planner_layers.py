@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 from pathlib import Path
@@ -103,12 +104,64 @@ def layer_table(network, pairs: int, window: tuple[int, int], skip_compile: bool
             return net.fc5(F.relu(net.fc4(F.relu(fc3_unfolded(h)))))
 
         record("trunk eager, fc3 unfolded", whole_fc3_unfolded, trunk_gflop * 1e9)
+        record_triton_stream(record, rows, net, pairs, (height, width), fc3_unfolded, trunk_gflop)
         if skip_compile:
             return rows
         compiled = torch.compile(whole, mode="max-autotune-no-cudagraphs")
         compiled()
         record("trunk compiled (max-autotune)", compiled, rows[-1]["gflop"] * 1e9)
     return rows
+
+
+def record_triton_stream(record, rows, net, pairs, size, fc3_unfolded, trunk_gflop) -> None:
+    """The image stream after the shared conv1_1 as Triton kernels (dexrl.gqcnn.triton_convs): each pair's
+    shifted first layer, then the 5x5 layers with their ReLUs and pools; against PyTorch, eager and compiled."""
+    from dexrl.gqcnn.triton_convs import StreamConvs, conv5x5_relu  # noqa: PLC0415
+
+    stream, images = net.image_stream, 16
+    shared = torch.rand(images, *size, 16, device="cuda") - 0.5
+    shifts = 0.1 * torch.randn(pairs, 16, device="cuda")
+    pair_image = torch.arange(images, device="cuda").repeat_interleave(pairs // images)
+    triton_stream = StreamConvs(stream)
+
+    def torch_first():  # as the fast path's PyTorch stream computes it, channels-last
+        first = torch.empty(images, pairs // images, *size, 16, dtype=torch.bfloat16, device="cuda")
+        by_image = shifts.unflatten(0, (images, -1))[:, :, None, None]
+        return torch.add(shared[:, None], by_image, out=first).relu_().flatten(0, 1)
+
+    first = torch_first()
+    flops = {r["layer"]: r["gflop"] * 1e9 for r in rows}
+    stream_flops = flops["conv1_2 5x5 16->16"] + flops["conv2_1 5x5"] + flops["conv2_2 5x5"]
+    record("conv1_1 shift+ReLU, bf16 out (PyTorch)", torch_first, 0.0, shared, first)
+    record("conv1_1 shift+ReLU, bf16 out (Triton)", lambda: triton_stream.first_layer(shared, shifts, pair_image),
+           0.0, shared, first)
+    h = first
+    for (weight, bias), pool, name in zip(triton_stream.layers, (True, False, True), ("1_2", "2_1", "2_2")):
+        out = conv5x5_relu(h, weight, bias, pool)
+        layer = next(key for key in flops if key.startswith(f"conv{name} 5x5"))
+        record(f"conv{name}+ReLU{'+pool' if pool else ''} (Triton)",
+               functools.partial(conv5x5_relu, h, weight, bias, pool), flops[layer], h, out)
+        h = out
+
+    def torch_stream():
+        return stream.after_first_conv(torch_first().permute(0, 3, 1, 2))
+
+    def triton_trunk():
+        h = triton_stream(shared, shifts, pair_image).permute(0, 3, 1, 2)
+        return net.fc5(F.relu(net.fc4(F.relu(fc3_unfolded(h)))))
+
+    expected = torch_stream().float()
+    got = triton_stream(shared, shifts, pair_image).permute(0, 3, 1, 2).float()
+    record("stream after shared conv1_1 (PyTorch)", torch_stream, stream_flops)
+    record("stream after shared conv1_1 (Triton)", lambda: triton_stream(shared, shifts, pair_image), stream_flops)
+    rows[-1]["max_abs_diff_vs_pytorch"] = (got - expected).abs().max().item()
+    rows[-1]["max_abs_pytorch"] = expected.abs().max().item()
+    record("trunk eager, Triton stream, fc3 unfolded", triton_trunk, trunk_gflop * 1e9)
+    for name, function, gflop in (("stream after shared conv1_1 (PyTorch", torch_stream, stream_flops),
+                                  ("trunk, Triton stream, fc3 unfolded (", triton_trunk, trunk_gflop * 1e9)):
+        compiled = torch.compile(function, mode="max-autotune-no-cudagraphs")
+        compiled()
+        record(f"{name}compiled)", compiled, gflop)
 
 
 def main() -> None:

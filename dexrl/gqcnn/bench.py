@@ -13,7 +13,8 @@ Paths (``--modes``):
 
 ``--fc3 conv|fft|rows`` picks how the fast paths compute fc3: a direct convolution, float32 FFTs, or a 17x1
 convolution over unfolded rows (default: fft on CPUs, rows on CUDA; each row of the JSON names the one it
-used); ``--group-images`` their images per network pass (default 16).
+used); ``--stream-convs torch|triton`` the image stream after conv1_1 (PyTorch's, or Triton kernels with the
+ReLUs and pools fused; default: triton for ``fast`` on CUDA, torch otherwise); ``--group-images`` their images per network pass (default 16).
 
 Times are whole ``plan()`` calls (validation, inpainting, depth bins, network, rescoring, top-k selection;
 CUDA synchronised) as median and minimum ms per image, and images/s. The plain paths evaluate a batch in one
@@ -100,6 +101,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="fast paths: fc3 as a direct convolution, through FFTs or over unfolded rows "
         "(default: fft on cpu, rows on cuda)",
+    )
+    parser.add_argument(
+        "--stream-convs",
+        choices=("torch", "triton"),
+        default=None,
+        help="fast paths: the image stream after conv1_1 as PyTorch convolutions or as Triton kernels with "
+        "the ReLUs and pools fused (cuda only; default: triton for fast on cuda, else torch)",
     )
     parser.add_argument(
         "--weights", default=None, help="FC-GQ-CNN weights file (default: seeded random weights)"
@@ -209,7 +217,13 @@ def _random_network(seed: int):
     return network
 
 
-def _options(mode: str, rescore_top: int, fc3: str | None = None, group_images: int = 16):
+def _options(
+    mode: str,
+    rescore_top: int,
+    fc3: str | None = None,
+    group_images: int = 16,
+    stream_convs: str | None = None,
+):
     from .policy import PlannerOptions  # noqa: PLC0415
 
     if mode == "reference":
@@ -218,7 +232,12 @@ def _options(mode: str, rescore_top: int, fc3: str | None = None, group_images: 
         return PlannerOptions(path="plain", precision=mode)
     compile_mode = "max-autotune-no-cudagraphs" if mode == "fast-compiled" else None
     return PlannerOptions(
-        path="fast", rescore_top=rescore_top, compile_mode=compile_mode, fc3=fc3, group_images=group_images
+        path="fast",
+        rescore_top=rescore_top,
+        compile_mode=compile_mode,
+        fc3=fc3,
+        group_images=group_images,
+        stream_convs=stream_convs,
     )
 
 
@@ -286,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     def planner_for(mode: str) -> FCGQCNNPlanner:
-        options = _options(mode, args.rescore_top, args.fc3, args.group_images)
+        options = _options(mode, args.rescore_top, args.fc3, args.group_images, args.stream_convs)
         if network is None:
             return load_planner(args.weights, str(device), options)
         return FCGQCNNPlanner(network, device, options)
@@ -350,6 +369,7 @@ def run(args: argparse.Namespace) -> int:
                 "network_ms_per_image": 1000 * statistics.median(networks) / batch,
                 "images_per_s": 1000 / statistics.median(per_image),
                 "fc3": None if plain else planner.options.fc3,
+                "stream_convs": None if plain else planner.options.stream_convs,
                 **checked,
             }
             rows.append(row)

@@ -16,7 +16,10 @@ float32 network:
    ``fc3="fft"``, the default on CPUs, where it is 1.6x faster overall), or as a 17x1 convolution over 272
    channels after copying each pixel's row neighbours into its channels (:class:`RowUnfoldedConv`;
    ``fc3="rows"``, the default on CUDA: the same products, in reductions that suit the tensor cores better).
-6. Images in groups of fixed size, (image, depth bin) pairs padded to powers of two, each shape run through
+6. On CUDA without ``torch.compile``, the image stream after conv1_1 as Triton kernels: each pair's shifted
+   first layer in one pass, then conv1_2, conv2_1 and conv2_2 with their ReLUs and pools fused
+   (:class:`dexrl.gqcnn.triton_convs.StreamConvs`; ``stream_convs="triton"``).
+7. Images in groups of fixed size, (image, depth bin) pairs padded to powers of two, each shape run through
    one captured CUDA graph (optionally of a ``torch.compile``-d trunk).
 
 No step loops over images. The network step synchronises with the host once per batch (the window and the
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib.util
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -53,6 +57,7 @@ __all__ = [
     "cpu_has_native_bf16",
     "cuda_fp32_precision",
     "live_depth_bins",
+    "triton_available",
     "window_of_cells",
 ]
 
@@ -88,6 +93,12 @@ def cpu_has_native_bf16() -> bool:
     except OSError:  # not Linux: assume no native bfloat16
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@functools.cache
+def triton_available() -> bool:
+    """Whether Triton (which Linux builds of PyTorch for CUDA bring along) can be imported."""
+    return importlib.util.find_spec("triton") is not None
 
 
 WINDOW_QUANTUM = 8
@@ -307,7 +318,8 @@ class FastQuality:
         model: an FC-GQ-CNN that subtracts the grasp depth (no pose stream), in float32.
         device: where it runs.
         options: the planner's resolved options; used here: ``precision`` (the trunk's: ``bf16``, ``tf32`` or
-            ``fp32``), ``group_images``, ``cuda_graphs``, ``compile_mode``, ``channels_last``, ``fc3``.
+            ``fp32``), ``group_images``, ``cuda_graphs``, ``compile_mode``, ``channels_last``, ``fc3``,
+            ``stream_convs``.
     """
 
     def __init__(self, model: FCGQCNN, device: torch.device, options: PlannerOptions) -> None:
@@ -322,6 +334,11 @@ class FastQuality:
             self._fc3 = SpectralConv(model.fc3)
         elif options.fc3 == "rows":
             self._fc3 = RowUnfoldedConv(self._trunk_model.fc3)
+        self._stream_convs: Callable[..., torch.Tensor] | None = None  # None: PyTorch's image stream
+        if options.stream_convs == "triton":
+            from .triton_convs import StreamConvs  # noqa: PLC0415 (Triton only where it is asked for)
+
+            self._stream_convs = StreamConvs(self._trunk_model.image_stream)
         trunk: Callable[..., torch.Tensor] = self._trunk
         if options.compile_mode is not None:
             trunk = torch.compile(trunk, mode=options.compile_mode, dynamic=False)
@@ -343,30 +360,41 @@ class FastQuality:
             pair_image: (P,) each pair's image in the group; None: all G x D pairs, image-major.
         """
         shared = self.model.shared_first_conv(window, reference).permute(0, 2, 3, 1)  # (G, H', W', 16)
+        if self._stream_convs is None:
+            first = self._first_layer(shared, shifts, pair_image)
+            features = self._trunk_model.image_stream.after_first_conv(first)
+        else:  # channels-last tensors in and out, as NHWC
+            if pair_image is None:
+                pair_image = torch.arange(len(shared), device=shared.device)
+                pair_image = pair_image.repeat_interleave(len(shifts) // len(shared))
+            features = self._stream_convs(shared.contiguous(), shifts, pair_image).permute(0, 3, 1, 2)
+        logits = self._head(features).float()
+        return torch.softmax(logits.unflatten(1, (-1, 2)), dim=2)[:, :, 1]
+
+    def _first_layer(
+        self, shared: torch.Tensor, shifts: torch.Tensor, pair_image: torch.Tensor | None
+    ) -> torch.Tensor:
+        """ReLU(conv1_1) (P, 16, H', W') of each pair in the trunk's dtype, from the images' shared first layer
+        (G, H', W', 16) and the pairs' shifts (P, 16) (see :meth:`_trunk`)."""
         if pair_image is None:  # broadcast instead of gathering: one pass less over the largest tensor
             shared, shifts = shared.unsqueeze(1), shifts.unflatten(0, (len(shared), -1))[:, :, None, None]
         else:
             shared, shifts = shared[pair_image], shifts[:, None, None]
         # the shift is added in float32 (the two terms nearly cancel) and rounded once, into the trunk's dtype
         first = torch.empty(
-            torch.broadcast_shapes(shared.shape, shifts.shape), dtype=self.trunk_dtype, device=window.device
+            torch.broadcast_shapes(shared.shape, shifts.shape), dtype=self.trunk_dtype, device=shared.device
         )
         torch.add(shared, shifts, out=first).relu_()
         first = first.flatten(0, -4).permute(0, 3, 1, 2)  # NCHW view of channels-last memory
-        if not self.options.channels_last:
-            first = first.contiguous()
-        logits = self._head(first).float()
-        return torch.softmax(logits.unflatten(1, (-1, 2)), dim=2)[:, :, 1]
+        return first if self.options.channels_last else first.contiguous()
 
-    def _head(self, first: torch.Tensor) -> torch.Tensor:
-        """The trunk model's head, with fc3 through FFTs or unfolded rows as ``options.fc3`` says."""
-        if self._fc3 is None:
-            return self._trunk_model.head(first)
+    def _head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits (P, 2A, h, w) from the image stream's features (P, 16, ., .), fc3 as ``options.fc3`` says."""
         net = self._trunk_model
-        fc3 = self._fc3(net.image_stream.after_first_conv(first)).relu_().to(self.trunk_dtype)
+        fc3 = net.fc3(features) if self._fc3 is None else self._fc3(features).to(self.trunk_dtype)
         if self.options.channels_last:
             fc3 = fc3.contiguous(memory_format=torch.channels_last)
-        return net.fc5(F.relu(net.fc4(fc3), inplace=True))
+        return net.fc5(F.relu(net.fc4(fc3.relu_()), inplace=True))
 
     @torch.inference_mode()
     def quality(

@@ -34,7 +34,14 @@ from dexrl.grasp import (
 )
 from dexrl.grasp.baseline import validate_planner_input
 
-from .fast import FastQuality, Precision, cpu_has_native_bf16, cuda_fp32_precision, live_depth_bins
+from .fast import (
+    FastQuality,
+    Precision,
+    cpu_has_native_bf16,
+    cuda_fp32_precision,
+    live_depth_bins,
+    triton_available,
+)
 from .grid import CROP_SIZE, STRIDE, bin_to_angle, cell_centers, grid_mask
 from .model import FCGQCNN
 from .preprocess import inpaint
@@ -85,6 +92,11 @@ class PlannerOptions:
             operations for this kernel) or ``rows`` (a 17x1 convolution over the input's rows unfolded into
             272 channels, :class:`dexrl.gqcnn.fast.RowUnfoldedConv`); None: fft on CPUs, rows on CUDA (on an
             H200, 1.7x faster than the direct convolution for fc3 alone, 1.07x for whole plans).
+        stream_convs: fast path: the image stream after the shared conv1_1 (each pair's shifted first layer,
+            conv1_2, conv2_1, conv2_2 with their ReLUs and pools) in PyTorch (``torch``) or as Triton kernels
+            that fuse each convolution's ReLU and pool (``triton``, :mod:`dexrl.gqcnn.triton_convs`; CUDA
+            only). None: triton on CUDA without ``compile_mode`` (1.9x the images/s of PyTorch's stream on an
+            H200), else torch (compiled, PyTorch's stream is as fast).
     """
 
     depth_bins: int = 16
@@ -103,6 +115,7 @@ class PlannerOptions:
     group_images: int = 16
     cuda_graphs: bool = True
     fc3: Literal["conv", "fft", "rows"] | None = None
+    stream_convs: Literal["torch", "triton"] | None = None
 
     def resolved(self, device: torch.device, model: FCGQCNN) -> PlannerOptions:
         """These options with ``auto`` / None choices made for ``device`` and ``model``."""
@@ -113,7 +126,11 @@ class PlannerOptions:
         precision = self.precision or ("bf16" if path == "fast" and native_bf16 else "fp32")
         channels_last = precision == "bf16" if self.channels_last is None else self.channels_last
         fc3 = self.fc3 or ("rows" if device.type == "cuda" else "fft")
-        return dataclasses.replace(self, path=path, precision=precision, channels_last=channels_last, fc3=fc3)
+        eager_cuda = path == "fast" and device.type == "cuda" and self.compile_mode is None
+        stream_convs = self.stream_convs or ("triton" if eager_cuda and triton_available() else "torch")
+        return dataclasses.replace(
+            self, path=path, precision=precision, channels_last=channels_last, fc3=fc3, stream_convs=stream_convs
+        )
 
 
 def depth_bin_centers(depth: torch.Tensor, mask: torch.Tensor, bins: int) -> torch.Tensor:

@@ -1,0 +1,56 @@
+"""The fast path's Triton image-stream kernels (:mod:`dexrl.gqcnn.triton_convs`) against PyTorch, on the CPU
+through Triton's interpreter, in a fresh process (see ``tests/triton_interpreted.py``)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dexrl.gqcnn.policy import FCGQCNNPlanner, PlannerOptions
+from dexrl.gqcnn.triton_convs import conv5x5_relu
+
+CHECKS = Path(__file__).with_name("triton_interpreted.py")
+
+
+@pytest.fixture(scope="module")
+def interpreted_errors() -> dict[str, float]:
+    run = subprocess.run(
+        [sys.executable, str(CHECKS)],
+        env={**os.environ, "TRITON_INTERPRET": "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    return json.loads(run.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_one_layer_equals_pytorchs_convolution_relu_and_pool(interpreted_errors, pool):
+    assert interpreted_errors[f"conv_pool_{pool}"] < 1e-5
+
+
+def test_shifted_first_layer_equals_adding_each_pairs_shift(interpreted_errors):
+    assert interpreted_errors["shifted_relu"] == 0  # the same float32 sum and ReLU
+
+
+def test_the_stream_equals_the_networks_image_stream(interpreted_errors):
+    assert interpreted_errors["stream"] < 1e-4
+
+
+@pytest.mark.parametrize("case", ["planner_all_bins", "planner_live_bins"])
+def test_fast_path_quality_is_the_same_with_the_triton_stream(interpreted_errors, case):
+    assert 0 < interpreted_errors[f"{case}_evaluated"] <= 1  # the case evaluates pairs (live ones only)
+    assert interpreted_errors[case] < 1e-5
+
+
+def test_cpu_tensors_need_the_interpreter(network):
+    x, weight = torch.zeros(1, 9, 9, 16), torch.zeros(5, 5, 16, 16)
+    with pytest.raises(ValueError, match="TRITON_INTERPRET"):
+        conv5x5_relu(x, weight, torch.zeros(16), False)
+    with pytest.raises(ValueError, match="runs on CUDA"):
+        FCGQCNNPlanner(network, "cpu", PlannerOptions(path="fast", stream_convs="triton"))

@@ -1,0 +1,84 @@
+"""Checks of the Triton image-stream kernels, run by ``tests/test_triton_convs.py`` in a process started with
+``TRITON_INTERPRET=1`` (Triton reads it when it is first imported): the kernels then run on the CPU, in
+float32, through Triton's interpreter. Prints one JSON object: each check's largest |difference| from PyTorch.
+"""
+
+import json
+import os
+
+import torch
+import torch.nn.functional as F
+
+from dexrl.gqcnn.model import FCGQCNN
+from dexrl.gqcnn.policy import FCGQCNNPlanner, PlannerOptions
+from dexrl.gqcnn.triton_convs import StreamConvs, conv5x5_relu, shifted_relu
+from dexrl.grasp import CameraIntrinsics
+
+
+def torch_layer(x: torch.Tensor, conv: torch.nn.Conv2d, pool: bool) -> torch.Tensor:
+    """ReLU(conv), pooled like the network's pools, on and to channels-last (N, H, W, C) tensors."""
+    y = F.relu(conv(x.permute(0, 3, 1, 2)))
+    return (F.max_pool2d(y, 2, 2, ceil_mode=True) if pool else y).permute(0, 2, 3, 1)
+
+
+def kernel_errors() -> dict[str, float]:
+    """One convolution on odd sizes (partial tiles, a pooled edge of one row), with and without the pool; the
+    shifted first layer (its blocks reach past the image's last pixel)."""
+    conv = torch.nn.Conv2d(16, 16, 5)
+    weight, bias = conv.weight.detach().permute(2, 3, 1, 0).contiguous(), conv.bias.detach()
+    x = torch.randn(2, 21, 38, 16)
+    shifts, pair_image = torch.randn(3, 16), torch.tensor([1, 0, 1])
+    with torch.no_grad():
+        return {
+            **{
+                f"conv_pool_{pool}": (conv5x5_relu(x, weight, bias, pool) - torch_layer(x, conv, pool)).abs().max().item()
+                for pool in (False, True)
+            },
+            "shifted_relu": (
+                shifted_relu(x, shifts, pair_image, torch.float32) - F.relu(x[pair_image] + shifts[:, None, None])
+            ).abs().max().item(),
+        }
+
+
+def stream_error(network: FCGQCNN) -> float:
+    """The shifted first layer and three convolutions against the network's image stream, for 3 pairs of 2
+    images of 44x52."""
+    shared, shifts, pair_image = torch.randn(2, 44, 52, 16), torch.randn(3, 16), torch.tensor([1, 0, 1])
+    first = F.relu(shared[pair_image] + shifts[:, None, None])
+    with torch.no_grad():
+        expected = network.image_stream.after_first_conv(first.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        got = StreamConvs(network.image_stream)(shared, shifts, pair_image)
+    return (got - expected).abs().max().item()
+
+
+def planner_errors(network: FCGQCNN) -> dict[str, float]:
+    """q of the fast path (float32) with the Triton stream against the PyTorch stream on a box in a 112x124
+    image: every depth bin live, then with the jaw clearance filter, which leaves a bin dead (gathered pairs)."""
+    depth = torch.full((2, 112, 124), 0.70)
+    depth[0, 40:70, 50:64] = 0.62
+    depth[1, 30:60, 45:75] = 0.60
+    camera = CameraIntrinsics(fx=552.5, fy=552.5, cx=61.5, cy=55.5, width=124, height=112)
+    errors = {}
+    for name, clearance in (("planner_all_bins", None), ("planner_live_bins", 0.05)):
+        q = {}
+        for stream_convs in ("torch", "triton"):
+            options = PlannerOptions(
+                path="fast", precision="fp32", rescore_top=0, depth_bins=3, fc3="conv", jaw_clearance=clearance,
+                stream_convs=stream_convs,
+            )  # fmt: skip
+            q[stream_convs] = FCGQCNNPlanner(network, "cpu", options).evaluate(depth, camera).q
+        errors[name] = (q["triton"] - q["torch"]).abs().max().item()
+        errors[f"{name}_evaluated"] = float((q["torch"] > 0).any(dim=(2, 3, 4)).float().mean())
+    return errors
+
+
+def main() -> None:
+    if not os.environ.get("TRITON_INTERPRET"):
+        raise SystemExit("run with TRITON_INTERPRET=1")
+    torch.manual_seed(0)
+    network = FCGQCNN().eval()
+    print(json.dumps({**kernel_errors(), "stream": stream_error(network), **planner_errors(network)}))
+
+
+if __name__ == "__main__":
+    main()
