@@ -5,20 +5,18 @@ conv2_2 as one kernel each.
 cuDNN runs FC-GQ-CNN's 16 -> 16 channel 5x5 convolutions at about 51 TFLOP/s on an H200 in bfloat16, a few
 percent of the matrix units' rate: with 16 channels each tap's reduction is too short for its kernels. Here
 each program computes a tile of output pixels as 25 small matrix products (pixels x 16 input channels times
-16 x 16 weights), accumulates in float32, and finishes in registers what PyTorch runs as separate passes
-over memory:
-
-ReLU, and the 2x2 max-pool (stride 2, rounding up like the network's pools) where the layer has one: a
-pooled layer writes a quarter of the pixels and nothing else.
+16 x 16 weights) and accumulates in float32. It then adds the bias and applies the ReLU and, where the layer
+has one, the 2x2 max-pool (stride 2, rounding up like the network's pools) in registers, which PyTorch runs
+as separate passes over memory: a pooled layer writes only a quarter of the pixels.
 
 conv1_1's output at each pair's grasp depth, ReLU(shared + shift) rounded to bfloat16, is written by its own
 one-pass kernel (PyTorch's broadcast add into bfloat16 and in-place ReLU took 4.5 ms per 256 pairs at the
 rendered heaps' window on an H200). Adding the shift inside conv1_2's kernel instead was slower (8.7 ms
 against 4.6 ms, 2026-12-03): the kernel reads each input pixel for 25 taps, and would add its shift 25 times.
 
-Tensors are channels-last: (N, H, W, C) contiguous. The kernel also runs on CPU tensors, in float32, through
+Tensors are channels-last: (N, H, W, C) contiguous. The kernels also run on CPU tensors, in float32, through
 Triton's interpreter in processes started with ``TRITON_INTERPRET=1`` (slowly): that is how the tests check
-its indexing without a GPU.
+their indexing without a GPU.
 """
 
 from __future__ import annotations
@@ -163,6 +161,11 @@ def conv5x5_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool
     return y
 
 
+@conv5x5_relu.register_fake
+def _(x, weight, bias, pool):  # shapes for torch.compile, to which the kernels are opaque operators
+    return _output(x, weight, pool)
+
+
 def _require_cuda_or_interpreter(device: torch.device) -> None:
     if device.type != "cuda" and not triton.knobs.runtime.interpret:
         raise ValueError("the Triton image stream runs on CUDA (on CPUs only under TRITON_INTERPRET=1, tests)")
@@ -200,11 +203,6 @@ def shifted_relu(
 @shifted_relu.register_fake
 def _(shared, shift, pair_image, dtype):
     return _shifted_output(shared, shift, dtype)
-
-
-@conv5x5_relu.register_fake
-def _(x, weight, bias, pool):  # shapes for torch.compile, to which the kernel is an opaque operator
-    return _output(x, weight, pool)
 
 
 class StreamConvs:
