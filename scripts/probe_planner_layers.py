@@ -6,6 +6,8 @@ Next to each convolution it times the same convolution with its kernel's columns
 (:class:`dexrl.gqcnn.fast.RowUnfoldedConv`): a k x k convolution over C channels becomes a copy of the
 input with k x C channels and a k x 1 convolution, the same arithmetic in fewer, longer reductions per tap
 (cuDNN runs the 16-channel layers at a small fraction of the matrix rate).
+Then the image stream after the shared conv1_1 as Triton kernels (:mod:`dexrl.gqcnn.triton_convs`), layer by
+layer and whole, against PyTorch eager and compiled.
 
     PYTHONPATH=. python3 scripts/probe_planner_layers.py [--batch 64] [--window 386 508] [--skip-compile]
         [--skip-profile]
