@@ -220,12 +220,6 @@ class FCGQCNN(nn.Module):
         offsets = grasp_depth - reference[:, None] + norm.image_mean  # (B, D)
         return conv.bias - offsets[..., None] * kernel_sums
 
-    def head(self, first: torch.Tensor) -> torch.Tensor:
-        """Logits (N, 2A, h, w) from ReLU(conv1_1) (N, 16, H - 8, W - 8) of networks that subtract the grasp
-        depth (no pose stream); channel 2b + 1 is angle bin b's success logit."""
-        fc4 = self.fc4(F.relu(self.fc3(self.image_stream.after_first_conv(first)), inplace=True))
-        return self.fc5(F.relu(fc4, inplace=True))
-
     @classmethod
     def from_crop_network(cls, crop: GQCNN) -> FCGQCNN:
         """The crop network's dense layers as convolutions: one angle bin (horizontal jaw axis) per cell, and

@@ -229,7 +229,12 @@ def _measure(args: argparse.Namespace, rank) -> dict:
     sync = functools.partial(torch.cuda.synchronize, settings.device) if cuda else (lambda: None)
     sync()
     executor, world = runner.executor, runner.world
-    before = (executor.redrawn_heaps, executor.redrawn_settled, world.heap_faults, world.overflow.overflowed_heaps)
+
+    def heap_counters() -> torch.Tensor:  # re-drawn, of those settled, physics faults, buffer overflows
+        overflows = world.overflow.overflowed_heaps
+        return torch.tensor((executor.redrawn_heaps, executor.redrawn_settled, world.heap_faults, overflows))
+
+    before = heap_counters()
     barrier()  # the ranks start their timed attempts together
     start = time.perf_counter()
     if args.stream:
@@ -240,8 +245,7 @@ def _measure(args: argparse.Namespace, rank) -> dict:
             runner.attempt()
     sync()
     wall = max(all_gather_objects(time.perf_counter() - start))
-    after = (executor.redrawn_heaps, executor.redrawn_settled, world.heap_faults, world.overflow.overflowed_heaps)
-    redrawn, settled, heap_faults, overflows = all_reduce_sum(torch.tensor(after) - torch.tensor(before)).tolist()
+    redrawn, settled, heap_faults, overflows = all_reduce_sum(heap_counters() - before).tolist()
     attempts = args.batches * settings.num_envs * rank.world_size
     p = settings.physics
     figures = {
