@@ -6,8 +6,8 @@ them a command is a single process of rank 0 in a world of one, and every helper
 commands behave as before.
 
 The commands that scale out (``synth``, ``train-gqcnn``, ``eval-planner``, ``eval``) run under
-:func:`session`: it joins the process group (NCCL on GPUs, gloo on the CPU), picks this rank's device, and
-leaves the group at the end.
+:func:`session`: it joins the process group (NCCL on GPUs, gloo on the CPU or when ranks share a GPU),
+picks this rank's device, and leaves the group at the end.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch.distributed as dist
 
 __all__ = [
     "SINGLE_PROCESS", "Rank", "all_gather_objects", "all_reduce_sum", "barrier", "current_rank", "device_for", "session",
+    "shares_gpus",
 ]
 
 GROUP_TIMEOUT = timedelta(hours=1)
@@ -74,19 +75,27 @@ def current_rank() -> Rank:
 
 def device_for(rank: Rank, requested: str | None) -> str | None:
     """The device this rank computes on. One process: ``requested`` unchanged (None: the command's default).
-    Several: ``cpu`` when the CPU is requested, else the GPU of the local rank (``cuda:LOCAL_RANK``), so that a
-    ``--device cuda:0`` given to every rank does not pile them all onto one GPU."""
+    Several: ``cpu`` when the CPU is requested, else the local rank's GPU, ``cuda:(LOCAL_RANK % GPUs)``, so that
+    a ``--device cuda:0`` given to every rank does not pile them all onto one GPU, and more ranks than GPUs
+    share them evenly."""
     if rank.world_size == 1 or requested == "cpu":
         return requested
     if requested is None and not torch.cuda.is_available():
         return "cpu"
-    return f"cuda:{rank.local_rank}"
+    return f"cuda:{rank.local_rank % max(1, torch.cuda.device_count())}"
+
+
+def shares_gpus() -> bool:
+    """Whether this machine runs more ranks than it has GPUs (``LOCAL_WORLD_SIZE``, set by torchrun): NCCL
+    refuses two ranks on one GPU, so such a job joins through gloo."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > torch.cuda.device_count()
 
 
 @contextmanager
 def session(requested_device: str | None) -> Iterator[tuple[Rank, str | None]]:
     """Join the process group for the duration of a command: yields this process's rank and its device (see
-    :func:`device_for`). NCCL when the device is a GPU, gloo on the CPU; nothing to join for a single process."""
+    :func:`device_for`). NCCL when each rank has a GPU of its own, gloo on the CPU or when ranks share GPUs
+    (:func:`shares_gpus`); nothing to join for a single process."""
     rank = current_rank()
     device = device_for(rank, requested_device)
     if rank.world_size == 1 or dist.is_initialized():
@@ -95,7 +104,8 @@ def session(requested_device: str | None) -> Iterator[tuple[Rank, str | None]]:
     on_gpu = device is not None and device.startswith("cuda")
     if on_gpu:
         torch.cuda.set_device(device)  # NCCL and collectives on CUDA tensors use the current device
-    dist.init_process_group("nccl" if on_gpu else "gloo", timeout=GROUP_TIMEOUT)
+    nccl = on_gpu and not shares_gpus()
+    dist.init_process_group("nccl" if nccl else "gloo", timeout=GROUP_TIMEOUT)
     try:
         yield rank, device
     finally:
@@ -108,15 +118,17 @@ def _joined() -> bool:
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """``tensor`` summed element-wise over all ranks, in place (e.g. outcome counts (K,) long); unchanged for a
-    single process. Works on CPU tensors under NCCL too (they travel through the current GPU)."""
+    single process. Works on any device under either backend (a tensor on the other kind travels through a
+    copy: the current GPU for NCCL, the host for gloo)."""
     if not _joined():
         return tensor
-    if dist.get_backend() == "nccl" and tensor.device.type != "cuda":
-        on_gpu = tensor.cuda()
-        dist.all_reduce(on_gpu)
-        tensor.copy_(on_gpu)
-    else:
+    on_gpu = dist.get_backend() == "nccl"
+    if (tensor.device.type == "cuda") == on_gpu:
         dist.all_reduce(tensor)
+    else:
+        moved = tensor.cuda() if on_gpu else tensor.cpu()
+        dist.all_reduce(moved)
+        tensor.copy_(moved)
     return tensor
 
 

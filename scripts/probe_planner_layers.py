@@ -6,8 +6,8 @@ Next to each convolution it times the same convolution with its kernel's columns
 (:class:`dexrl.gqcnn.fast.RowUnfoldedConv`): a k x k convolution over C channels becomes a copy of the
 input with k x C channels and a k x 1 convolution, the same arithmetic in fewer, longer reductions per tap
 (cuDNN runs the 16-channel layers at a small fraction of the matrix rate).
-Then the image stream after the shared conv1_1 as Triton kernels (:mod:`dexrl.gqcnn.triton_convs`), layer by
-layer and whole, against PyTorch eager and compiled.
+Then the image stream after the shared conv1_1 and the head fc3 -> softmax as Triton kernels
+(:mod:`dexrl.gqcnn.triton_convs`), layer by layer and whole, against PyTorch eager and compiled.
 
     PYTHONPATH=. python3 scripts/probe_planner_layers.py [--batch 64] [--window 386 508] [--skip-compile]
         [--skip-profile]
@@ -106,6 +106,8 @@ def layer_table(network, pairs: int, window: tuple[int, int], skip_compile: bool
             return net.fc5(F.relu(net.fc4(F.relu(fc3_unfolded(h)))))
 
         record("trunk eager, fc3 unfolded", whole_fc3_unfolded, trunk_gflop * 1e9)
+        head_flops = conv_flops(fc3, net.fc3) + conv_flops(fc4, net.fc4) + conv_flops(fc5, net.fc5)
+        record_triton_head(record, rows, net, p2, fc3_unfolded, head_flops, skip_compile)
         record_triton_stream(record, rows, net, pairs, (height, width), fc3_unfolded, trunk_gflop)
         if skip_compile:
             return rows
@@ -115,10 +117,31 @@ def layer_table(network, pairs: int, window: tuple[int, int], skip_compile: bool
     return rows
 
 
+def record_triton_head(record, rows, net, features, fc3_unfolded, flops, skip_compile) -> None:
+    """fc3 -> fc4 -> fc5 -> softmax as one Triton kernel (dexrl.gqcnn.triton_convs.QualityHead) against
+    PyTorch with fc3 over unfolded rows, eager and compiled."""
+    from dexrl.gqcnn.triton_convs import QualityHead  # noqa: PLC0415
+
+    head, nhwc = QualityHead(net), features.permute(0, 2, 3, 1).contiguous()
+
+    def torch_head():
+        logits = net.fc5(F.relu(net.fc4(F.relu(fc3_unfolded(features))))).float()
+        return torch.softmax(logits.unflatten(1, (-1, 2)), dim=2)[:, :, 1]
+
+    expected, got = torch_head(), head(nhwc)
+    record("head fc3..softmax, fc3 unfolded (PyTorch)", torch_head, flops, features, expected)
+    record("head fc3..softmax (Triton, one kernel)", lambda: head(nhwc), flops, nhwc, got)
+    rows[-1]["max_abs_diff_vs_pytorch"] = (got - expected).abs().max().item()
+    if not skip_compile:
+        compiled = torch.compile(torch_head, mode="max-autotune-no-cudagraphs")
+        compiled()
+        record("head fc3..softmax, fc3 unfolded (PyTorch compiled)", compiled, flops)
+
+
 def record_triton_stream(record, rows, net, pairs, size, fc3_unfolded, trunk_gflop) -> None:
     """The image stream after the shared conv1_1 as Triton kernels (dexrl.gqcnn.triton_convs): each pair's
     shifted first layer, then the 5x5 layers with their ReLUs and pools; against PyTorch, eager and compiled."""
-    from dexrl.gqcnn.triton_convs import StreamConvs, conv5x5_relu  # noqa: PLC0415
+    from dexrl.gqcnn.triton_convs import QualityHead, StreamConvs, conv5x5_relu  # noqa: PLC0415
 
     stream, images = net.image_stream, 16
     shared = torch.rand(images, *size, 16, device="cuda") - 0.5
@@ -152,6 +175,8 @@ def record_triton_stream(record, rows, net, pairs, size, fc3_unfolded, trunk_gfl
         h = triton_stream(shared, shifts, pair_image).permute(0, 3, 1, 2)
         return net.fc5(F.relu(net.fc4(F.relu(fc3_unfolded(h)))))
 
+    head = QualityHead(net)
+
     expected = torch_stream().float()
     got = triton_stream(shared, shifts, pair_image).permute(0, 3, 1, 2).float()
     record("stream after shared conv1_1 (PyTorch)", torch_stream, stream_flops)
@@ -159,6 +184,8 @@ def record_triton_stream(record, rows, net, pairs, size, fc3_unfolded, trunk_gfl
     rows[-1]["max_abs_diff_vs_pytorch"] = (got - expected).abs().max().item()
     rows[-1]["max_abs_pytorch"] = expected.abs().max().item()
     record("trunk eager, Triton stream, fc3 unfolded", triton_trunk, trunk_gflop * 1e9)
+    record("trunk eager, Triton stream and head", lambda: head(triton_stream(shared, shifts, pair_image)),
+           trunk_gflop * 1e9)
     for name, function, gflop in (("stream after shared conv1_1 (PyTorch", torch_stream, stream_flops),
                                   ("trunk, Triton stream, fc3 unfolded (", triton_trunk, trunk_gflop * 1e9)):
         compiled = torch.compile(function, mode="max-autotune-no-cudagraphs")

@@ -41,8 +41,14 @@ def test_rank_and_device_from_torchruns_environment(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     rank = distributed.current_rank()
     assert rank == Rank(5, 8, 1) and not rank.is_main
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert distributed.device_for(rank, "cuda:0") == "cuda:1" and distributed.device_for(rank, "cpu") == "cpu"
     assert distributed.device_for(Rank(), "cuda:3") == "cuda:3" and distributed.device_for(Rank(), None) is None
+    assert distributed.device_for(Rank(6, 8, 3), "cuda:0") == "cuda:1"  # four ranks share two GPUs evenly
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert not distributed.shares_gpus()  # NCCL: a GPU per rank
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert distributed.shares_gpus()  # gloo
 
 
 def test_collectives_leave_a_single_process_alone():

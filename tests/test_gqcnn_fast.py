@@ -220,9 +220,10 @@ def test_the_path_is_chosen_by_device_network_and_option(network):
     native = "bf16" if cpu_has_native_bf16() else "fp32"  # emulated bfloat16 is 6x slower than float32
     assert (on_cpu.path, on_cpu.precision, on_cpu.fc3) == ("fast", native, "fft")
     on_gpu = PlannerOptions().resolved(cuda, network)
-    assert (on_gpu.path, on_gpu.precision, on_gpu.channels_last, on_gpu.fc3) == ("fast", "bf16", True, "rows")
+    assert (on_gpu.path, on_gpu.precision, on_gpu.channels_last, on_gpu.fc3) == ("fast", "bf16", True, "triton")
     assert (on_cpu.stream_convs, on_gpu.stream_convs) == ("torch", "triton")  # Triton comes with torch here
-    assert PlannerOptions(compile_mode="max-autotune").resolved(cuda, network).stream_convs == "torch"
+    compiled = PlannerOptions(compile_mode="max-autotune").resolved(cuda, network)
+    assert (compiled.stream_convs, compiled.fc3) == ("torch", "rows")
     assert PlannerOptions(path="fast").resolved(cpu, network).fc3 == "fft"
     assert PlannerOptions(path="plain").resolved(cuda, network).precision == "fp32"
     crop_converted = FCGQCNN.from_crop_network(GQCNN())

@@ -1,5 +1,5 @@
-"""The fast path's Triton image-stream kernels (:mod:`dexrl.gqcnn.triton_convs`) against PyTorch, on the CPU
-through Triton's interpreter, in a fresh process (see ``tests/triton_interpreted.py``)."""
+"""The fast path's Triton kernels (:mod:`dexrl.gqcnn.triton_convs`: image stream, head) against PyTorch, on
+the CPU through Triton's interpreter, in a fresh process (see ``tests/triton_interpreted.py``)."""
 
 import json
 import os
@@ -44,10 +44,15 @@ def test_the_stream_equals_the_networks_image_stream(interpreted_errors):
     assert interpreted_errors["stream"] < 1e-4
 
 
+def test_the_head_kernel_equals_fc3_to_the_softmax(interpreted_errors):
+    assert interpreted_errors["head"] < 1e-5
+
+
 @pytest.mark.parametrize("case", ["planner_all_bins", "planner_live_bins"])
-def test_fast_path_quality_is_the_same_with_the_triton_stream(interpreted_errors, case):
+def test_fast_path_quality_is_the_same_with_the_triton_stream_and_head(interpreted_errors, case):
     assert 0 < interpreted_errors[f"{case}_evaluated"] <= 1  # the case evaluates pairs (live ones only)
     assert interpreted_errors[case] < 1e-5
+    assert interpreted_errors[f"{case}_head"] < 1e-5
 
 
 def test_cpu_tensors_need_the_interpreter(network):
@@ -56,3 +61,5 @@ def test_cpu_tensors_need_the_interpreter(network):
         conv5x5_relu(x, weight, torch.zeros(16), False)
     with pytest.raises(ValueError, match="runs on CUDA"):
         FCGQCNNPlanner(network, "cpu", PlannerOptions(path="fast", stream_convs="triton"))
+    with pytest.raises(ValueError, match="runs on CUDA"):
+        FCGQCNNPlanner(network, "cpu", PlannerOptions(path="fast", fc3="triton"))

@@ -1,4 +1,4 @@
-"""Checks of the Triton image-stream kernels, run by ``tests/test_triton_convs.py`` in a process started with
+"""Checks of the Triton kernels of the fast path (image stream, head), run by ``tests/test_triton_convs.py`` in a process started with
 ``TRITON_INTERPRET=1`` (Triton reads it when it is first imported): the kernels then run on the CPU, in
 float32, through Triton's interpreter. Prints one JSON object: each check's largest |difference| from PyTorch.
 """
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from dexrl.gqcnn.model import FCGQCNN
 from dexrl.gqcnn.policy import FCGQCNNPlanner, PlannerOptions
-from dexrl.gqcnn.triton_convs import StreamConvs, conv5x5_relu, shifted_relu
+from dexrl.gqcnn.triton_convs import QualityHead, StreamConvs, conv5x5_relu, shifted_relu
 from dexrl.grasp import CameraIntrinsics
 
 
@@ -51,9 +51,20 @@ def stream_error(network: FCGQCNN) -> float:
     return (got - expected).abs().max().item()
 
 
+def head_error(network: FCGQCNN) -> float:
+    """The one-kernel head (fc3 -> softmax) against the network's layers on features of 2 pairs of 20x37 (an
+    output of 4x21: partial tiles both ways)."""
+    features = torch.randn(2, 20, 37, 16).relu()
+    with torch.no_grad():
+        logits = network.fc5(F.relu(network.fc4(F.relu(network.fc3(features.permute(0, 3, 1, 2))))))
+        expected = torch.softmax(logits.unflatten(1, (-1, 2)), dim=2)[:, :, 1]
+        return (QualityHead(network)(features) - expected).abs().max().item()
+
+
 def planner_errors(network: FCGQCNN) -> dict[str, float]:
-    """q of the fast path (float32) with the Triton stream against the PyTorch stream on a box in a 112x124
-    image: every depth bin live, then with the jaw clearance filter, which leaves a bin dead (gathered pairs)."""
+    """q of the fast path (float32) with the Triton stream, then also the Triton head, against PyTorch's on a
+    box in a 112x124 image: every depth bin live, then with the jaw clearance filter, which leaves a bin dead
+    (gathered pairs)."""
     depth = torch.full((2, 112, 124), 0.70)
     depth[0, 40:70, 50:64] = 0.62
     depth[1, 30:60, 45:75] = 0.60
@@ -61,14 +72,16 @@ def planner_errors(network: FCGQCNN) -> dict[str, float]:
     errors = {}
     for name, clearance in (("planner_all_bins", None), ("planner_live_bins", 0.05)):
         q = {}
-        for stream_convs in ("torch", "triton"):
+        for stream_convs, fc3 in (("torch", "conv"), ("triton", "conv"), ("triton", "triton")):
             options = PlannerOptions(
-                path="fast", precision="fp32", rescore_top=0, depth_bins=3, fc3="conv", jaw_clearance=clearance,
+                path="fast", precision="fp32", rescore_top=0, depth_bins=3, fc3=fc3, jaw_clearance=clearance,
                 stream_convs=stream_convs,
             )  # fmt: skip
-            q[stream_convs] = FCGQCNNPlanner(network, "cpu", options).evaluate(depth, camera).q
-        errors[name] = (q["triton"] - q["torch"]).abs().max().item()
-        errors[f"{name}_evaluated"] = float((q["torch"] > 0).any(dim=(2, 3, 4)).float().mean())
+            q[stream_convs, fc3] = FCGQCNNPlanner(network, "cpu", options).evaluate(depth, camera).q
+        expected = q["torch", "conv"]
+        errors[name] = (q["triton", "conv"] - expected).abs().max().item()
+        errors[f"{name}_head"] = (q["triton", "triton"] - expected).abs().max().item()
+        errors[f"{name}_evaluated"] = float((expected > 0).any(dim=(2, 3, 4)).float().mean())
     return errors
 
 
@@ -77,7 +90,8 @@ def main() -> None:
         raise SystemExit("run with TRITON_INTERPRET=1")
     torch.manual_seed(0)
     network = FCGQCNN().eval()
-    print(json.dumps({**kernel_errors(), "stream": stream_error(network), **planner_errors(network)}))
+    errors = {**kernel_errors(), "stream": stream_error(network), "head": head_error(network)}
+    print(json.dumps({**errors, **planner_errors(network)}))
 
 
 if __name__ == "__main__":

@@ -11,10 +11,12 @@ Paths (``--modes``):
   pairs per image rescored in float32;
 - ``fast-compiled``: the same with the trunk under ``torch.compile`` (tens of seconds per group shape).
 
-``--fc3 conv|fft|rows`` picks how the fast paths compute fc3: a direct convolution, float32 FFTs, or a 17x1
-convolution over unfolded rows (default: fft on CPUs, rows on CUDA; each row of the JSON names the one it
-used); ``--stream-convs torch|triton`` the image stream after conv1_1 (PyTorch's, or Triton kernels with the
-ReLUs and pools fused; default: triton for ``fast`` on CUDA, torch otherwise); ``--group-images`` their images per network pass (default 16).
+``--fc3 conv|fft|rows|triton`` picks how the fast paths compute fc3: a direct convolution, float32 FFTs, a 17x1
+convolution over unfolded rows, or one Triton kernel for fc3 to the softmax (CUDA only) (default: triton for
+``fast`` on CUDA, rows for ``fast-compiled``, fft on CPUs; each row of the JSON names the one it used);
+``--stream-convs torch|triton`` the image stream after conv1_1 (PyTorch's, or Triton kernels with the ReLUs and
+pools fused; default: triton for ``fast`` on CUDA, torch otherwise); ``--group-images`` their images per
+network pass (default 16).
 
 Times are whole ``plan()`` calls (validation, inpainting, depth bins, network, rescoring, top-k selection;
 CUDA synchronised) as median and minimum ms per image, and images/s. The plain paths evaluate a batch in one
@@ -97,10 +99,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--fc3",
-        choices=("conv", "fft", "rows"),
+        choices=("conv", "fft", "rows", "triton"),
         default=None,
-        help="fast paths: fc3 as a direct convolution, through FFTs or over unfolded rows "
-        "(default: fft on cpu, rows on cuda)",
+        help="fast paths: fc3 as a direct convolution, through FFTs, over unfolded rows, or with fc4, fc5 and "
+        "the softmax as one Triton kernel (cuda only) (default: triton for fast on cuda, rows for fast-compiled, "
+        "fft on cpu)",
     )
     parser.add_argument(
         "--stream-convs",

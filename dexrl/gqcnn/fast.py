@@ -15,7 +15,10 @@ float32 network:
 5. fc3 (a 17x17 convolution, most of the arithmetic) optionally through float32 FFTs (:class:`SpectralConv`;
    ``fc3="fft"``, the default on CPUs, where it is 1.6x faster overall), or as a 17x1 convolution over 272
    channels after copying each pixel's row neighbours into its channels (:class:`RowUnfoldedConv`;
-   ``fc3="rows"``, the default on CUDA: the same products, in reductions that suit the tensor cores better).
+   ``fc3="rows"``, the default under ``torch.compile`` on CUDA: the same products, in reductions that suit the
+   tensor cores better), or, with fc4, fc5 and the softmax, as one Triton kernel that writes only q
+   (:class:`dexrl.gqcnn.triton_convs.QualityHead`; ``fc3="triton"``, the default on CUDA without
+   ``torch.compile``).
 6. On CUDA without ``torch.compile``, the image stream after conv1_1 as Triton kernels: each pair's shifted
    first layer in one pass, then conv1_2, conv2_1 and conv2_2 with their ReLUs and pools fused
    (:class:`dexrl.gqcnn.triton_convs.StreamConvs`; ``stream_convs="triton"``).
@@ -339,6 +342,11 @@ class FastQuality:
             from .triton_convs import StreamConvs  # noqa: PLC0415 (Triton only where it is asked for)
 
             self._stream_convs = StreamConvs(self._trunk_model.image_stream)
+        self._quality_head: Callable[[torch.Tensor], torch.Tensor] | None = None  # None: PyTorch's head
+        if options.fc3 == "triton":
+            from .triton_convs import QualityHead  # noqa: PLC0415
+
+            self._quality_head = QualityHead(self._trunk_model)
         trunk: Callable[..., torch.Tensor] = self._trunk
         if options.compile_mode is not None:
             trunk = torch.compile(trunk, mode=options.compile_mode, dynamic=False)
@@ -368,6 +376,8 @@ class FastQuality:
                 pair_image = torch.arange(len(shared), device=shared.device)
                 pair_image = pair_image.repeat_interleave(len(shifts) // len(shared))
             features = self._stream_convs(shared.contiguous(), shifts, pair_image).permute(0, 3, 1, 2)
+        if self._quality_head is not None:
+            return self._quality_head(features.permute(0, 2, 3, 1))
         logits = self._head(features).float()
         return torch.softmax(logits.unflatten(1, (-1, 2)), dim=2)[:, :, 1]
 
@@ -389,7 +399,8 @@ class FastQuality:
         return first if self.options.channels_last else first.contiguous()
 
     def _head(self, features: torch.Tensor) -> torch.Tensor:
-        """Logits (P, 2A, h, w) from the image stream's features (P, 16, ., .), fc3 as ``options.fc3`` says."""
+        """Logits (P, 2A, h, w) from the image stream's features (P, 16, ., .), fc3 as ``options.fc3`` says
+        (except ``triton``, whose kernel runs the whole head)."""
         net = self._trunk_model
         fc3 = net.fc3(features) if self._fc3 is None else self._fc3(features).to(self.trunk_dtype)
         if self.options.channels_last:

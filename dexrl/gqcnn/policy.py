@@ -90,8 +90,11 @@ class PlannerOptions:
         fc3: fast path: ``conv`` (a direct 17x17 convolution in the trunk's precision) or ``fft`` (the same
             convolution through float32 FFTs, :class:`dexrl.gqcnn.fast.SpectralConv`: about 100x fewer
             operations for this kernel) or ``rows`` (a 17x1 convolution over the input's rows unfolded into
-            272 channels, :class:`dexrl.gqcnn.fast.RowUnfoldedConv`); None: fft on CPUs, rows on CUDA (on an
-            H200, 1.7x faster than the direct convolution for fc3 alone, 1.07x for whole plans).
+            272 channels, :class:`dexrl.gqcnn.fast.RowUnfoldedConv`; on an H200, 1.7x faster than the direct
+            convolution for fc3 alone, 1.07x for whole plans) or ``triton`` (fc3, fc4, fc5 and the softmax in
+            one Triton kernel, :class:`dexrl.gqcnn.triton_convs.QualityHead`; CUDA only). None: triton on CUDA
+            without ``compile_mode`` (1.23x the images/s of ``rows`` on rendered heaps, H200), rows on CUDA
+            with it, fft on CPUs.
         stream_convs: fast path: the image stream after the shared conv1_1 (each pair's shifted first layer,
             conv1_2, conv2_1, conv2_2 with their ReLUs and pools) in PyTorch (``torch``) or as Triton kernels
             that fuse each convolution's ReLU and pool (``triton``, :mod:`dexrl.gqcnn.triton_convs`; CUDA
@@ -114,7 +117,7 @@ class PlannerOptions:
     rescore_top: int = 16
     group_images: int = 16
     cuda_graphs: bool = True
-    fc3: Literal["conv", "fft", "rows"] | None = None
+    fc3: Literal["conv", "fft", "rows", "triton"] | None = None
     stream_convs: Literal["torch", "triton"] | None = None
 
     def resolved(self, device: torch.device, model: FCGQCNN) -> PlannerOptions:
@@ -125,9 +128,9 @@ class PlannerOptions:
         native_bf16 = device.type == "cuda" or cpu_has_native_bf16()
         precision = self.precision or ("bf16" if path == "fast" and native_bf16 else "fp32")
         channels_last = precision == "bf16" if self.channels_last is None else self.channels_last
-        fc3 = self.fc3 or ("rows" if device.type == "cuda" else "fft")
-        eager_cuda = path == "fast" and device.type == "cuda" and self.compile_mode is None
-        stream_convs = self.stream_convs or ("triton" if eager_cuda and triton_available() else "torch")
+        eager_triton = path == "fast" and device.type == "cuda" and self.compile_mode is None and triton_available()
+        fc3 = self.fc3 or ("triton" if eager_triton else "rows" if device.type == "cuda" else "fft")
+        stream_convs = self.stream_convs or ("triton" if eager_triton else "torch")
         return dataclasses.replace(
             self, path=path, precision=precision, channels_last=channels_last, fc3=fc3, stream_convs=stream_convs
         )

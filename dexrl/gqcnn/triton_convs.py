@@ -1,6 +1,7 @@
-"""The image stream after the shared conv1_1 as Triton kernels, for the fast path on CUDA
-(``PlannerOptions(stream_convs="triton")``): each pair's ReLU(conv1_1) in one pass, then conv1_2, conv2_1 and
-conv2_2 as one kernel each.
+"""FC-GQ-CNN's layers after the shared conv1_1 as Triton kernels, for the fast path on CUDA: the image stream
+(``PlannerOptions(stream_convs="triton")``: each pair's ReLU(conv1_1) in one pass, then conv1_2, conv2_1 and
+conv2_2 as one kernel each) and the head (``fc3="triton"``: fc3, fc4, fc5 and the softmax as one kernel,
+:class:`QualityHead`).
 
 cuDNN runs FC-GQ-CNN's 16 -> 16 channel 5x5 convolutions at about 51 TFLOP/s on an H200 in bfloat16, a few
 percent of the matrix units' rate: with 16 channels each tap's reduction is too short for its kernels. Here
@@ -25,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["StreamConvs", "conv5x5_relu", "shifted_relu"]
+__all__ = ["QualityHead", "StreamConvs", "conv5x5_relu", "quality_head", "shifted_relu"]
 
 _TILE_CONFIGS = [
     triton.Config({"TILE_H": h, "TILE_W": w}, num_warps=warps, num_stages=stages)
@@ -108,6 +109,81 @@ def _conv_kernel(
 
 
 _tuned_conv_kernel = triton.autotune(_TILE_CONFIGS, key=["H", "W", "POOL"])(_conv_kernel)
+
+
+@triton.jit
+def _head_kernel(
+    x_ptr,  # (N, H, W, C) features
+    w3_ptr,  # (K, PADDED_TAPS * C, F): fc3, each row's taps padded with zeros to PADDED_TAPS
+    b3_ptr,  # (F,) float32
+    w4_ptr,  # (F, F), (in, out)
+    b4_ptr,  # (F,) float32
+    w5_ptr,  # (F, 2, A): the fail logits' columns, then the success logits'
+    b5_ptr,  # (2, A) float32
+    q_ptr,  # (N, A, OUT_H, OUT_W) float32
+    H,
+    W,
+    OUT_H,
+    OUT_W,
+    C: tl.constexpr,
+    K: tl.constexpr,
+    F: tl.constexpr,
+    A: tl.constexpr,
+    PADDED_TAPS: tl.constexpr,
+    TAPS: tl.constexpr,  # taps of one row per reduction step
+    TILE_H: tl.constexpr,
+    TILE_W: tl.constexpr,
+):
+    tile, n = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    tiles_w = (OUT_W + TILE_W - 1) // TILE_W
+    first_row, first_col = (tile // tiles_w) * TILE_H, (tile % tiles_w) * TILE_W
+    pixel = tl.arange(0, TILE_H * TILE_W)
+    row, col = first_row + pixel // TILE_W, first_col + pixel % TILE_W
+    valid = (row < OUT_H) & (col < OUT_W)
+    # a step reduces over TAPS neighbouring taps of one kernel row: TAPS * C values that lie next to each
+    # other in channels-last memory (tap j // C, channel j % C)
+    j, f = tl.arange(0, TAPS * C), tl.arange(0, F)
+    chunks: tl.constexpr = (K + TAPS - 1) // TAPS
+
+    x_base = x_ptr + n * H * W * C
+    acc = tl.zeros((TILE_H * TILE_W, F), dtype=tl.float32)
+    for step in tl.range(K * chunks):
+        dy, first_tap = step // chunks, (step % chunks) * TAPS
+        offsets = ((row + dy) * W + col + first_tap)[:, None] * C + j[None, :]
+        in_kernel = (first_tap + j // C) < K  # the last step's padding taps would read past the row
+        a = tl.load(x_base + offsets, mask=valid[:, None] & in_kernel[None, :], other=0.0)
+        w = tl.load(w3_ptr + ((dy * PADDED_TAPS + first_tap) * C + j[:, None]) * F + f[None, :])
+        acc = tl.dot(a, w, acc)
+
+    # fc4, fc5 and the softmax on the tile in registers, rounding where the layers' outputs would be stored.
+    # Transposed (channels x pixels): the activations enter each product as its second operand, which goes
+    # through shared memory (as the first operand from registers, bfloat16 products came out wrong on an H200
+    # for some tile shapes, Triton 3.6).
+    dtype = w4_ptr.dtype.element_ty
+    fc3 = tl.trans(tl.maximum(acc + tl.load(b3_ptr + f)[None, :], 0.0).to(dtype))
+    fc4 = tl.dot(tl.load(w4_ptr + f[None, :] * F + f[:, None]), fc3) + tl.load(b4_ptr + f)[:, None]
+    fc4 = tl.maximum(fc4, 0.0).to(dtype)
+    angle = tl.arange(0, A)
+    fail = tl.dot(tl.load(w5_ptr + f[None, :] * 2 * A + angle[:, None]), fc4) + tl.load(b5_ptr + angle)[:, None]
+    success = tl.dot(tl.load(w5_ptr + f[None, :] * 2 * A + A + angle[:, None]), fc4)
+    success += tl.load(b5_ptr + A + angle)[:, None]
+    # softmax over (fail, success), its success column, from logits rounded like a stored fc5
+    q = 1.0 / (1.0 + tl.exp(fail.to(dtype).to(tl.float32) - success.to(dtype).to(tl.float32)))
+    q_offsets = n * A * OUT_H * OUT_W + angle[:, None] * OUT_H * OUT_W + (row * OUT_W + col)[None, :]
+    tl.store(q_ptr + q_offsets, q, mask=valid[None, :])
+
+
+_HEAD_CONFIGS = [
+    triton.Config({"TAPS": taps, "TILE_H": h, "TILE_W": w}, num_warps=warps, num_stages=stages)
+    for taps in (2, 4)
+    for h, w in ((1, 64), (2, 32), (1, 128), (2, 64), (4, 32))
+    for warps, stages in ((4, 3), (8, 3))
+    if h * w == 64 or warps == 8
+]
+_HEAD_PADDED_TAPS = 20
+"""fc3's rows padded to a multiple of every ``TAPS`` tried (2, 4)."""
+_INTERPRETER_HEAD_TILE = {"TAPS": 4, "TILE_H": 2, "TILE_W": 16}
+_tuned_head_kernel = triton.autotune(_HEAD_CONFIGS, key=["H", "W"])(_head_kernel)
 
 
 def _output(x: torch.Tensor, weight: torch.Tensor, pool: bool) -> torch.Tensor:
@@ -203,6 +279,104 @@ def shifted_relu(
 @shifted_relu.register_fake
 def _(shared, shift, pair_image, dtype):
     return _shifted_output(shared, shift, dtype)
+
+
+def _head_output(x: torch.Tensor, fc3_weight: torch.Tensor, fc5_weight: torch.Tensor) -> torch.Tensor:
+    count, height, width, _ = x.shape
+    k = fc3_weight.shape[0]
+    return x.new_empty(count, fc5_weight.shape[-1], height - k + 1, width - k + 1, dtype=torch.float32)
+
+
+@torch.library.custom_op("dexrl::quality_head", mutates_args=())
+def quality_head(
+    x: torch.Tensor,
+    fc3_weight: torch.Tensor,
+    fc3_bias: torch.Tensor,
+    fc4_weight: torch.Tensor,
+    fc4_bias: torch.Tensor,
+    fc5_weight: torch.Tensor,
+    fc5_bias: torch.Tensor,
+) -> torch.Tensor:
+    """Grasp quality from the image stream's features: ReLU(fc3) (a valid K x K convolution), ReLU(fc4),
+    fc5 (1x1 convolutions) and the softmax over each angle's (fail, success) logits, in one kernel. Use
+    :class:`QualityHead` to lay out the weights.
+
+    Args:
+        x: (N, H, W, C) channels-last features.
+        fc3_weight: (K, 20 C, F): each kernel row's K taps x C channels, padded with zeros to 20 taps.
+        fc4_weight: (F, F), input-major. fc5_weight: (F, 2, A): the fail logits' weights, then the success
+            logits'. Weights in the features' dtype.
+        fc3_bias: (F,), fc4_bias: (F,), fc5_bias: (2, A), float32.
+
+    Returns:
+        q (N, A, H - K + 1, W - K + 1) float32.
+    """
+    q = _head_output(x, fc3_weight, fc5_weight)
+    count, angles, out_h, out_w = q.shape
+    if q.numel() == 0:
+        return q
+    _, height, width, channels = x.shape
+    kernel_size, features = fc3_weight.shape[0], fc3_weight.shape[-1]
+    if fc3_weight.shape != (kernel_size, _HEAD_PADDED_TAPS * channels, features) or kernel_size > _HEAD_PADDED_TAPS:
+        raise ValueError(f"fc3 weight {tuple(fc3_weight.shape)} does not fit {channels} input channels")
+
+    def grid(meta: dict) -> tuple[int, int]:
+        return triton.cdiv(out_h, meta["TILE_H"]) * triton.cdiv(out_w, meta["TILE_W"]), count
+
+    def launch(kernel, **tile: int) -> None:
+        kernel[grid](
+            x.contiguous(), fc3_weight, fc3_bias, fc4_weight, fc4_bias, fc5_weight, fc5_bias, q,
+            height, width, out_h, out_w,
+            C=channels, K=kernel_size, F=features, A=angles, PADDED_TAPS=_HEAD_PADDED_TAPS, **tile,
+        )  # fmt: skip
+
+    if x.device.type == "cuda":
+        launch(_tuned_head_kernel)
+    else:
+        _require_cuda_or_interpreter(x.device)
+        launch(_head_kernel, **_INTERPRETER_HEAD_TILE)
+    return q
+
+
+@quality_head.register_fake
+def _(x, fc3_weight, fc3_bias, fc4_weight, fc4_bias, fc5_weight, fc5_bias):
+    return _head_output(x, fc3_weight, fc5_weight)
+
+
+class QualityHead:
+    """FC-GQ-CNN's layers after the image stream, fc3 -> fc4 -> fc5 -> softmax, as one Triton kernel
+    (:func:`quality_head`): fc3, the network's largest layer (a 17x17 convolution, 16 -> 128 channels),
+    accumulates in float32 over steps of several taps of one kernel row at a time (a reduction of 32-64 values
+    that lie next to each other in memory, without copying the rows out as ``fc3="rows"`` does); fc4, fc5 and
+    the softmax then run on the tile in registers, so only q is written.
+
+    Args:
+        network: the trunk's network (its weights are read once, in their dtype); fc3 at most 20 taps wide,
+            fc4 and fc5 1x1 convolutions, power-of-two channel and angle counts of at least 16.
+    """
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        fc3, fc4, fc5 = network.fc3, network.fc4, network.fc5
+        _require_cuda_or_interpreter(fc3.weight.device)
+        features, channels, kernel_size, _ = fc3.weight.shape
+        angles = fc5.weight.shape[0] // 2
+        if any(n < 16 or n & (n - 1) for n in (channels, features, angles)) or kernel_size > _HEAD_PADDED_TAPS:
+            raise ValueError(f"the Triton head needs power-of-two widths >= 16 (fc3 {tuple(fc3.weight.shape)})")
+        rows = fc3.weight.detach().permute(2, 3, 1, 0)  # (K, K, C, F)
+        rows = torch.nn.functional.pad(rows, (0, 0, 0, 0, 0, _HEAD_PADDED_TAPS - kernel_size))
+        self.weights = (
+            rows.reshape(kernel_size, _HEAD_PADDED_TAPS * channels, features).contiguous(),
+            fc3.bias.detach().float(),
+            fc4.weight.detach()[:, :, 0, 0].t().contiguous(),
+            fc4.bias.detach().float(),
+            # fc5's channels alternate (fail, success) per angle: (2A, F) -> (F, 2, A)
+            fc5.weight.detach()[:, :, 0, 0].t().unflatten(1, (angles, 2)).transpose(1, 2).contiguous(),
+            fc5.bias.detach().float().unflatten(0, (angles, 2)).t().contiguous(),
+        )
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        """q (N, A, H - K + 1, W - K + 1) float32 from features (N, H, W, C) channels-last."""
+        return quality_head(features, *self.weights)
 
 
 class StreamConvs:
