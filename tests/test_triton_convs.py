@@ -46,6 +46,7 @@ def test_the_stream_equals_the_networks_image_stream(interpreted_errors):
 
 def test_the_head_kernel_equals_fc3_to_the_softmax(interpreted_errors):
     assert interpreted_errors["head"] < 1e-5
+    assert interpreted_errors["head_refuses_8_angles"]
 
 
 @pytest.mark.parametrize("case", ["planner_all_bins", "planner_live_bins"])

@@ -61,6 +61,15 @@ def head_error(network: FCGQCNN) -> float:
         return (QualityHead(network)(features) - expected).abs().max().item()
 
 
+def head_refuses_other_widths() -> bool:
+    """A network of 8 angle bins (fc5's 16 outputs: 8 per logit, too narrow for the kernel's products)."""
+    try:
+        QualityHead(FCGQCNN(angle_bins=8))
+    except ValueError:
+        return True
+    return False
+
+
 def planner_errors(network: FCGQCNN) -> dict[str, float]:
     """q of the fast path (float32) with the Triton stream, then also the Triton head, against PyTorch's on a
     box in a 112x124 image: every depth bin live, then with the jaw clearance filter, which leaves a bin dead
@@ -91,6 +100,7 @@ def main() -> None:
     torch.manual_seed(0)
     network = FCGQCNN().eval()
     errors = {**kernel_errors(), "stream": stream_error(network), "head": head_error(network)}
+    errors["head_refuses_8_angles"] = head_refuses_other_widths()
     print(json.dumps({**errors, **planner_errors(network)}))
 
 
