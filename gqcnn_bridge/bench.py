@@ -3,9 +3,10 @@
 The services run in one child process (the bridge and the baseline serve the same planner); this process is
 the client. Overhead is the client's round trip minus the planner call the server timed and reported, so it
 covers encoding, transfer, decoding, queueing and the thread hand-offs, but not inference. The bridge is
-measured twice: with the arrays in the websocket messages (the path every client has), and through the
-same-host shared-memory regions (``shared_memory=True``: the client copies the images into its region and
-sends the header alone). The baseline, built here for comparison only, is what a first prototype typically
+measured three times: with the arrays in the websocket messages (the path every client has), through the
+same-host shared-memory regions (``shared_memory=True, lane=False``: the client copies the images into its
+region and sends the header alone), and the same with the header over the same-host lane instead of the
+websocket (``shared_memory=True``, the client's default: :mod:`gqcnn_bridge.lane`). The baseline, built here for comparison only, is what a first prototype typically
 does: HTTP POST of JSON with base64 depth, hex-encoded arrays back.
 
 Next to them the bench measures a floor: a bare ``websockets`` echo, with the same synchronous client, whose
@@ -186,8 +187,16 @@ def _host_services(pipe, planner_name: str, weights: str | None, device: str | N
 # --- measuring --------------------------------------------------------------------------------------------
 
 
+_PATHS = {
+    "websocket bytes": {"shared_memory": False, "lane": False},
+    "shared memory": {"shared_memory": True, "lane": False},
+    "lane": {"shared_memory": True, "lane": True},
+}
+"""The bridge's paths: how the client is set up for each."""
+
+
 def _bridge_overheads(
-    url: str, depth, iterations: int, shared_memory: bool
+    url: str, depth, iterations: int, shared_memory: bool, lane: bool
 ) -> tuple[list[float], list[float]]:
     """Overheads and the server-timed inference of ``iterations`` plan calls [s]."""
     import torch  # noqa: PLC0415
@@ -198,13 +207,14 @@ def _bridge_overheads(
 
     images = torch.from_numpy(depth)
     overheads, inferences = [], []
-    with RemotePlanner(url, timeout_s=600, shared_memory=shared_memory) as planner:
+    with RemotePlanner(url, timeout_s=600, shared_memory=shared_memory, lane=lane) as planner:
         for _ in range(_WARMUP + iterations):
             timings = planner.plan(images, PHOXI_S).timings
             overheads.append(timings["round_trip"] - timings["inference"])
             inferences.append(timings["inference"])
-        if planner.uses_shared_memory != shared_memory:  # never report one path's figures as the other's
-            raise RuntimeError(f"asked for shared_memory={shared_memory}, the client used the other path")
+        used = (planner.uses_shared_memory, planner.uses_lane)
+        if used != (shared_memory, lane):  # never report one path's figures as another's
+            raise RuntimeError(f"asked for (shared_memory, lane) = {(shared_memory, lane)}, the client used {used}")
     return overheads[_WARMUP:], inferences[_WARMUP:]
 
 
@@ -291,17 +301,15 @@ def run(args: argparse.Namespace) -> int:
             (f"{args.batch} images", args.batch, args.batch_iterations),
         ):
             depth = _bin_images(batch, args.seed)
-            overheads, inferences = [], {}
-            for service, measure in (
-                ("websocket bytes", functools.partial(_bridge_overheads, url, shared_memory=False)),
-                ("shared memory", functools.partial(_bridge_overheads, url, shared_memory=True)),
-                ("baseline", functools.partial(_baseline_overheads, baseline_port)),
-            ):
+            overheads, inferences = {}, {}
+            services = {path: functools.partial(_bridge_overheads, url, **how) for path, how in _PATHS.items()}
+            services["baseline"] = functools.partial(_baseline_overheads, baseline_port)
+            for service, measure in services.items():
                 measured, inferences[service] = measure(depth, iterations)
-                overheads.append(measured)
-                p50 = np.percentile(1e3 * np.array(overheads[-1]), 50)
+                overheads[service] = np.percentile(1e3 * np.array(measured), [50, 99])
+                p50 = overheads[service][0]
                 print(f"[bench bridge] {label}, {service}: {iterations} requests, p50 {p50:.3f} ms", flush=True)
-            rows.append((label, iterations, *(np.percentile(1e3 * np.array(o), [50, 99]) for o in overheads)))
+            rows.append((label, iterations, overheads))
             if batch == 1:
                 wait_s = float(np.median(inferences["shared memory"]))
                 floor = {}
@@ -322,22 +330,19 @@ def run(args: argparse.Namespace) -> int:
         "round trips include the client's encoding"
     )
     print(
-        "websocket bytes: arrays in the messages; shared memory: arrays in a registered same-host region "
-        "(only for clients on the server's machine)"
+        "websocket bytes: arrays in the messages; shared memory: arrays in a registered same-host region, "
+        "headers over the websocket; lane: the same, headers over the same-host lane (a Unix socket); the "
+        "last two only for clients on the server's machine"
     )
-    header = ("case", "n", "ws bytes p50", "p99", "shm p50", "p99", "baseline p50", "p99", "ratio ws", "shm")
+    header = ("case", "n", "ws bytes p50", "p99", "shm p50", "p99", "lane p50", "p99", "baseline p50", "p99")
     print(f"{header[0]:<11}{header[1]:>5}" + "".join(f"{title:>13}" for title in header[2:]) + "   [ms]")
-    for label, iterations, (ws50, ws99), (shm50, shm99), (base50, base99) in rows:
-        figures = (
-            f"{ws50:.3f}",
-            f"{ws99:.3f}",
-            f"{shm50:.3f}",
-            f"{shm99:.3f}",
-            f"{base50:.1f}",
-            f"{base99:.1f}",
-        )
-        ratios = (f"{base50 / ws50:.1f}x", f"{base50 / shm50:.1f}x")
-        print(f"{label:<11}{iterations:>5}" + "".join(f"{figure:>13}" for figure in (*figures, *ratios)))
+    for label, iterations, overheads in rows:
+        base = overheads["baseline"]
+        figures = [f"{value:.3f}" for path in _PATHS for value in overheads[path]]
+        figures += [f"{base[0]:.1f}", f"{base[1]:.1f}"]
+        print(f"{label:<11}{iterations:>5}" + "".join(f"{figure:>13}" for figure in figures))
+        ratios = ", ".join(f"{path} {base[0] / overheads[path][0]:.1f}x" for path in _PATHS)
+        print(f"{'':<16}p50 under the baseline: {ratios}")
     print(
         f"floor: a bare websockets echo (no DexRL code) that waits {1e3 * wait_s:.1f} ms (the median inference "
         f"above) before it answers, over the wait: 1 KiB (the shared-memory path's floor) p50 "
@@ -361,19 +366,19 @@ def run(args: argparse.Namespace) -> int:
 
 def _targets_met(rows: list) -> dict[str, dict[str, bool]]:
     """Per path: whether one image meets the latency and speed-up targets, and the batch the speed-up."""
-    (_, _, *single), (_, _, *batch) = rows
+    (_, _, single), (_, _, batch) = rows
     met = {}
-    for index, path in enumerate(("websocket bytes", "shared memory")):
-        (p50, p99), base = single[index], single[2][0]
+    for path in _PATHS:
+        (p50, p99), base = single[path], single["baseline"][0]
         met[path] = {
             "1 image": bool(p50 <= TARGET_P50_MS and p99 <= TARGET_P99_MS and base / p50 >= TARGET_SPEEDUP),
-            "batch": bool(batch[2][0] / batch[index][0] >= TARGET_SPEEDUP),
+            "batch": bool(batch["baseline"][0] / batch[path][0] >= TARGET_SPEEDUP),
         }
     return met
 
 
 def _write_json(
-    path: str, rows: list, met: dict, model_id: str, device: str, floor: dict[str, float]
+    json_path: str, rows: list, met: dict, model_id: str, device: str, floor: dict[str, float]
 ) -> None:
     """The figures of one run [ms], the command that produced them, and the machine."""
     import json
@@ -385,18 +390,15 @@ def _write_json(
     def percentiles(figures, digits: int) -> dict[str, float]:
         return {"p50": round(float(figures[0]), digits), "p99": round(float(figures[1]), digits)}
 
-    cases = [
-        {
-            "case": label,
-            "requests": iterations,
-            "websocket_bytes_overhead_ms": percentiles(ws, 3),
-            "shared_memory_overhead_ms": percentiles(shm, 3),
-            "baseline_overhead_ms": percentiles(base, 2),
-            "p50_ratio_websocket_bytes": round(float(base[0] / ws[0]), 1),
-            "p50_ratio_shared_memory": round(float(base[0] / shm[0]), 1),
-        }
-        for label, iterations, ws, shm, base in rows
-    ]
+    cases = []
+    for label, iterations, overheads in rows:
+        base = overheads["baseline"]
+        case = {"case": label, "requests": iterations}
+        for bridge_path in _PATHS:
+            key = bridge_path.replace(" ", "_")
+            case[f"{key}_overhead_ms"] = percentiles(overheads[bridge_path], 3)
+            case[f"p50_ratio_{key}"] = round(float(base[0] / overheads[bridge_path][0]), 1)
+        cases.append(case | {"baseline_overhead_ms": percentiles(base, 2)})
     report = {
         "command": " ".join(["dexrl", *sys.argv[1:]]),
         "planner": model_id,
@@ -406,7 +408,9 @@ def _write_json(
         "paths": {
             "websocket_bytes": "arrays inside the websocket messages",
             "shared_memory": "arrays in a same-host shared-memory region registered on the connection; "
-            "the message carries the header only",
+            "the websocket message carries the header only",
+            "lane": "as shared_memory, the header over the server's same-host lane (a Unix socket) instead of "
+            "the websocket",
         },
         "targets": {
             "p50_ms": TARGET_P50_MS,
@@ -417,4 +421,4 @@ def _write_json(
         "cases": cases,
         "floor_bare_websocket_echo_ms": {name: round(float(value), 3) for name, value in floor.items()},
     }
-    Path(path).write_text(json.dumps(report, indent=2) + "\n")
+    Path(json_path).write_text(json.dumps(report, indent=2) + "\n")

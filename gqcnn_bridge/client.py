@@ -48,6 +48,7 @@ from .protocol import (
     plan_request_fragments,
     planner_error_for,
 )
+from .lane import LaneConnection
 from .shm import ClientRegion, ClientRegions, is_loopback
 
 __all__ = ["DEFAULT_URL", "AsyncRemotePlanner", "Backoff", "RemotePlanner"]
@@ -214,6 +215,8 @@ class RemotePlanner:
         shared_memory: send the arrays through shared-memory regions registered with the server
             (PROTOCOL.md, *Shared memory*) when it runs on this machine (a loopback URL) and offers them;
             otherwise, or if it refuses a region, they go in the messages as usual.
+        lane: with ``shared_memory``, send the messages through the server's same-host lane (a Unix socket,
+            :mod:`gqcnn_bridge.lane`) instead of the websocket when it offers one and it can be opened.
         tune_allocator: set glibc's malloc, for this whole process, to keep freed message-sized buffers for
             reuse (:func:`dexrl.allocator.keep_freed_memory`; the measured figures use it); False leaves
             the process's allocator alone, at the cost of page faults on every large message.
@@ -229,6 +232,7 @@ class RemotePlanner:
         backoff: Backoff = Backoff(),
         max_reply_bytes: int = 1 << 28,
         shared_memory: bool = False,
+        lane: bool = True,
         tune_allocator: bool = True,
     ):
         self.url, self.timeout_s, self.connect_timeout_s, self.backoff = (
@@ -239,16 +243,21 @@ class RemotePlanner:
         )
         self._max_reply_bytes = max_reply_bytes
         self._session = _Session(token, max_reply_bytes, tune_allocator)
-        self._connection: SyncConnection | None = None
+        self._connection: SyncConnection | LaneConnection | None = None
         self._closer = contextlib.ExitStack()
         self._lock = threading.Lock()
-        self._shared_memory = shared_memory
+        self._shared_memory, self._lane = shared_memory, lane
         self._regions: ClientRegions | None = None
 
     @property
     def uses_shared_memory(self) -> bool:
         """Whether requests on the current connection go through shared memory."""
         return self._regions is not None
+
+    @property
+    def uses_lane(self) -> bool:
+        """Whether the current connection is the server's same-host lane."""
+        return isinstance(self._connection, LaneConnection)
 
     @property
     def server_info(self) -> ServerInfo:
@@ -288,11 +297,33 @@ class RemotePlanner:
             except PlannerError:  # unauthorized or unsupported version: retrying cannot help
                 closer.close()
                 raise
-            self._connection, self._closer = connection, closer
             if self._shared_memory:
                 self._regions = self._session.shared_regions(self.url)
+                if self._regions is not None and self._lane and self._session.info.lane is not None:
+                    connection, closer = self._through_lane(connection, closer)
+            self._connection, self._closer = connection, closer
             return connection
         raise _unreachable(self.url, self.backoff, last_error)
+
+    def _through_lane(
+        self, connection: SyncConnection, closer: contextlib.ExitStack
+    ) -> tuple[SyncConnection | LaneConnection, contextlib.ExitStack]:
+        """The server's same-host lane in place of the websocket connection (which is closed), or the
+        websocket connection if the lane cannot be opened from here (e.g. another machine's loopback)."""
+        try:
+            lane = LaneConnection(self._session.info.lane, self.connect_timeout_s, self._max_reply_bytes)
+        except OSError:
+            return connection, closer
+        try:
+            lane.send(self._session.hello())
+            self._session.welcome(lane.recv(timeout=self.connect_timeout_s))
+        except (*_CONNECT_ERRORS, PlannerError):
+            lane.close()
+            return connection, closer
+        closer.close()
+        lane_closer = contextlib.ExitStack()
+        lane_closer.callback(lane.close)
+        return lane, lane_closer
 
     def _drop(self) -> None:
         if self._connection is not None:
@@ -399,6 +430,7 @@ class AsyncRemotePlanner:
         backoff: Backoff = Backoff(),
         max_reply_bytes: int = 1 << 28,
         shared_memory: bool = False,
+        lane: bool = True,
         tune_allocator: bool = True,
     ):
         self.url, self.timeout_s, self.connect_timeout_s, self.backoff = (

@@ -223,6 +223,8 @@ class ServerInfo:
         limits: what the server accepts.
         batch_window_s: how long the server waits to merge concurrent requests into one batch [s].
         shared_memory: what the server accepts of same-host shared memory; None when it offers none.
+        lane: the path of the server's same-host lane (a Unix socket speaking the same messages, see
+            PROTOCOL.md); offered with shared memory only, None otherwise.
         version: protocol version.
     """
 
@@ -232,6 +234,7 @@ class ServerInfo:
     limits: Limits = field(default_factory=Limits)
     batch_window_s: float = 0.0
     shared_memory: SharedMemoryLimits | None = None
+    lane: str | None = None
     version: int = PROTOCOL_VERSION
 
     def to_header(self) -> dict[str, Any]:
@@ -245,6 +248,8 @@ class ServerInfo:
         }
         if self.shared_memory is not None:
             header["shared_memory"] = asdict(self.shared_memory)
+            if self.lane is not None:
+                header["shared_memory"]["lane"] = self.lane
         return header
 
     @classmethod
@@ -264,10 +269,17 @@ class ServerInfo:
                         for name in SharedMemoryLimits.__dataclass_fields__
                     }
                 ),
+                lane=None if header.get("shared_memory") is None else _optional_str(header["shared_memory"].get("lane")),
                 version=int(header["version"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ProtocolViolation(ErrorCode.BAD_HEADER, f"malformed welcome message: {error!r}") from error
+
+
+def _optional_str(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
 
 
 @dataclass

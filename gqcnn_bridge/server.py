@@ -7,6 +7,11 @@ image size and options into one planner call, run in a single worker thread so t
 and GPU calls never overlap. While a call runs, new requests queue and go together into the next one;
 ``batch_window_s`` > 0 also waits that long after the first request for others.
 
+Clients on the server's machine may also use the same-host lane (:mod:`gqcnn_bridge.lane`): a Unix socket
+carrying the same messages, one thread per lane connection, each request planned on that thread (under the
+lock that keeps planner calls one at a time, not merged into the batcher's batches), so no thread hand-off
+lies between a lane's request and its reply.
+
 Back-pressure: each connection has at most ``max_in_flight_per_connection`` requests in flight (beyond that
 the server stops reading it, and TCP pushes back); past ``max_queued_images`` queued images, requests get an
 ``overloaded`` error. A client that disconnects has its queued requests dropped. Shutdown stops taking
@@ -18,12 +23,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import hmac
 import json
 import logging
 import os
 import queue
+import shutil
 import signal
+import socket
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,6 +50,7 @@ from dexrl.grasp import PlannerError, PlanResult
 
 from dexrl.allocator import keep_freed_memory
 from .backends import Backend
+from .lane import LENGTH, framed
 from .protocol import (
     ErrorCode,
     Limits,
@@ -110,6 +121,8 @@ class ServerConfig:
         drain_timeout_s: on shutdown, how long in-flight requests may still finish [s].
         shared_memory: limits of the same-host shared-memory regions clients may register (only clients
             connected over loopback can); None offers no shared memory.
+        lane: with shared memory, also serve the same-host lane (:mod:`gqcnn_bridge.lane`, a Unix socket in
+            a private temporary folder, announced in the welcome).
     """
 
     host: str = "127.0.0.1"
@@ -122,6 +135,7 @@ class ServerConfig:
     handshake_timeout_s: float = 10.0
     drain_timeout_s: float = 10.0
     shared_memory: SharedMemoryLimits | None = field(default_factory=SharedMemoryLimits)
+    lane: bool = True
 
     def __post_init__(self):
         if self.max_queued_images < self.limits.max_batch_images:
@@ -135,7 +149,8 @@ class PlanJob:
     Attributes:
         request: the decoded request (None once finished).
         received_at: when its message arrived (``time.perf_counter``) [s].
-        reply: resolves to the encoded reply (a result or an error); cancelled if the client goes away.
+        reply: resolves to the encoded reply (a result or an error); cancelled if the client goes away. None
+            for a lane's request, which its own thread answers.
         buffer: the pooled buffer holding the request's message, if it was reassembled from fragments.
         pool: where ``buffer`` goes back to.
         lease: the shared-memory regions the request's arrays are read from, if any.
@@ -143,7 +158,7 @@ class PlanJob:
 
     request: PlanRequest | None
     received_at: float
-    reply: asyncio.Future
+    reply: asyncio.Future | None
     buffer: bytearray | None = None
     pool: BufferPool | None = None
     lease: Lease | None = None
@@ -158,7 +173,7 @@ class PlanJob:
     def finish(self, reply: bytes | None = None) -> None:
         """Resolve the reply (unless the client left) and hand the message buffer back; only call this once
         the worker is done with the request."""
-        if reply is not None and not self.reply.done():
+        if reply is not None and self.reply is not None and not self.reply.done():
             self.reply.set_result(reply)
         self.request = None  # drops the views of the buffer and regions, so that they can be reused or closed
         if self.buffer is not None:
@@ -380,6 +395,22 @@ def _slice_result(result: PlanResult, start: int, stop: int) -> PlanResult:
     )
 
 
+def _read_exactly(connection: socket.socket, size: int) -> bytearray:
+    data = bytearray(size)
+    view, got = memoryview(data), 0
+    while got < size:
+        count = connection.recv_into(view[got:])
+        if count == 0:
+            raise EOFError("the lane's client left")
+        got += count
+    return data
+
+
+class _LaneMessageTooLarge(Exception):
+    def __init__(self, length: int):
+        super().__init__(f"a message of {length} bytes exceeds the server's limit")
+
+
 class BridgeServer:
     """Serves one planner over websockets (see the module docstring and PROTOCOL.md).
 
@@ -407,6 +438,10 @@ class BridgeServer:
         self._batcher: MicroBatcher | None = None
         self._pool = BufferPool()
         self._answers: dict[asyncio.Task, PlanJob] = {}
+        self._lane_listener: socket.socket | None = None
+        self._lane_folder: str | None = None
+        self._lane_connections: set[socket.socket] = set()
+        self._planner_lock = threading.Lock()  # the batcher's worker and the lanes plan one at a time
         self._closing = False
         self._closed = asyncio.Event()
         self.requests_answered = 0
@@ -437,6 +472,17 @@ class BridgeServer:
         except BaseException:
             self._batcher.close()
             raise
+        if self.config.shared_memory is not None and self.config.lane:
+            # a private folder (mode 0700): only this user's processes reach the socket
+            self._lane_folder = tempfile.mkdtemp(prefix="gqcnn-bridge-")
+            path = os.path.join(self._lane_folder, "lane.sock")
+            self._lane_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._lane_listener.bind(path)
+            self._lane_listener.listen()
+            threading.Thread(
+                target=self._serve_lane, args=(self._lane_listener,), name="gqcnn-bridge-lanes", daemon=True
+            ).start()
+            self.info = dataclasses.replace(self.info, lane=path)
         _log(logging.INFO, "server_started", url=self.url, model=self.info.model_id, device=self.info.device)
 
     @property
@@ -470,6 +516,12 @@ class BridgeServer:
             await asyncio.wait(list(self._answers), timeout=1.0)  # let those error replies go out
         self._server.close()
         await self._server.wait_closed()
+        if self._lane_listener is not None:  # lane threads see their sockets fail and end
+            self._lane_listener.close()
+            for connection in list(self._lane_connections):
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+            shutil.rmtree(self._lane_folder, ignore_errors=True)
         self._batcher.close()
         self._closed.set()
         _log(logging.INFO, "server_closed", requests_answered=self.requests_answered)
@@ -509,6 +561,21 @@ class BridgeServer:
         response.headers["Content-Type"] = "application/json"
         return response
 
+    def _check_hello(self, data: bytes | str | memoryview) -> None:
+        """Raise the typed error to refuse a connection whose first message is ``data`` with."""
+        message = decode_message(data, self.config.limits)
+        if message.type != "hello":
+            raise ProtocolViolation(
+                ErrorCode.HANDSHAKE_REQUIRED, "the first message must be a hello", message.request_id
+            )
+        token = message.header.get("token")
+        if self.config.token is not None and not (
+            isinstance(token, str) and hmac.compare_digest(token.encode(), self.config.token.encode())
+        ):
+            raise ProtocolViolation(ErrorCode.UNAUTHORIZED, "missing or wrong token")
+        if self._closing:
+            raise ProtocolViolation(ErrorCode.SHUTTING_DOWN, "server shutting down; retry")
+
     async def _greet(self, connection: ServerConnection) -> bool:
         """Run the hello/welcome handshake; on failure send a typed error, close, and return False."""
         try:
@@ -518,18 +585,7 @@ class BridgeServer:
             await connection.close(CloseCode.POLICY_VIOLATION, "no hello")
             return False
         try:
-            message = decode_message(data, self.config.limits)
-            if message.type != "hello":
-                raise ProtocolViolation(
-                    ErrorCode.HANDSHAKE_REQUIRED, "the first message must be a hello", message.request_id
-                )
-            token = message.header.get("token")
-            if self.config.token is not None and not (
-                isinstance(token, str) and hmac.compare_digest(token.encode(), self.config.token.encode())
-            ):
-                raise ProtocolViolation(ErrorCode.UNAUTHORIZED, "missing or wrong token")
-            if self._closing:
-                raise ProtocolViolation(ErrorCode.SHUTTING_DOWN, "server shutting down; retry")
+            self._check_hello(data)
         except ProtocolViolation as violation:
             _log(
                 logging.WARNING,
@@ -607,6 +663,90 @@ class BridgeServer:
                 regions.close()
             _log(logging.INFO, "client_disconnected", peer=peer, cancelled=len(answers))
 
+    def _serve_lane(self, listener: socket.socket) -> None:
+        """The lane's accept loop (its own thread): a thread per connection, until the listener closes."""
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return  # closed by shutdown
+            self._lane_connections.add(connection)
+            threading.Thread(
+                target=self._handle_lane, args=(connection,), name="gqcnn-bridge-lane", daemon=True
+            ).start()
+
+    def _handle_lane(self, connection: socket.socket) -> None:
+        """One same-host lane connection (see :mod:`gqcnn_bridge.lane`), in its own thread: the handshake,
+        then one request at a time, planned on this thread (under the planner lock, not merged with other
+        requests: no thread hand-off between the request and its reply)."""
+
+        def send(message) -> None:
+            for piece in framed(message):
+                connection.sendall(piece)
+
+        regions = ConnectionRegions(self.config.shared_memory, "127.0.0.1", self._shared_mappings)
+        try:
+            connection.settimeout(self.config.handshake_timeout_s)
+            hello = self._read_lane_message(connection)
+            connection.settimeout(None)
+            try:
+                self._check_hello(hello)
+            except ProtocolViolation as violation:
+                _log(logging.WARNING, "handshake_refused", peer="lane", code=violation.code, reason=str(violation))
+                send(encode_error(violation.request_id, violation.code, str(violation)))
+                return
+            send(encode_message(self.info.to_header()))
+            _log(logging.INFO, "client_connected", peer="lane")
+            while True:
+                data = self._read_lane_message(connection)
+                received_at = time.perf_counter()
+                try:
+                    reply = self._lane_reply(data, received_at, regions)
+                except ProtocolViolation as violation:
+                    reply = encode_error(violation.request_id, violation.code, str(violation))
+                del data
+                send(reply)
+        except _LaneMessageTooLarge as error:
+            with contextlib.suppress(OSError):
+                send(encode_error(None, ErrorCode.TOO_LARGE, str(error)))
+        except (EOFError, OSError):
+            pass  # the client left, sent no hello in time, or the server is closing
+        finally:
+            regions.close()
+            self._lane_connections.discard(connection)
+            connection.close()
+            _log(logging.INFO, "client_disconnected", peer="lane")
+
+    def _lane_reply(self, data: bytes, received_at: float, regions: ConnectionRegions) -> bytes | bytearray:
+        """The reply to one lane message; raises the typed error to answer a bad one with."""
+        message = decode_message(data, self.config.limits, regions.views)
+        if message.type in ("shm_register", "shm_unregister"):
+            return encode_message(regions.handle(message.header, message.request_id))
+        if message.type != "plan":
+            raise ProtocolViolation(
+                ErrorCode.BAD_HEADER, f"unexpected message type {message.type!r}", message.request_id
+            )
+        request = decode_plan_request(message, self.config.limits)
+        if self._closing:
+            raise ProtocolViolation(ErrorCode.SHUTTING_DOWN, "server shutting down; retry", request.request_id)
+        job = PlanJob(request, received_at, reply=None)
+        if message.regions:
+            job.lease = regions.lease(message.regions)
+        try:
+            (reply,) = self._execute([job])
+        finally:
+            job.finish()
+        self.requests_answered += 1
+        return reply
+
+    def _read_lane_message(self, connection: socket.socket) -> bytearray:
+        """The next message of a lane; raises ``_LaneMessageTooLarge`` past the message limit, EOFError when
+        the client has gone."""
+        (length,) = LENGTH.unpack(_read_exactly(connection, LENGTH.size))
+        if length > self.config.limits.max_message_bytes:
+            raise _LaneMessageTooLarge(length)  # its bytes cannot be skipped safely: the lane closes
+        return _read_exactly(connection, length)
+
     def _admit(
         self,
         data: bytes | str,
@@ -656,7 +796,11 @@ class BridgeServer:
     # --- the worker thread ---------------------------------------------------------------------------------
 
     def _execute(self, jobs: list[PlanJob]) -> list[bytes]:
-        """Check, plan and encode jobs that share a batch key (runs in the worker thread)."""
+        """Check, plan and encode jobs that share a batch key (runs in the worker thread, or a lane's)."""
+        with self._planner_lock:
+            return self._execute_unlocked(jobs)
+
+    def _execute_unlocked(self, jobs: list[PlanJob]) -> list[bytes]:
         batch_started = time.perf_counter()
         replies: dict[int, bytes] = {}
         ready: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
@@ -860,6 +1004,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not offer same-host shared-memory regions (offered to loopback clients by default)",
     )
+    parser.add_argument(
+        "--no-lane",
+        action="store_true",
+        help="with shared memory, do not also offer the same-host lane (a Unix socket; offered by default)",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     parser.epilog = f"Set {TOKEN_ENV} to require clients to present that token."
 
@@ -893,6 +1042,7 @@ def run(args: argparse.Namespace) -> int:
         batch_window_s=args.batch_window_ms / 1e3,
         max_queued_images=max(ServerConfig.max_queued_images, limits.max_batch_images),
         shared_memory=None if args.no_shared_memory else SharedMemoryLimits(),
+        lane=not args.no_lane,
     )
     try:
         backend = load_backend(args.planner, weights=args.weights, device=args.device)

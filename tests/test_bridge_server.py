@@ -48,10 +48,12 @@ from gqcnn_bridge.protocol import (
     ErrorCode,
     PlanOptions,
     ServerInfo,
+    decode_message,
     downsample_q_map,
     encode_message,
     encode_plan_request,
 )
+from gqcnn_bridge.lane import LaneConnection
 from gqcnn_bridge.server import BufferPool, JsonLogFormatter
 
 CAMERA = PHOXI_S.scaled(1 / 16)
@@ -714,17 +716,18 @@ def test_no_server_at_all_is_unavailable_after_the_backoff():
 # --- shared memory ----------------------------------------------------------------------------------------
 
 
-def test_shared_memory_round_trip_equals_the_local_planner_and_regions_go_with_the_client():
+@pytest.mark.parametrize("lane", [False, True])
+def test_shared_memory_round_trip_equals_the_local_planner_and_regions_go_with_the_client(lane):
     planner = GradientPlanner()
     inputs = [(bin_depth(seed, batch=batch), batch) for seed, batch in ((1, 1), (2, 3), (3, 1))]
     with served(planner) as server:
-        with RemotePlanner(server.url, shared_memory=True) as remote:
+        with RemotePlanner(server.url, shared_memory=True, lane=lane) as remote:
             for depth, batch in inputs:
                 mask = (torch.arange(CAMERA.width) < 20).expand_as(depth).contiguous()
                 result = remote.plan(depth, CAMERA, mask=mask, k=2, return_q_map=True)
                 local = GradientPlanner().plan(depth, CAMERA, mask=mask, k=2, return_q_map=True)
                 assert_same_result(result, local, PlanOptions(k=2, return_q_map=True))
-            assert remote.uses_shared_memory
+            assert remote.uses_shared_memory and remote.uses_lane == lane
             names = [region.name for region in remote._regions._all]
             assert len(names) == 2 and health(server)["shared_memory_regions"] == 2  # 1 and 3 images
         wait_until(lambda: health(server)["shared_memory_regions"] == 0)  # unmapped when the client left
@@ -732,6 +735,44 @@ def test_shared_memory_round_trip_equals_the_local_planner_and_regions_go_with_t
             with pytest.raises(FileNotFoundError):
                 SharedMemory(name)
     assert planner.calls == [1, 3, 1]
+
+
+def test_the_lane_refuses_a_wrong_token_and_answers_bad_messages_with_typed_errors():
+    planner, limit, secret = GradientPlanner(), 16 << 10, "open sesame"
+    limits = Limits(max_message_bytes=limit, max_batch_images=4)
+    with served(planner, token=secret, limits=limits, max_queued_images=4) as server:
+        with RemotePlanner(server.url, token=secret, shared_memory=True) as remote:
+            assert remote.plan(bin_depth(0), CAMERA).valid.all() and remote.uses_lane
+            path = remote.server_info.lane
+
+        def answer(lane: LaneConnection) -> dict:
+            return decode_message(lane.recv(timeout=5), Limits()).header
+
+        lane = LaneConnection(path, 5.0, 1 << 20)
+        lane.send(encode_message({"type": "hello", "token": "open sesam"}))
+        assert answer(lane)["code"] == ErrorCode.UNAUTHORIZED
+        with pytest.raises(ConnectionClosed):  # and the lane closes
+            lane.recv(timeout=5)
+        lane = LaneConnection(path, 5.0, 1 << 20)
+        lane.send(encode_message({"type": "hello", "token": secret}))
+        assert answer(lane)["type"] == "welcome"
+        for message, code, request_id in (
+            (b"not a message", ErrorCode.BAD_FRAME, None),
+            (encode_message({"type": "plan", "request_id": 7}), ErrorCode.BAD_HEADER, 7),
+            (encode_message({"type": "result", "request_id": 8}), ErrorCode.BAD_HEADER, 8),
+        ):
+            lane.send(message)
+            assert answer(lane) | {"message": None} == {
+                "type": "error", "version": 1, "request_id": request_id, "code": code, "message": None,
+                "retryable": False,
+            }
+        lane.send(bytes(limit + 1))  # too large to be read: refused, and the lane closes
+        assert answer(lane)["code"] == ErrorCode.TOO_LARGE
+        with pytest.raises(ConnectionClosed):
+            lane.recv(timeout=5)
+        with RemotePlanner(server.url, token=secret, shared_memory=True) as remote:  # still serving
+            assert remote.plan(bin_depth(1), CAMERA).valid.all() and remote.uses_lane
+    assert planner.calls == [1, 1]
 
 
 def test_a_remote_url_or_a_server_without_shared_memory_falls_back_to_the_bytes_path():
@@ -848,3 +889,20 @@ def test_the_benchmark_floor_echo_answers_only_after_the_wait():
         stop()
     assert len(beyond_wait) == 3 and all(0.02 <= waited < 0.5 for waited in waits)  # it did wait, and said so
     assert all(0 <= extra < 0.5 for extra in beyond_wait + beyond_no_wait + image_sized)
+
+
+def test_the_benchmark_measures_every_path_and_writes_its_json(tmp_path):
+    out = tmp_path / "bridge.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "dexrl", "bench", "bridge", "--iterations", "3", "--batch", "2",
+         "--batch-iterations", "1", "--device", "cpu", "--json", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert [case["case"] for case in report["cases"]] == ["1 image", "2 images"]
+    for case in report["cases"]:
+        for path in ("websocket_bytes", "shared_memory", "lane"):
+            assert 0 < case[f"{path}_overhead_ms"]["p50"] < case["baseline_overhead_ms"]["p50"]
+    assert set(report["targets"]["met"]) == {"websocket_bytes", "shared_memory", "lane"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bridge.json"]  # nothing written elsewhere
