@@ -415,7 +415,8 @@ class RemotePlanner:
 class AsyncRemotePlanner:
     """The asyncio client (for the simulator's and Kit's event loops); concurrent calls share one connection.
 
-    Same arguments, errors and results as :class:`RemotePlanner`; ``plan`` is a coroutine. With
+    Same arguments, errors and results as :class:`RemotePlanner` (except ``lane``: its messages always go
+    over the websocket, whose connection carries concurrent requests); ``plan`` is a coroutine. With
     ``shared_memory``, concurrent requests each get a region of their own (up to the server's
     ``max_regions``; past that they go inline).
     """
