@@ -719,19 +719,13 @@ class BridgeServer:
 
     def _lane_reply(self, data: bytes, received_at: float, regions: ConnectionRegions) -> bytes | bytearray:
         """The reply to one lane message; raises the typed error to answer a bad one with."""
-        message = decode_message(data, self.config.limits, regions.views)
-        if message.type in ("shm_register", "shm_unregister"):
-            return encode_message(regions.handle(message.header, message.request_id))
-        if message.type != "plan":
-            raise ProtocolViolation(
-                ErrorCode.BAD_HEADER, f"unexpected message type {message.type!r}", message.request_id
-            )
-        request = decode_plan_request(message, self.config.limits)
-        if self._closing:
-            raise ProtocolViolation(ErrorCode.SHUTTING_DOWN, "server shutting down; retry", request.request_id)
+        decoded = self._decode_request(data, regions)
+        if not isinstance(decoded, tuple):  # the reply to a shared-memory (un)registration
+            return decoded
+        request, region_names = decoded
         job = PlanJob(request, received_at, reply=None)
-        if message.regions:
-            job.lease = regions.lease(message.regions)
+        if region_names:
+            job.lease = regions.lease(region_names)
         try:
             (reply,) = self._execute([job])
         finally:
@@ -747,15 +741,11 @@ class BridgeServer:
             raise _LaneMessageTooLarge(length)  # its bytes cannot be skipped safely: the lane closes
         return _read_exactly(connection, length)
 
-    def _admit(
-        self,
-        data: bytes | str,
-        buffer: bytearray | None,
-        received_at: float,
-        regions: ConnectionRegions | None,
-    ) -> PlanJob | bytearray:
-        """Queue a plan request, or answer a shared-memory (un)registration at once (the reply is returned);
-        raise the typed error to answer a bad message with."""
+    def _decode_request(
+        self, data: bytes | str | memoryview, regions: ConnectionRegions | None
+    ) -> tuple[PlanRequest, frozenset[str]] | bytearray:
+        """A plan request and the shared-memory regions its arrays lie in, or the reply to a shared-memory
+        (un)registration, answered at once; raises the typed error to answer a bad message with."""
         message = decode_message(data, self.config.limits, None if regions is None else regions.views)
         if message.type in ("shm_register", "shm_unregister"):
             if regions is None:
@@ -772,9 +762,24 @@ class BridgeServer:
             raise ProtocolViolation(
                 ErrorCode.SHUTTING_DOWN, "server shutting down; retry", request.request_id
             )
+        return request, message.regions
+
+    def _admit(
+        self,
+        data: bytes | str,
+        buffer: bytearray | None,
+        received_at: float,
+        regions: ConnectionRegions | None,
+    ) -> PlanJob | bytearray:
+        """Queue a plan request, or answer a shared-memory (un)registration at once (the reply is returned);
+        raise the typed error to answer a bad message with."""
+        decoded = self._decode_request(data, regions)
+        if not isinstance(decoded, tuple):
+            return decoded
+        request, region_names = decoded
         job = PlanJob(request, received_at, asyncio.get_running_loop().create_future(), buffer, self._pool)
-        if message.regions:
-            job.lease = regions.lease(message.regions)
+        if region_names:
+            job.lease = regions.lease(region_names)
         try:
             self._batcher.submit(job)
         except ProtocolViolation:

@@ -223,23 +223,28 @@ def conv5x5_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool
     def grid(meta: dict) -> tuple[int, int]:
         return triton.cdiv(out_h, meta["TILE_H"]) * triton.cdiv(out_w, meta["TILE_W"]), count
 
-    def launch(kernel, **tile: int) -> None:
-        kernel[grid](
-            x, weight, bias, y, height, width, out_h, out_w, stored_h, stored_w,
-            C_IN=in_channels, C_OUT=out_channels, K=k, POOL=pool, **tile,
-        )  # fmt: skip
-
-    if x.device.type == "cuda":
-        launch(_tuned_conv_kernel)
-    else:
-        _require_cuda_or_interpreter(x.device)
-        launch(_conv_kernel, **_INTERPRETER_TILE)
+    _launch(
+        (_tuned_conv_kernel, _conv_kernel, _INTERPRETER_TILE), x.device, grid,
+        x, weight, bias, y, height, width, out_h, out_w, stored_h, stored_w,
+        C_IN=in_channels, C_OUT=out_channels, K=k, POOL=pool,
+    )  # fmt: skip
     return y
 
 
 @conv5x5_relu.register_fake
 def _(x, weight, bias, pool):  # shapes for torch.compile, to which the kernels are opaque operators
     return _output(x, weight, pool)
+
+
+def _launch(kernels: tuple, device: torch.device, grid, *args, **constants) -> None:
+    """Run a kernel given as (autotuned, plain, the interpreter's tile): autotuned on CUDA, with that tile
+    through Triton's interpreter elsewhere (the CPU tests)."""
+    tuned, plain, interpreter_tile = kernels
+    if device.type == "cuda":
+        tuned[grid](*args, **constants)
+    else:
+        _require_cuda_or_interpreter(device)
+        plain[grid](*args, **constants, **interpreter_tile)
 
 
 def _require_cuda_or_interpreter(device: torch.device) -> None:
@@ -323,18 +328,12 @@ def quality_head(
     def grid(meta: dict) -> tuple[int, int]:
         return triton.cdiv(out_h, meta["TILE_H"]) * triton.cdiv(out_w, meta["TILE_W"]), count
 
-    def launch(kernel, **tile: int) -> None:
-        kernel[grid](
-            x.contiguous(), fc3_weight, fc3_bias, fc4_weight, fc4_bias, fc5_weight, fc5_bias, q,
-            height, width, out_h, out_w,
-            C=channels, K=kernel_size, F=features, A=angles, PADDED_TAPS=_HEAD_PADDED_TAPS, **tile,
-        )  # fmt: skip
-
-    if x.device.type == "cuda":
-        launch(_tuned_head_kernel)
-    else:
-        _require_cuda_or_interpreter(x.device)
-        launch(_head_kernel, **_INTERPRETER_HEAD_TILE)
+    _launch(
+        (_tuned_head_kernel, _head_kernel, _INTERPRETER_HEAD_TILE), x.device, grid,
+        x.contiguous(), fc3_weight, fc3_bias, fc4_weight, fc4_bias, fc5_weight, fc5_bias, q,
+        height, width, out_h, out_w,
+        C=channels, K=kernel_size, F=features, A=angles, PADDED_TAPS=_HEAD_PADDED_TAPS,
+    )  # fmt: skip
     return q
 
 
