@@ -60,6 +60,18 @@ def _shifted_relu_kernel(
 
 
 @triton.jit
+def _output_tile(OUT_H, OUT_W, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
+    """This program's TILE_H x TILE_W tile of output pixels (program axis 0 numbers the tiles row-major):
+    its first row and column, each pixel's row and column, and which pixels lie inside the output."""
+    tile = tl.program_id(0)
+    tiles_w = (OUT_W + TILE_W - 1) // TILE_W
+    first_row, first_col = (tile // tiles_w) * TILE_H, (tile % tiles_w) * TILE_W
+    pixel = tl.arange(0, TILE_H * TILE_W)
+    row, col = first_row + pixel // TILE_W, first_col + pixel % TILE_W
+    return first_row, first_col, row, col, (row < OUT_H) & (col < OUT_W)
+
+
+@triton.jit
 def _conv_kernel(
     x_ptr,  # (N, H, W, C_IN)
     w_ptr,  # (K, K, C_IN, C_OUT)
@@ -78,12 +90,8 @@ def _conv_kernel(
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
 ):
-    tile, n = tl.program_id(0), tl.program_id(1).to(tl.int64)
-    tiles_w = (OUT_W + TILE_W - 1) // TILE_W
-    first_row, first_col = (tile // tiles_w) * TILE_H, (tile % tiles_w) * TILE_W
-    pixel = tl.arange(0, TILE_H * TILE_W)
-    row, col = first_row + pixel // TILE_W, first_col + pixel % TILE_W
-    valid = (row < OUT_H) & (col < OUT_W)
+    n = tl.program_id(1).to(tl.int64)
+    first_row, first_col, row, col, valid = _output_tile(OUT_H, OUT_W, TILE_H, TILE_W)
     c_in, c_out = tl.arange(0, C_IN), tl.arange(0, C_OUT)
 
     x_base = x_ptr + n * H * W * C_IN
@@ -134,12 +142,8 @@ def _head_kernel(
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
 ):
-    tile, n = tl.program_id(0), tl.program_id(1).to(tl.int64)
-    tiles_w = (OUT_W + TILE_W - 1) // TILE_W
-    first_row, first_col = (tile // tiles_w) * TILE_H, (tile % tiles_w) * TILE_W
-    pixel = tl.arange(0, TILE_H * TILE_W)
-    row, col = first_row + pixel // TILE_W, first_col + pixel % TILE_W
-    valid = (row < OUT_H) & (col < OUT_W)
+    n = tl.program_id(1).to(tl.int64)
+    first_row, first_col, row, col, valid = _output_tile(OUT_H, OUT_W, TILE_H, TILE_W)
     # a step reduces over TAPS neighbouring taps of one kernel row: TAPS * C values that lie next to each
     # other in channels-last memory (tap j // C, channel j % C)
     j, f = tl.arange(0, TAPS * C), tl.arange(0, F)
