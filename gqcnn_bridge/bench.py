@@ -6,7 +6,9 @@ covers encoding, transfer, decoding, queueing and the thread hand-offs, but not 
 measured three times: with the arrays in the websocket messages (the path every client has), through the
 same-host shared-memory regions (``shared_memory=True, lane=False``: the client copies the images into its
 region and sends the header alone), and the same with the header over the same-host lane instead of the
-websocket (``shared_memory=True``, the client's default: :mod:`gqcnn_bridge.lane`). The baseline, built here for comparison only, is what a first prototype typically
+websocket (``shared_memory=True``, the client's default: :mod:`gqcnn_bridge.lane`); and the lane once more
+with the client spinning while it waits (``busy_poll_s``: one core busy while waiting, instead of a sleeping
+thread to wake). The baseline, built here for comparison only, is what a first prototype typically
 does: HTTP POST of JSON with base64 depth, hex-encoded arrays back.
 
 Next to them the bench measures a floor: a bare ``websockets`` echo, with the same synchronous client, whose
@@ -187,16 +189,20 @@ def _host_services(pipe, planner_name: str, weights: str | None, device: str | N
 # --- measuring --------------------------------------------------------------------------------------------
 
 
+_SPIN_S = 10.0
+"""How long the busy-polling client spins for a reply: longer than any inference measured here [s]."""
+
 _PATHS = {
     "websocket bytes": {"shared_memory": False, "lane": False},
     "shared memory": {"shared_memory": True, "lane": False},
     "lane": {"shared_memory": True, "lane": True},
+    "lane busy poll": {"shared_memory": True, "lane": True, "busy_poll_s": _SPIN_S},
 }
 """The bridge's paths: how the client is set up for each."""
 
 
 def _bridge_overheads(
-    url: str, depth, iterations: int, shared_memory: bool, lane: bool
+    url: str, depth, iterations: int, shared_memory: bool, lane: bool, busy_poll_s: float = 0.0
 ) -> tuple[list[float], list[float]]:
     """Overheads and the server-timed inference of ``iterations`` plan calls [s]."""
     import torch  # noqa: PLC0415
@@ -207,7 +213,9 @@ def _bridge_overheads(
 
     images = torch.from_numpy(depth)
     overheads, inferences = [], []
-    with RemotePlanner(url, timeout_s=600, shared_memory=shared_memory, lane=lane) as planner:
+    with RemotePlanner(
+        url, timeout_s=600, shared_memory=shared_memory, lane=lane, busy_poll_s=busy_poll_s
+    ) as planner:
         for _ in range(_WARMUP + iterations):
             timings = planner.plan(images, PHOXI_S).timings
             overheads.append(timings["round_trip"] - timings["inference"])
@@ -331,10 +339,12 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         "websocket bytes: arrays in the messages; shared memory: arrays in a registered same-host region, "
-        "headers over the websocket; lane: the same, headers over the same-host lane (a Unix socket); the "
-        "last two only for clients on the server's machine"
+        "headers over the websocket; lane: the same, headers over the same-host lane (a Unix socket); lane "
+        "busy poll: the lane, the client spinning (one core busy) instead of sleeping while it waits; the "
+        "last three only for clients on the server's machine"
     )
-    header = ("case", "n", "ws bytes p50", "p99", "shm p50", "p99", "lane p50", "p99", "baseline p50", "p99")
+    header = ("case", "n", "ws bytes p50", "p99", "shm p50", "p99", "lane p50", "p99", "spin p50", "p99")
+    header += ("baseline p50", "p99")
     print(f"{header[0]:<11}{header[1]:>5}" + "".join(f"{title:>13}" for title in header[2:]) + "   [ms]")
     for label, iterations, overheads in rows:
         base = overheads["baseline"]
@@ -411,6 +421,8 @@ def _write_json(
             "the websocket message carries the header only",
             "lane": "as shared_memory, the header over the server's same-host lane (a Unix socket) instead of "
             "the websocket",
+            "lane_busy_poll": f"as lane, the client spinning up to {_SPIN_S} s for each reply (one core busy) "
+            "instead of sleeping",
         },
         "targets": {
             "p50_ms": TARGET_P50_MS,

@@ -40,7 +40,7 @@ from .protocol import (
     PlanOptions,
     ProtocolViolation,
     ServerInfo,
-    array_specs,
+    arrays_nbytes,
     decode_message,
     decode_plan_reply,
     encode_message,
@@ -217,6 +217,8 @@ class RemotePlanner:
             otherwise, or if it refuses a region, they go in the messages as usual.
         lane: with ``shared_memory``, send the messages through the server's same-host lane (a Unix socket,
             :mod:`gqcnn_bridge.lane`) instead of the websocket when it offers one and it can be opened.
+        busy_poll_s: on the lane, spin up to this long waiting for each reply before sleeping [s]: lower
+            latency, at the cost of a busy core while waiting (0: sleep; see :mod:`gqcnn_bridge.lane`).
         tune_allocator: set glibc's malloc, for this whole process, to keep freed message-sized buffers for
             reuse (:func:`dexrl.allocator.keep_freed_memory`; the measured figures use it); False leaves
             the process's allocator alone, at the cost of page faults on every large message.
@@ -233,8 +235,11 @@ class RemotePlanner:
         max_reply_bytes: int = 1 << 28,
         shared_memory: bool = False,
         lane: bool = True,
+        busy_poll_s: float = 0.0,
         tune_allocator: bool = True,
     ):
+        if busy_poll_s < 0:
+            raise ValueError(f"busy_poll_s must be >= 0, got {busy_poll_s}")
         self.url, self.timeout_s, self.connect_timeout_s, self.backoff = (
             url,
             timeout_s,
@@ -246,7 +251,7 @@ class RemotePlanner:
         self._connection: SyncConnection | LaneConnection | None = None
         self._closer = contextlib.ExitStack()
         self._lock = threading.Lock()
-        self._shared_memory, self._lane = shared_memory, lane
+        self._shared_memory, self._lane, self._busy_poll_s = shared_memory, lane, busy_poll_s
         self._regions: ClientRegions | None = None
 
     @property
@@ -311,7 +316,9 @@ class RemotePlanner:
         """The server's same-host lane in place of the websocket connection (which is closed), or the
         websocket connection if the lane cannot be opened from here (e.g. another machine's loopback)."""
         try:
-            lane = LaneConnection(self._session.info.lane, self.connect_timeout_s, self._max_reply_bytes)
+            lane = LaneConnection(
+                self._session.info.lane, self.connect_timeout_s, self._max_reply_bytes, self._busy_poll_s
+            )
         except OSError:
             return connection, closer
         try:
@@ -384,7 +391,7 @@ class RemotePlanner:
             started = time.perf_counter()
             arrays = self._session.arrays(depth, mask)
             try:
-                region = self._region_for(connection, array_specs(arrays)[2], started)
+                region = self._region_for(connection, arrays_nbytes(arrays), started)
                 request_id, message = self._session.request(arrays, intrinsics, options, region)
                 outcome = self._exchange(connection, request_id, message, started)
                 if region is not None and self._regions is not None:  # kept after a timeout: still read
@@ -432,8 +439,11 @@ class AsyncRemotePlanner:
         max_reply_bytes: int = 1 << 28,
         shared_memory: bool = False,
         lane: bool = True,
+        busy_poll_s: float = 0.0,
         tune_allocator: bool = True,
     ):
+        if busy_poll_s < 0:
+            raise ValueError(f"busy_poll_s must be >= 0, got {busy_poll_s}")
         self.url, self.timeout_s, self.connect_timeout_s, self.backoff = (
             url,
             timeout_s,
@@ -540,7 +550,7 @@ class AsyncRemotePlanner:
         try:
             async with asyncio.timeout(self.timeout_s):
                 regions = self._regions
-                region = await self._region_for(connection, regions, array_specs(arrays)[2])
+                region = await self._region_for(connection, regions, arrays_nbytes(arrays))
                 outcome = await self._exchange(
                     connection, *self._session.request(arrays, intrinsics, options, region)
                 )

@@ -6,12 +6,20 @@ arrays through shared memory sends only a small header per request, so that cost
 lane carries the same messages (PROTOCOL.md, *Same-host lane*), each preceded by its length as an unsigned
 64-bit little-endian integer, over a Unix socket whose path the server announces in ``welcome``; the client
 reads and writes it from its own thread.
+
+While it waits for a reply the client thread sleeps, by default. A sleeping thread takes time to wake, and on
+the measured 2-core VM its idle core also slows the server's first read of the depth that the client has just
+written into shared memory (the lines still sit in that core's cache). A client with a core to spare can spin
+instead (``busy_poll_s``): it polls the socket until the reply begins or the time is up, then sleeps as
+before. That took 0.16-0.19 ms off the p50 there (``dexrl bench bridge``, ``docs/results/cpu_20261203d``).
 """
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
+import time
 from collections.abc import Sequence
 
 from websockets.exceptions import ConnectionClosed
@@ -38,9 +46,13 @@ class LaneConnection:
         path: the lane's socket path (``welcome``'s ``shared_memory.lane``).
         timeout_s: how long connecting may take [s].
         max_message_bytes: largest message accepted [bytes].
+        busy_poll_s: how long ``recv`` spins, polling the socket, before it sleeps until a reply begins [s]; the
+            thread keeps a core busy meanwhile (0: sleep at once).
     """
 
-    def __init__(self, path: str, timeout_s: float, max_message_bytes: int):
+    def __init__(self, path: str, timeout_s: float, max_message_bytes: int, busy_poll_s: float = 0.0):
+        if busy_poll_s < 0:
+            raise ValueError(f"busy_poll_s must be >= 0, got {busy_poll_s}")
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._socket.settimeout(timeout_s)
         try:
@@ -49,6 +61,9 @@ class LaneConnection:
             self._socket.close()
             raise
         self._max_message_bytes = max_message_bytes
+        self._busy_poll_s = busy_poll_s
+        self._poller = select.poll()
+        self._poller.register(self._socket, select.POLLIN)
         self.state = State.OPEN
 
     def send(self, message: bytes | bytearray | Sequence) -> None:
@@ -66,6 +81,8 @@ class LaneConnection:
         dropped); one that expires inside a message closes it."""
         if timeout is not None and timeout <= 0:
             raise TimeoutError("no time left to wait for a reply")
+        if self._busy_poll_s:
+            timeout = self._spin_until_readable(timeout)
         self._socket.settimeout(timeout)
         try:
             prefix = self._read(LENGTH.size, may_time_out=True)
@@ -77,6 +94,15 @@ class LaneConnection:
             raise
         except OSError as error:
             self._lost(error)
+
+    def _spin_until_readable(self, timeout: float | None) -> float | None:
+        """Poll until the socket is readable (or closed), ``busy_poll_s`` or ``timeout`` is up; returns the
+        timeout left [s]."""
+        started = time.perf_counter()
+        spin_until = started + min(self._busy_poll_s, float("inf") if timeout is None else timeout)
+        while not self._poller.poll(0) and time.perf_counter() < spin_until:
+            pass
+        return None if timeout is None else max(timeout - (time.perf_counter() - started), 1e-6)
 
     def _read(self, size: int, may_time_out: bool) -> bytearray:
         data = bytearray(size)

@@ -14,6 +14,7 @@ clients (which turn error replies into :mod:`dexrl.grasp` planner errors with :f
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
@@ -46,7 +47,7 @@ __all__ = [
     "ProtocolViolation",
     "ServerInfo",
     "SharedMemoryLimits",
-    "array_specs",
+    "arrays_nbytes",
     "as_fragments",
     "check_depth_values",
     "decode_message",
@@ -60,7 +61,6 @@ __all__ = [
     "encode_plan_request",
     "grasp_orientations_cam",
     "message_fragments",
-    "place_in_region",
     "plan_request_fragments",
     "planner_error_for",
     "q_map_reply_nbytes",
@@ -319,46 +319,72 @@ def _wire_layout(array: np.ndarray) -> np.ndarray:
     return array.astype(array.dtype.newbyteorder("<"), order="C", copy=False)
 
 
-def array_specs(
-    arrays: Mapping[str, np.ndarray] | None,
-) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], int]:
-    """The ``arrays`` entries of a header for arrays placed one after another from offset 0, each at a
-    multiple of :data:`ALIGNMENT`; the arrays as little-endian C-ordered arrays; and where the last ends
-    [bytes]."""
-    arrays = {name: _wire_layout(a) for name, a in (arrays or {}).items()}
-    specs, end = [], 0
-    for name, array in arrays.items():
+@functools.lru_cache(maxsize=128)
+def _placement(
+    layout: tuple[tuple[str, str, tuple[int, ...], int], ...], region: str | None
+) -> tuple[str, tuple[int, ...], int]:
+    """Where arrays go when placed one after another from offset 0, each at a multiple of :data:`ALIGNMENT`.
+
+    Args:
+        layout: (name, wire dtype, shape, nbytes) of each array, in order.
+        region: the shared-memory region they are placed in, named in their entries; None: the data section.
+
+    Returns:
+        The JSON text of their ``arrays`` header entries, their offsets, and where the last ends [bytes].
+        Cached: a stream of requests or replies repeats a few layouts, and writing the entries is most of what
+        encoding a small message costs.
+    """
+    entries, offsets, end = [], [], 0
+    for name, dtype, shape, nbytes in layout:
         offset = _aligned(end)
-        specs.append(
-            {
-                "name": name,
-                "dtype": _wire_dtype(array.dtype),
-                "shape": list(array.shape),
-                "offset": offset,
-                "nbytes": array.nbytes,
-            }
-        )
-        end = offset + array.nbytes
-    return specs, arrays, end
+        entry = {"name": name, "dtype": dtype, "shape": list(shape), "offset": offset, "nbytes": nbytes}
+        entries.append(entry if region is None else {**entry, "region": region})
+        offsets.append(offset)
+        end = offset + nbytes
+    return _HEADER_ENCODER.encode(entries), tuple(offsets), end
+
+
+def _placed(
+    arrays: Mapping[str, np.ndarray] | None, region: str | None = None
+) -> tuple[str, list[tuple[int, np.ndarray]], int]:
+    """:func:`_placement` of arrays, with each array (little-endian, C-ordered) next to its offset."""
+    wire = [_wire_layout(array) for array in (arrays or {}).values()]
+    layout = tuple(
+        (name, _wire_dtype(array.dtype), array.shape, array.nbytes) for name, array in zip(arrays or {}, wire)
+    )
+    entries, offsets, end = _placement(layout, region)
+    return entries, list(zip(offsets, wire)), end
+
+
+def arrays_nbytes(arrays: Mapping[str, np.ndarray]) -> int:
+    """Bytes the arrays take placed one after another (the size of a shared-memory region they fit in)."""
+    return _placed(arrays)[2]
 
 
 def _layout(
     header: Mapping[str, Any],
     arrays: Mapping[str, np.ndarray] | None,
-    region_specs: Sequence[dict[str, Any]] = (),
+    region: tuple[str, memoryview] | None = None,
 ) -> tuple[bytes, list[tuple[int, np.ndarray]], int]:
     """The framing of a message: its prefix (header length, header and padding), each array with its offset
-    in the message (arrays little-endian, C order), and the message length. ``region_specs`` are header
-    entries of arrays already placed in shared-memory regions (see :func:`place_in_region`)."""
-    specs, arrays, end = array_specs(arrays)
-    header_bytes = _HEADER_ENCODER.encode(
-        {"version": PROTOCOL_VERSION, **header, "arrays": [*region_specs, *specs]}
-    ).encode()
+    in the message (arrays little-endian, C order), and the message length. With ``region`` the arrays are
+    copied into that shared-memory region instead (see :func:`encode_message`), and the message is the prefix
+    alone."""
+    entries, placed, end = _placed(arrays, None if region is None else region[0])
+    if region is not None:
+        name, memory = region
+        if end > len(memory):
+            raise ValueError(f"{end} bytes of arrays do not fit in the {len(memory)}-byte region {name!r}")
+        for offset, array in placed:
+            memory[offset : offset + array.nbytes] = _bytes_of(array)
+        placed, end = [], 0
+    # the header as JSON with the cached entries spliced in as its last field
+    text = _HEADER_ENCODER.encode({"version": PROTOCOL_VERSION, **header})
+    header_bytes = f'{text[:-1]},"arrays":{entries}}}'.encode()
     data_start = _aligned(_HEADER_LENGTH.size + len(header_bytes))
     prefix = _HEADER_LENGTH.pack(len(header_bytes)) + header_bytes
     prefix += bytes(data_start - len(prefix))
-    placed = [(data_start + spec["offset"], array) for spec, array in zip(specs, arrays.values())]
-    return prefix, placed, data_start + end
+    return prefix, [(data_start + offset, array) for offset, array in placed], data_start + end
 
 
 def _bytes_of(array: np.ndarray) -> memoryview:
@@ -377,34 +403,20 @@ def _joined(prefix: bytes, placed: list[tuple[int, np.ndarray]], length: int) ->
 def encode_message(
     header: Mapping[str, Any],
     arrays: Mapping[str, np.ndarray] | None = None,
-    region_specs: Sequence[dict[str, Any]] = (),
+    region: tuple[str, memoryview] | None = None,
 ) -> bytearray:
     """Frame a header and arrays into one contiguous message (arrays are written little-endian, C order).
 
     Args:
         header: JSON-serializable fields; must include ``type`` (``version`` is added when absent).
         arrays: name -> array, written in this order.
-        region_specs: header entries of arrays already in shared-memory regions (:func:`place_in_region`).
-    """
-    return _joined(*_layout(header, arrays, region_specs))
-
-
-def place_in_region(
-    arrays: Mapping[str, np.ndarray], region_name: str, region: memoryview
-) -> list[dict[str, Any]]:
-    """Copy arrays into a shared-memory region, one after another from its start, each at a multiple of
-    :data:`ALIGNMENT` (little-endian, C order), and return their header entries, which name the region.
+        region: a registered shared-memory region's name and memory: the arrays are copied into it, one after
+            another from its start, and the message is the header alone, whose entries name the region.
 
     Raises:
-        ValueError: the arrays do not fit in the region.
+        ValueError: the arrays do not fit in ``region``.
     """
-    specs, arrays, end = array_specs(arrays)
-    if end > len(region):
-        raise ValueError(f"{end} bytes of arrays do not fit in the {len(region)}-byte region {region_name!r}")
-    for spec, array in zip(specs, arrays.values()):
-        region[spec["offset"] : spec["offset"] + spec["nbytes"]] = _bytes_of(array)
-        spec["region"] = region_name
-    return specs
+    return _joined(*_layout(header, arrays, region))
 
 
 def message_fragments(
@@ -875,12 +887,9 @@ def encode_plan_request(
     """A ``plan`` request: depth (B, H, W) float32 [m], one or B intrinsics, optional (B, H, W) mask.
 
     With ``region`` (its registered name and its memory), depth and mask are copied into that shared-memory
-    region and the message is the header alone (:func:`place_in_region`).
+    region and the message is the header alone (:func:`encode_message`).
     """
-    header, arrays = _plan_request(request_id, depth, intrinsics, mask, options)
-    if region is None:
-        return encode_message(header, arrays)
-    return encode_message(header, region_specs=place_in_region(arrays, *region))
+    return encode_message(*_plan_request(request_id, depth, intrinsics, mask, options), region)
 
 
 def plan_request_fragments(

@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.shared_memory import SharedMemory
@@ -737,6 +738,26 @@ def test_shared_memory_round_trip_equals_the_local_planner_and_regions_go_with_t
     assert planner.calls == [1, 3, 1]
 
 
+def test_a_busy_polling_lane_client_gets_the_same_replies_and_keeps_its_timeout():
+    gate = threading.Event()
+    planner = GradientPlanner(gate=gate)
+    gate.set()
+    with served(planner) as server:
+        with RemotePlanner(server.url, shared_memory=True, busy_poll_s=5.0, timeout_s=0.3) as remote:
+            assert_same_result(remote.plan(bin_depth(4), CAMERA), GradientPlanner().plan(bin_depth(4), CAMERA))
+            assert remote.uses_lane
+            gate.clear()  # the next call is held past the client's timeout, which the spin must not outlast
+            started = time.perf_counter()
+            with pytest.raises(PlannerUnavailable, match="no reply"):
+                remote.plan(bin_depth(5), CAMERA)
+            assert 0.3 <= time.perf_counter() - started < 2.0
+            gate.set()
+            # the late reply is read and dropped; the next call gets its own
+            assert_same_result(remote.plan(bin_depth(6), CAMERA), GradientPlanner().plan(bin_depth(6), CAMERA))
+    with pytest.raises(ValueError, match="busy_poll_s"):
+        RemotePlanner(busy_poll_s=-1.0)
+
+
 def test_the_lane_refuses_a_wrong_token_and_answers_bad_messages_with_typed_errors():
     planner, limit, secret = GradientPlanner(), 16 << 10, "open sesame"
     limits = Limits(max_message_bytes=limit, max_batch_images=4)
@@ -901,8 +922,9 @@ def test_the_benchmark_measures_every_path_and_writes_its_json(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(out.read_text())
     assert [case["case"] for case in report["cases"]] == ["1 image", "2 images"]
+    paths = ("websocket_bytes", "shared_memory", "lane", "lane_busy_poll")
     for case in report["cases"]:
-        for path in ("websocket_bytes", "shared_memory", "lane"):
+        for path in paths:
             assert 0 < case[f"{path}_overhead_ms"]["p50"] < case["baseline_overhead_ms"]["p50"]
-    assert set(report["targets"]["met"]) == {"websocket_bytes", "shared_memory", "lane"}
+    assert set(report["targets"]["met"]) == set(paths) == set(report["paths"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bridge.json"]  # nothing written elsewhere
