@@ -103,3 +103,4 @@ def test_bench_grasp_counts_every_ranks_attempts_on_heaps_of_its_own(tmp_path):
     assert figures["attempts_per_s"] == pytest.approx(2 / figures["s_per_batch"], abs=0.006)
     first, second = figures["heap_seeds"]
     assert first == SEED and second != SEED
+    assert figures["overrides"] == SCENE and figures["solver"]["solver"] == "newton"  # what the figures ran with

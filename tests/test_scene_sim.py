@@ -113,6 +113,26 @@ def test_empty_bin_floor_depth_matches_the_geometry_and_parked_objects_are_invis
     assert not mask[depth < wall_top_depth + 0.003].any()
 
 
+def test_the_bin_mask_is_the_interior_test_of_the_deprojected_point_cloud(world):
+    world.new_round()
+    depth = world.render_depth(noise=False)
+    ids = torch.tensor([2, 0])  # a subset, out of order
+    k = world.settings.camera.intrinsics
+    local = world.extrinsics[ids].camera_to_world(k.deproject_image(depth[ids])) - world.env_origins[ids].view(
+        -1, 1, 1, 3
+    )
+    x0, x1, y0, y1, z0, _ = world.interior_bounds.tolist()
+    m = 0.008
+    expected = (
+        (local[..., 0] > x0 + m) & (local[..., 0] < x1 - m) & (local[..., 1] > y0 + m) & (local[..., 1] < y1 - m)
+    ) & (local[..., 2] > z0 - 0.002) & (depth[ids] > 0)
+    mask = world.bin_mask(depth[ids], ids)
+    assert mask.shape == expected.shape and 0.2 < expected.float().mean() < 0.95  # a real interior, not all
+    # the same test, its arithmetic in another order: at most a few pixels on an edge may round the other way
+    assert (mask != expected).sum() <= 4
+    assert torch.equal(world.bin_mask(depth)[ids], mask)
+
+
 def test_a_known_point_projects_where_the_pinhole_model_says(world):
     _empty_bin(world)
     depth = world.render_depth(noise=False)

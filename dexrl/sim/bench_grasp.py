@@ -257,6 +257,8 @@ def _measure(args: argparse.Namespace, rank) -> dict:
         "planner": args.planner,
         "schedule": "stream" if args.stream else "lock-step",
         "graphs": ("cuda" if p.use_cuda_graph else "off") if cuda else ("cpu" if p.use_cpu_graph else "off"),
+        "overrides": list(args.overrides),
+        "solver": {"solver": p.solver, "iterations": p.solver_iterations, "ls_iterations": p.ls_iterations},
         "startup_s": round(max(all_gather_objects(startup)), 2),
         "attempts": attempts,
         "attempts_per_s": round(attempts / wall, 2),

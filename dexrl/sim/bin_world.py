@@ -702,12 +702,27 @@ class BinWorld:
         """
         k = self.settings.camera.intrinsics
         ids = slice(None) if env_ids is None else env_ids
-        points = self.extrinsics[ids].camera_to_world(k.deproject_image(depth))
-        local = points - self.env_origins[ids].view(-1, 1, 1, 3)
+        cameras = self.extrinsics[ids]
+        offsets = cameras.position - self.env_origins[ids]  # (n, 3): camera centres, env-local [m]
+        # A pixel (u, v) at depth d lies at d * ray, ray = ((u - cx) / fx, (v - cy) / fy, 1) in the camera frame;
+        # env-local axis i is d * (R[i] . ray) + offset[i]. One axis at a time, never the (n, H, W, 3) cloud:
+        # for 8192 images that cloud is 20 GB; on an H200 this took 70 ms where the cloud took 1.6 s.
+        ray_u = (torch.arange(k.width, device=depth.device, dtype=depth.dtype) - k.cx) / k.fx
+        ray_v = (torch.arange(k.height, device=depth.device, dtype=depth.dtype) - k.cy) / k.fy
+
+        def local(axis: int) -> torch.Tensor:
+            row = cameras.rotation[:, axis].to(depth.dtype).view(-1, 3, 1, 1)
+            along_ray = row[:, 0] * ray_u + row[:, 1] * ray_v.unsqueeze(-1) + row[:, 2]  # (n, H, W)
+            return along_ray.mul_(depth).add_(offsets[:, axis].view(-1, 1, 1))
+
         x0, x1, y0, y1, z0, _ = self.interior_bounds.tolist()
         m = 0.008  # [m] keeps the walls' inner faces, seen at a grazing angle near the corners, out of the mask
-        inside = (local[..., 0] > x0 + m) & (local[..., 0] < x1 - m) & (local[..., 1] > y0 + m) & (local[..., 1] < y1 - m)
-        return inside & (local[..., 2] > z0 - 0.002) & (depth > 0)
+        x = local(0)
+        inside = (x > x0 + m) & (x < x1 - m)
+        y = local(1)
+        inside &= (y > y0 + m) & (y < y1 - m)
+        inside &= local(2) > z0 - 0.002
+        return inside & (depth > 0)
 
     def object_positions(self) -> torch.Tensor:
         """Env-local object positions, (N, P, 3) [m]."""
