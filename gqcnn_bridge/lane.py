@@ -25,16 +25,26 @@ from collections.abc import Sequence
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-__all__ = ["LENGTH", "LaneConnection", "framed"]
+__all__ = ["LENGTH", "LaneConnection", "send_message"]
 
 LENGTH = struct.Struct("<Q")
 """Each message's length, before it [bytes]."""
 
 
-def framed(message: bytes | bytearray | memoryview | Sequence) -> list:
-    """The pieces to write for one message (its bytes, or the fragments it was encoded in)."""
+def send_message(connection: socket.socket, message: bytes | bytearray | memoryview | Sequence) -> None:
+    """Write one message (its bytes, or the fragments it was encoded in) after its length, in one system call
+    when the socket takes it all: the reader then wakes once per message, not once for the length and again
+    for the rest."""
     pieces = [message] if isinstance(message, bytes | bytearray | memoryview) else list(message)
-    return [LENGTH.pack(sum(memoryview(piece).nbytes for piece in pieces)), *pieces]
+    views = [memoryview(piece).cast("B") for piece in pieces]
+    views.insert(0, memoryview(LENGTH.pack(sum(view.nbytes for view in views))))
+    sent = connection.sendmsg(views)
+    for view in views:  # what a full socket buffer left unsent, if anything
+        if sent >= view.nbytes:
+            sent -= view.nbytes
+        else:
+            connection.sendall(view[sent:])
+            sent = 0
 
 
 class LaneConnection:
@@ -70,8 +80,7 @@ class LaneConnection:
         """Write one message (bytes or a list of fragments)."""
         self._socket.settimeout(None)
         try:
-            for piece in framed(message):
-                self._socket.sendall(piece)
+            send_message(self._socket, message)
         except OSError as error:
             self._lost(error)
 

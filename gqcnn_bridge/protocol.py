@@ -408,7 +408,8 @@ def encode_message(
     """Frame a header and arrays into one contiguous message (arrays are written little-endian, C order).
 
     Args:
-        header: JSON-serializable fields; must include ``type`` (``version`` is added when absent).
+        header: JSON-serializable fields; must include ``type`` (``version`` is added when absent) and not
+            ``arrays`` (written from ``arrays``).
         arrays: name -> array, written in this order.
         region: a registered shared-memory region's name and memory: the arrays are copied into it, one after
             another from its start, and the message is the header alone, whose entries name the region.

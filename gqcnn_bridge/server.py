@@ -50,7 +50,7 @@ from dexrl.grasp import PlannerError, PlanResult
 
 from dexrl.allocator import keep_freed_memory
 from .backends import Backend
-from .lane import LENGTH, framed
+from .lane import LENGTH, send_message
 from .protocol import (
     ErrorCode,
     Limits,
@@ -679,11 +679,6 @@ class BridgeServer:
         """One same-host lane connection (see :mod:`gqcnn_bridge.lane`), in its own thread: the handshake,
         then one request at a time, planned on this thread (under the planner lock, not merged with other
         requests: no thread hand-off between the request and its reply)."""
-
-        def send(message) -> None:
-            for piece in framed(message):
-                connection.sendall(piece)
-
         regions = ConnectionRegions(self.config.shared_memory, "127.0.0.1", self._shared_mappings)
         try:
             connection.settimeout(self.config.handshake_timeout_s)
@@ -693,9 +688,9 @@ class BridgeServer:
                 self._check_hello(hello)
             except ProtocolViolation as violation:
                 _log(logging.WARNING, "handshake_refused", peer="lane", code=violation.code, reason=str(violation))
-                send(encode_error(violation.request_id, violation.code, str(violation)))
+                send_message(connection, encode_error(violation.request_id, violation.code, str(violation)))
                 return
-            send(encode_message(self.info.to_header()))
+            send_message(connection, encode_message(self.info.to_header()))
             _log(logging.INFO, "client_connected", peer="lane")
             while True:
                 data = self._read_lane_message(connection)
@@ -705,10 +700,10 @@ class BridgeServer:
                 except ProtocolViolation as violation:
                     reply = encode_error(violation.request_id, violation.code, str(violation))
                 del data
-                send(reply)
+                send_message(connection, reply)
         except _LaneMessageTooLarge as error:
             with contextlib.suppress(OSError):
-                send(encode_error(None, ErrorCode.TOO_LARGE, str(error)))
+                send_message(connection, encode_error(None, ErrorCode.TOO_LARGE, str(error)))
         except (EOFError, OSError):
             pass  # the client left, sent no hello in time, or the server is closing
         finally:
