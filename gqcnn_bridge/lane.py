@@ -11,7 +11,7 @@ While it waits for a reply the client thread sleeps, by default. A sleeping thre
 the measured 2-core VM its idle core also slows the server's first read of the depth that the client has just
 written into shared memory (the lines still sit in that core's cache). A client with a core to spare can spin
 instead (``busy_poll_s``): it polls the socket until the reply begins or the time is up, then sleeps as
-before. That took 0.16-0.19 ms off the p50 there (``dexrl bench bridge``, ``docs/results/cpu_20261203d``).
+before. That took 0.16-0.26 ms off the p50 there (``dexrl bench bridge``, ``docs/results/cpu_20261203d``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ __all__ = ["LENGTH", "LaneConnection", "send_message"]
 LENGTH = struct.Struct("<Q")
 """Each message's length, before it [bytes]."""
 
+_MAX_PIECES_PER_CALL = 256
+"""Pieces one ``sendmsg`` takes at most (Linux refuses more than 1024); the rest go out one by one."""
+
 
 def send_message(connection: socket.socket, message: bytes | bytearray | memoryview | Sequence) -> None:
     """Write one message (its bytes, or the fragments it was encoded in) after its length, in one system call
@@ -38,8 +41,8 @@ def send_message(connection: socket.socket, message: bytes | bytearray | memoryv
     pieces = [message] if isinstance(message, bytes | bytearray | memoryview) else list(message)
     views = [memoryview(piece).cast("B") for piece in pieces]
     views.insert(0, memoryview(LENGTH.pack(sum(view.nbytes for view in views))))
-    sent = connection.sendmsg(views)
-    for view in views:  # what a full socket buffer left unsent, if anything
+    sent = connection.sendmsg(views[:_MAX_PIECES_PER_CALL])
+    for view in views:  # what a full socket buffer (or the piece limit) left unsent, if anything
         if sent >= view.nbytes:
             sent -= view.nbytes
         else:

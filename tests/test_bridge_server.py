@@ -54,7 +54,7 @@ from gqcnn_bridge.protocol import (
     encode_message,
     encode_plan_request,
 )
-from gqcnn_bridge.lane import LaneConnection
+from gqcnn_bridge.lane import LENGTH, LaneConnection, send_message
 from gqcnn_bridge.server import BufferPool, JsonLogFormatter
 
 CAMERA = PHOXI_S.scaled(1 / 16)
@@ -736,6 +736,24 @@ def test_shared_memory_round_trip_equals_the_local_planner_and_regions_go_with_t
             with pytest.raises(FileNotFoundError):
                 SharedMemory(name)
     assert planner.calls == [1, 3, 1]
+
+
+def test_a_lane_message_of_many_pieces_arrives_whole_after_its_length():
+    writer, reader = socket.socketpair(socket.AF_UNIX)
+    # more pieces than one system call takes, and more bytes than the socket buffers hold
+    pieces = [bytes([i % 251]) * 1000 for i in range(700)]
+    received = bytearray()
+
+    def read_all() -> None:
+        while len(received) < LENGTH.size + 700_000:
+            received.extend(reader.recv(1 << 16))
+
+    with writer, reader:
+        thread = threading.Thread(target=read_all)
+        thread.start()
+        send_message(writer, pieces)
+        thread.join(timeout=10)
+    assert LENGTH.unpack_from(received)[0] == 700_000 and received[LENGTH.size :] == b"".join(pieces)
 
 
 def test_a_busy_polling_lane_client_gets_the_same_replies_and_keeps_its_timeout():
