@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-__all__ = ["LENGTH", "LaneConnection", "send_message"]
+__all__ = ["LENGTH", "LaneConnection", "read_exactly", "send_message"]
 
 LENGTH = struct.Struct("<Q")
 """Each message's length, before it [bytes]."""
@@ -48,6 +48,29 @@ def send_message(connection: socket.socket, message: bytes | bytearray | memoryv
         else:
             connection.sendall(view[sent:])
             sent = 0
+
+
+def read_exactly(connection: socket.socket, size: int) -> bytearray:
+    """Exactly ``size`` bytes of a lane.
+
+    Raises:
+        EOFError: the peer closed the lane first.
+        TimeoutError: the socket's timeout expired before the first byte (the stream is still framed).
+        ConnectionError: it expired after the first byte (what follows can no longer be framed).
+    """
+    data = bytearray(size)
+    view, got = memoryview(data), 0
+    while got < size:
+        try:
+            count = connection.recv_into(view[got:])
+        except TimeoutError:
+            if got == 0:
+                raise
+            raise ConnectionError(f"timed out after {got} of {size} bytes") from None
+        if count == 0:
+            raise EOFError("the peer closed the lane")
+        got += count
+    return data
 
 
 class LaneConnection:
@@ -97,14 +120,16 @@ class LaneConnection:
             timeout = self._spin_until_readable(timeout)
         self._socket.settimeout(timeout)
         try:
-            prefix = self._read(LENGTH.size, may_time_out=True)
-            (length,) = LENGTH.unpack(prefix)
-            if length > self._max_message_bytes:
-                self._lost(ValueError(f"a message of {length} bytes exceeds {self._max_message_bytes}"))
-            return self._read(length, may_time_out=False)
+            (length,) = LENGTH.unpack(read_exactly(self._socket, LENGTH.size))  # may time out: nothing was read
         except TimeoutError:
             raise
-        except OSError as error:
+        except (OSError, EOFError) as error:
+            self._lost(error)
+        if length > self._max_message_bytes:
+            self._lost(ValueError(f"a message of {length} bytes exceeds {self._max_message_bytes}"))
+        try:
+            return read_exactly(self._socket, length)
+        except (OSError, EOFError) as error:  # a timeout too: the length was read, the message was not
             self._lost(error)
 
     def _spin_until_readable(self, timeout: float | None) -> float | None:
@@ -115,21 +140,6 @@ class LaneConnection:
         while not self._poller.poll(0) and time.perf_counter() < spin_until:
             pass
         return None if timeout is None else max(timeout - (time.perf_counter() - started), 1e-6)
-
-    def _read(self, size: int, may_time_out: bool) -> bytearray:
-        data = bytearray(size)
-        view, got = memoryview(data), 0
-        while got < size:
-            try:
-                count = self._socket.recv_into(view[got:])
-            except TimeoutError as error:
-                if may_time_out and got == 0:
-                    raise
-                self._lost(error)  # inside a message: what follows could not be framed any more
-            if count == 0:
-                self._lost(EOFError("the server closed the lane"))
-            got += count
-        return data
 
     def _lost(self, cause: BaseException):
         self.close()

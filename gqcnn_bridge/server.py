@@ -50,7 +50,7 @@ from dexrl.grasp import PlannerError, PlanResult
 
 from dexrl.allocator import keep_freed_memory
 from .backends import Backend
-from .lane import LENGTH, send_message
+from .lane import LENGTH, read_exactly, send_message
 from .protocol import (
     ErrorCode,
     Limits,
@@ -395,17 +395,6 @@ def _slice_result(result: PlanResult, start: int, stop: int) -> PlanResult:
     )
 
 
-def _read_exactly(connection: socket.socket, size: int) -> bytearray:
-    data = bytearray(size)
-    view, got = memoryview(data), 0
-    while got < size:
-        count = connection.recv_into(view[got:])
-        if count == 0:
-            raise EOFError("the lane's client left")
-        got += count
-    return data
-
-
 class _LaneMessageTooLarge(Exception):
     def __init__(self, length: int):
         super().__init__(f"a message of {length} bytes exceeds the server's limit")
@@ -731,10 +720,10 @@ class BridgeServer:
     def _read_lane_message(self, connection: socket.socket) -> bytearray:
         """The next message of a lane; raises ``_LaneMessageTooLarge`` past the message limit, EOFError when
         the client has gone."""
-        (length,) = LENGTH.unpack(_read_exactly(connection, LENGTH.size))
+        (length,) = LENGTH.unpack(read_exactly(connection, LENGTH.size))
         if length > self.config.limits.max_message_bytes:
             raise _LaneMessageTooLarge(length)  # its bytes cannot be skipped safely: the lane closes
-        return _read_exactly(connection, length)
+        return read_exactly(connection, length)
 
     def _decode_request(
         self, data: bytes | str | memoryview, regions: ConnectionRegions | None

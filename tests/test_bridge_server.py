@@ -54,7 +54,7 @@ from gqcnn_bridge.protocol import (
     encode_message,
     encode_plan_request,
 )
-from gqcnn_bridge.lane import LENGTH, LaneConnection, send_message
+from gqcnn_bridge.lane import LENGTH, LaneConnection, read_exactly, send_message
 from gqcnn_bridge.server import BufferPool, JsonLogFormatter
 
 CAMERA = PHOXI_S.scaled(1 / 16)
@@ -754,6 +754,22 @@ def test_a_lane_message_of_many_pieces_arrives_whole_after_its_length():
         send_message(writer, pieces)
         thread.join(timeout=10)
     assert LENGTH.unpack_from(received)[0] == 700_000 and received[LENGTH.size :] == b"".join(pieces)
+
+
+def test_a_lane_read_tells_a_wait_before_a_message_from_a_wait_inside_one():
+    writer, reader = socket.socketpair(socket.AF_UNIX)
+    with writer, reader:
+        reader.settimeout(0.05)
+        with pytest.raises(TimeoutError):  # nothing read: the stream is still framed
+            read_exactly(reader, LENGTH.size)
+        writer.sendall(b"abc")
+        with pytest.raises(ConnectionError, match="3 of 8"):  # part of it read: the framing is lost
+            read_exactly(reader, LENGTH.size)
+        writer.sendall(b"12345678")
+        assert read_exactly(reader, LENGTH.size) == b"12345678"
+        writer.close()
+        with pytest.raises(EOFError):
+            read_exactly(reader, 1)
 
 
 def test_a_busy_polling_lane_client_gets_the_same_replies_and_keeps_its_timeout():
