@@ -103,7 +103,7 @@ def _start_baseline(planner):
             reply = {
                 "inference_s": inference_s,
                 "arrays": {
-                    n: {"shape": list(t.shape), "hex": t.numpy().tobytes().hex()} for n, t in arrays.items()
+                    n: {"shape": list(t.shape), "hex": t.cpu().numpy().tobytes().hex()} for n, t in arrays.items()
                 },
             }
             data = json.dumps(reply).encode()

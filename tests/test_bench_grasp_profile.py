@@ -66,3 +66,14 @@ def test_restore_puts_the_methods_back():
     executor.execute()
     assert not timer.seconds and world.stepped == 7
     assert "step" not in vars(world) and "execute" not in vars(executor)
+
+
+def test_charge_gives_a_phase_what_the_timed_calls_did_not_take():
+    timer, _, executor, _ = _timed()
+    start = time.perf_counter()
+    executor.execute()
+    time.sleep(0.01)  # e.g. a stream's bookkeeping between its timed calls
+    wall = time.perf_counter() - start
+    timer.charge("other", wall)
+    assert 0.01 <= timer.seconds["other"] < 0.015
+    assert abs(sum(timer.seconds.values()) - wall) < 1e-9

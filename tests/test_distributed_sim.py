@@ -103,6 +103,7 @@ def test_bench_grasp_counts_every_ranks_attempts_on_heaps_of_its_own(tmp_path):
     # so the rate lies within the rounded time's interval, widened by its own rounding
     wall = figures["s_per_batch"]
     assert 2 / (wall + 0.0005) - 0.005 <= figures["attempts_per_s"] <= 2 / (wall - 0.0005) + 0.005
+    assert figures["physics_steps"] > 0 and 0 < figures["env_busy_share"] <= 1
     first, second = figures["heap_seeds"]
     assert first == SEED and second != SEED
     assert figures["overrides"] == SCENE and figures["solver"]["solver"] == "newton"  # what the figures ran with

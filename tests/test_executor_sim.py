@@ -116,6 +116,38 @@ def test_streamed_attempts_are_judged_as_they_end_and_restarts_leave_the_others_
     assert not world.pre_step_callbacks  # the stream's state machine is off the world's steps again
 
 
+def test_a_heap_redrawn_in_a_stream_comes_to_rest_while_the_other_attempts_go_on(rig, monkeypatch):
+    world, executor = rig
+    _box_in_the_middle(world)
+    monkeypatch.setattr(executor.cfg, "attempts_per_heap", 1)  # every judged attempt re-draws its heap
+    monkeypatch.setattr(world, "new_round", lambda *args, **kwargs: pytest.fail("a stream must not settle in place"))
+    settled_before = executor.redrawn_settled
+    judged, rested, steps = {}, [], 0
+    with executor.streaming():
+        executor.start(_grasps(world, [WALL, NARROW, BESIDE, NARROW]))
+        while len(judged) < NUM_ENVS:
+            world.step()
+            steps += 1
+            newly_rested = world.rested_rounds()
+            executor.heaps_rested(newly_rested)
+            rested += [(env, steps) for env in newly_rested.tolist()]
+            done = executor.finished().nonzero().flatten()
+            if len(done):
+                result = executor.conclude(done)
+                for env, outcome in zip(done.tolist(), result.outcome.tolist()):
+                    judged[env] = (Outcome(outcome), steps)
+                assert world.coming_to_rest(done).all()  # re-drawn, falling into the bin, no settle in place
+                if 0 in done.tolist():
+                    assert 1 not in judged and not executor.finished()[1]  # env 1's attempt goes on
+        assert judged[0][0] == Outcome.COLLISION and judged[2][0] == Outcome.EMPTY
+        assert judged[1][0] == Outcome.SUCCESS == judged[3][0]  # lifted while env 0's new heap fell in
+        assert 0 in dict(rested) and dict(rested)[0] < judged[1][1]  # env 0's heap rested before env 1 was judged
+    # Leaving the stream waited for the heaps still falling; all four came to rest in their bins.
+    assert not world.coming_to_rest(torch.arange(NUM_ENVS)).any() and not world.pre_step_callbacks
+    assert world.round.settled.all() and world.round.placed.any(dim=1).all()
+    assert executor.redrawn_settled == settled_before + NUM_ENVS
+
+
 def test_the_executor_drives_to_the_deprojected_image_grasp(rig):
     world, executor = rig
     _box_in_the_middle(world)

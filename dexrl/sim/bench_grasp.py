@@ -1,7 +1,12 @@
 """``dexrl bench grasp``: grasp attempts per second (render + plan + execute + judge) on the current device.
 
-With ``--profile``, as many batches again run after the timed ones with every phase of an attempt timed
-(:class:`PhaseTimer`); the attempts/s figure always comes from the timed batches, which are not instrumented.
+With ``--profile``, as many batches again run after the timed ones, on the same schedule (lock-step or
+streamed), with every phase of an attempt timed (:class:`PhaseTimer`); the attempts/s figure always comes from
+the timed batches, which are not instrumented.
+
+Next to the rate, ``env_busy_share`` says how much of the simulated time the envs spent in attempts: the
+attempts' durations summed, over the physics steps of the timed span times the envs. The rest is time an env
+waited (for the slowest attempt of its lock-step batch, for its restart group, for its heap to settle).
 
 Under ``torchrun --nproc_per_node=N -m dexrl bench grasp ...`` each rank runs ``--envs`` envs of the same
 objects on heaps of its own seed, and the figures count every rank's attempts over the slowest rank's time.
@@ -26,19 +31,21 @@ PHASES: dict[str, str] = {
     "mask": "BinWorld.bin_mask: bin-interior masks from the depth images",
     "plan": "planner.plan: grasp candidates and the best grasp per env",
     "observe": "GraspRunner.observe, the rest: deprojection of the grasps to the world frame",
-    "executor": "GraspExecutor.execute, the rest: the torch state machine per step (contact-sensor reads "
-    "included), teleports, judgement, parking of grasped objects",
+    "executor": "GraspExecutor.execute, start, conclude and the state machine per step (contact-sensor reads "
+    "included), the rest: teleports, judgement, parking of grasped objects",
     "physics": "BinWorld.step, the rest: its Python loop",
     "physics.write": "actuator targets to the simulation (InteractiveScene.write_data_to_sim)",
     "physics.step": "SimulationContext.step: collision, MuJoCo-Warp solver, contact sensor (one graph launch "
     "when CUDA or CPU graphs are on)",
     "physics.update": "InteractiveScene.update: asset data buffers",
-    "redraw": "BinWorld.new_round, the rest: drawing, material and pose writes, resets, settle checks",
+    "redraw": "BinWorld.new_round and begin_round, the rest: drawing, material and pose writes, resets, settle "
+    "checks",
     "redraw.physics": "BinWorld.step while re-drawn heaps settle, the rest: its Python loop",
     "redraw.physics.write": "as physics.write, while re-drawn heaps settle",
     "redraw.physics.step": "as physics.step, while re-drawn heaps settle (the whole world steps)",
     "redraw.physics.update": "as physics.update, while re-drawn heaps settle",
-    "other": "GraspRunner.attempt, the rest: the outcome tally",
+    "other": "GraspRunner.attempt or stream, the rest: the outcome tally, the stream's bookkeeping and checks "
+    "for heaps at rest",
 }
 """Phases of a batch of attempts, each timed exclusive of the phases nested in it; their sum is the batch."""
 
@@ -105,6 +112,11 @@ class PhaseTimer:
                 delattr(owner, attr)
         self._wrapped.clear()
 
+    def charge(self, name: str, wall: float) -> None:
+        """Charge phase ``name`` with what of ``wall`` seconds (a span around the timed calls) they did not take."""
+        self.seconds[name] += max(0.0, wall - sum(self.seconds.values()))
+        self.calls[name] += 1
+
     def report(self, batches: int, attempts_per_batch: int) -> dict:
         """Seconds per batch and share of each phase (:data:`PHASES` order), physics steps per batch and the
         wall time per physics step [ms] of attempts and of re-draws (write + step + update + loop)."""
@@ -131,11 +143,13 @@ def instrument(runner, timer: PhaseTimer) -> None:
     world = runner.world
     timer.wrap(runner, "attempt", "other")
     timer.wrap(runner, "observe", "observe")
-    timer.wrap(runner.executor, "execute", "executor")
+    for method in ("execute", "start", "conclude", "_control"):  # _control: the state machine, once per step
+        timer.wrap(runner.executor, method, "executor")
     timer.wrap(runner.planner, "plan", "plan")
     timer.wrap(world, "render_depth", "render")
     timer.wrap(world, "bin_mask", "mask")
     timer.wrap(world, "new_round", "redraw")
+    timer.wrap(world, "begin_round", "redraw")
     timer.wrap(world, "step", "physics", steps=lambda steps=1: steps)
     timer.wrap(world.scene, "write_data_to_sim", "physics.write")
     timer.wrap(world.sim, "step", "physics.step")
@@ -179,8 +193,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="then run as many lock-step batches again with the seconds of each phase timed (physics steps, render, plan, "
-        "executor state machine, re-draws); on CUDA each phase synchronises the device",
+        help="then run as many batches again (streamed with --stream) with the seconds of each phase timed (physics "
+        "steps, render, plan, executor state machine, re-draws); on CUDA each phase synchronises the device",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
 
@@ -234,18 +248,28 @@ def _measure(args: argparse.Namespace, rank) -> dict:
         overflows = world.overflow.overflowed_heaps
         return torch.tensor((executor.redrawn_heaps, executor.redrawn_settled, world.heap_faults, overflows))
 
-    before = heap_counters()
+    def run_attempts() -> torch.Tensor:
+        """The schedule's attempts (``--batches`` per env); their durations summed [s], on the device."""
+        busy = torch.zeros((), device=world.device)
+        if args.stream:
+            for _, result, _ in runner.stream(args.batches * settings.num_envs, args.restart_at):
+                busy += result.duration.sum()
+        else:
+            for _ in range(args.batches):
+                busy += runner.attempt().result.duration.sum()
+        return busy
+
+    before, steps_before = heap_counters(), world.steps_taken
     barrier()  # the ranks start their timed attempts together
     start = time.perf_counter()
-    if args.stream:
-        for _ in runner.stream(args.batches * settings.num_envs, args.restart_at):
-            pass
-    else:
-        for _ in range(args.batches):
-            runner.attempt()
+    busy = run_attempts()
     sync()
     wall = max(all_gather_objects(time.perf_counter() - start))
     redrawn, settled, heap_faults, overflows = all_reduce_sum(heap_counters() - before).tolist()
+    steps = world.steps_taken - steps_before
+    busy_s, env_s = all_reduce_sum(
+        torch.tensor((float(busy), steps * world.dt * settings.num_envs), dtype=torch.float64)
+    ).tolist()
     attempts = args.batches * settings.num_envs * rank.world_size
     p = settings.physics
     figures = {
@@ -263,6 +287,9 @@ def _measure(args: argparse.Namespace, rank) -> dict:
         "attempts": attempts,
         "attempts_per_s": round(attempts / wall, 2),
         "s_per_batch": round(wall / args.batches, 3),
+        # Physics steps of the timed span (rank 0's), and the share of the envs' simulated time spent in attempts.
+        "physics_steps": steps,
+        "env_busy_share": round(busy_s / env_s, 4),
         # Heaps re-drawn between the timed attempts, how many were at rest when the next attempt began, and
         # how often a heap's physics failed while settling (it was drawn again).
         "redrawn_heaps": redrawn,
@@ -277,8 +304,10 @@ def _measure(args: argparse.Namespace, rank) -> dict:
     if args.profile:  # every rank runs the profiled batches; the profile printed is rank 0's
         timer = PhaseTimer(sync)
         instrument(runner, timer)
-        for _ in range(args.batches):
-            runner.attempt()
+        start = time.perf_counter()
+        run_attempts()
+        sync()
+        timer.charge("other", time.perf_counter() - start)  # what no wrapped call took (a stream has no outer call)
         timer.restore()
         figures["profile"] = timer.report(args.batches, settings.num_envs)
     # Outcomes of the warm-up batch and the timed batches (and the profiled ones, with --profile), all ranks.

@@ -406,6 +406,20 @@ class BinWorld:
         placed = self._drop(ids)
         self._resting = self._resting.joined(self._resting.started(self, ids, placed, timeout))
 
+    def coming_to_rest(self, env_ids: torch.Tensor) -> torch.Tensor:
+        """Which of ``env_ids`` ((m,) long) hold heaps from :meth:`begin_round` that have not come to rest as of
+        the last :meth:`rested_rounds`: (m,) bool, on the device of ``env_ids``."""
+        return torch.isin(env_ids.to(self.device), self._resting.env_ids).to(env_ids.device)
+
+    def rest_all(self) -> torch.Tensor:
+        """Step the world until every heap from :meth:`begin_round` has come to rest (or timed out); returns
+        the envs that rested meanwhile, as :meth:`rested_rounds` does."""
+        rested = [self.rested_rounds()]
+        while len(self._resting.env_ids):
+            self.step()
+            rested.append(self.rested_rounds())
+        return torch.cat(rested)
+
     def rested_rounds(self) -> torch.Tensor:
         """Envs whose heaps from :meth:`begin_round` have come to rest (or timed out, or failed ``MAX_REDRAWS``
         times) since the last call, (m,) long; their ``round.settle_time`` and ``round.settled`` are set."""

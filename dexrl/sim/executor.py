@@ -12,6 +12,8 @@ The grasped object then leaves the bin (it is parked); the bin is re-drawn when 
 ``attempts_per_heap`` attempts. A non-finite or exploding state, or an object thrown out of the bin,
 resets that env only and is counted as a fault. All re-draws of a batch (faults, empty and spent bins) share
 one :meth:`BinWorld.new_round`, which waits at most ``settings.settle.redraw_timeout`` for them to settle.
+While attempts stream (:meth:`GraspExecutor.streaming`), a re-drawn heap instead comes to rest while the other
+envs' attempts go on (:meth:`BinWorld.begin_round`); its env starts no attempt until it has.
 """
 
 from __future__ import annotations
@@ -184,6 +186,8 @@ class GraspExecutor:
         self.fault_count = 0
         self.redrawn_heaps = 0  # heaps re-drawn between attempts (faults, empty and spent bins)
         self.redrawn_settled = 0  # of those, how many were at rest before the next attempt
+        self._streaming = False
+        self._coming_to_rest = torch.zeros(world.num_envs, dtype=torch.bool, device=self.device)  # re-drawn here
         # The end-of-attempt check costs a host sync on a GPU: there only every few steps.
         self.check_every = 1 if self.device.type == "cpu" else 10
         self._state = _AttemptState.idle(world.num_envs, len(world.pool), self.home, self.mount.num_arm_joints)
@@ -331,14 +335,30 @@ class GraspExecutor:
 
     @contextlib.contextmanager
     def streaming(self) -> Iterator[None]:
-        """Within the block, every physics step of the world (the executor's, a re-draw's settle steps) first
-        runs the attempts' state machine: envs whose attempt was :meth:`start`-ed run on while others are
-        concluded, re-drawn and re-planned."""
+        """Within the block, every physics step of the world first runs the attempts' state machine: envs whose
+        attempt was :meth:`start`-ed run on while others are concluded, re-drawn and re-planned. Heaps that
+        :meth:`conclude` re-draws come to rest while the world steps on (:meth:`BinWorld.begin_round`): whoever
+        streams calls :meth:`heaps_rested` with :meth:`BinWorld.rested_rounds` after its steps, and starts no
+        attempt in an env whose heap is still :meth:`BinWorld.coming_to_rest`. At the end of the block the
+        world steps on until every such heap is at rest (not when the block ends with an exception)."""
         self.world.pre_step_callbacks.append(self._control)
+        self._streaming = True
         try:
             yield
+            self.heaps_rested(self.world.rest_all())
         finally:
+            self._streaming = False
             self.world.pre_step_callbacks.remove(self._control)
+
+    def heaps_rested(self, env_ids: torch.Tensor) -> None:
+        """Count the heaps among ``env_ids`` (envs whose heaps came to rest, from
+        :meth:`BinWorld.rested_rounds`) that :meth:`conclude` re-drew, in ``redrawn_settled`` if they are at rest
+        rather than timed out."""
+        ids = env_ids.to(self.device)
+        mine = ids[self._coming_to_rest[ids]]
+        if len(mine):
+            self._coming_to_rest[mine] = False
+            self.redrawn_settled += int(self.world.round.settled[mine].sum())
 
     def conclude(self, env_ids: torch.Tensor) -> AttemptResult:
         """Judge the finished attempts of ``env_ids``, send their fingers home, park what they grasped, count
@@ -414,7 +434,8 @@ class GraspExecutor:
 
     def _release(self, env_ids: torch.Tensor, grasped: torch.Tensor, faulty: torch.Tensor) -> None:
         """Park the objects grasped in ``env_ids`` (they leave the bin), count the attempt on each heap, and
-        re-draw the faulted, empty and spent heaps among them together: one settle of the world."""
+        re-draw the faulted, empty and spent heaps among them together: one settle of the world, or, while
+        streaming, heaps that come to rest as the world steps on."""
         world = self.world
         success = grasped >= 0
         if bool(success.any()):
@@ -423,12 +444,14 @@ class GraspExecutor:
         empty = ~world.round.placed[env_ids].any(dim=1)
         redraw = faulty | empty | (self.attempts_on_heap[env_ids] >= self.cfg.attempts_per_heap)
         if bool(redraw.any()):
-            # The settle steps the world (the parked objects' state too). The gripper of a faulted env was
-            # teleported home; new_round resets it if it is still non-finite.
+            # The gripper of a faulted env was teleported home; the re-draw resets it if it is still non-finite.
             envs = env_ids[redraw]
-            info = world.new_round(envs, timeout=world.settings.settle.redraw_timeout)
             self.attempts_on_heap[envs] = 0
             self.redrawn_heaps += len(envs)
-            self.redrawn_settled += int(info.settled.sum())
-        else:
-            world.step()  # the parked objects' state reaches the buffers
+            if not self._streaming:  # one settle for all of them, stepping the whole world
+                info = world.new_round(envs, timeout=world.settings.settle.redraw_timeout)
+                self.redrawn_settled += int(info.settled.sum())
+                return
+            world.begin_round(envs)  # they come to rest while the other envs' attempts go on
+            self._coming_to_rest[envs] = True
+        world.step()  # the parked objects' state reaches the buffers

@@ -174,6 +174,8 @@ class GraspRunner:
         Every env makes the same number of attempts (``attempts`` / N, the first ``attempts`` % N envs one more),
         as in lock-step batches: envs whose attempts end quickly (collisions, say) do not make more of them, so
         the outcomes are sampled as in lock-step and only the waiting for the slowest env of each batch goes.
+        A heap re-drawn when an attempt is judged comes to rest while the others go on; its env waits for it
+        (:meth:`GraspExecutor.streaming`, which also waits, at the end, for heaps still coming to rest).
 
         Args:
             attempts: attempts in all; the stream ends when all of them are judged. None: no count; each env goes
@@ -183,10 +185,11 @@ class GraspRunner:
                 GPU with many envs a render per finished env would cost more than it saves.
             propose: the next attempt's world-frame grasp poses for some envs, with per-env records (tensors
                 with one row per env); default: the planner's best grasp (:meth:`observe`), no records.
-            admit: given the envs judged with attempts to go ((m,) long, on the CPU), which of them may start
-                (with their group, ``restart_at`` counting only those) and which stop for good ((m,) bool
-                each, disjoint); the others wait, the world stepping on, and are asked again at the next
-                check. Default: all may start.
+            admit: given the envs judged with attempts to go whose heaps are at rest ((m,) long, on the CPU),
+                which of them may start (with their group, ``restart_at`` counting only those) and which stop
+                for good ((m,) bool each, disjoint); the others wait, the world stepping on, and are asked again
+                at the next check. An env for which it begins a heap (:meth:`BinWorld.begin_round`) must not
+                start. Default: all may start.
         """
         world, executor = self.world, self.executor
         n = world.num_envs
@@ -217,6 +220,7 @@ class GraspRunner:
             start(first.to(world.device))
             while in_flight or len(waiting):
                 world.step(executor.check_every)
+                executor.heaps_rested(world.rested_rounds())
                 judged = executor.finished().nonzero().flatten()
                 if len(judged):
                     done = judged.to(world.device)
@@ -227,10 +231,13 @@ class GraspRunner:
                     waiting = torch.cat((waiting, judged[quota[judged] > 0]))
                 if not len(waiting):
                     continue
+                go = torch.zeros_like(waiting, dtype=torch.bool)
+                stop = torch.zeros_like(go)
+                at_rest = ~world.coming_to_rest(waiting)  # the others wait for their re-drawn heaps
                 if admit is None:
-                    go, stop = torch.ones_like(waiting, dtype=torch.bool), torch.zeros_like(waiting, dtype=torch.bool)
-                else:
-                    go, stop = admit(waiting)
+                    go[at_rest] = True
+                elif bool(at_rest.any()):
+                    go[at_rest], stop[at_rest] = admit(waiting[at_rest])
                     quota[waiting[stop]] = 0
                     waiting, go = waiting[~stop], go[~stop]
                 ready, held = int(go.sum()), len(waiting) - int(go.sum())

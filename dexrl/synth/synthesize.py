@@ -232,7 +232,6 @@ def _stream_blocks(
     block_numbers = torch.tensor(blocks, device=world.device)
     started = torch.zeros(n, dtype=torch.long)  # attempts each env has started
     heap_block = torch.zeros(n, dtype=torch.long)  # index in ``blocks`` of the block each env's heap belongs to
-    resting = torch.zeros(n, dtype=torch.bool)  # heaps still coming to rest
     shard_of = torch.zeros(n, dtype=torch.long)  # each env's shard within a block
     for index, (first, end) in enumerate(plan.env_groups()):
         shard_of[first:end] = index
@@ -266,7 +265,6 @@ def _stream_blocks(
                 print(f"[synth] rank {rank.rank}: time budget: no env enters block {blocks[admitted]} ({budget.elapsed:.0f} s)")
         if final is None and (closed or admitted == len(blocks)):
             final = admitted - 1
-        resting[world.rested_rounds().cpu()] = False
         if final is None:
             target, stop = position, torch.zeros_like(position, dtype=torch.bool)
         else:
@@ -274,16 +272,17 @@ def _stream_blocks(
             own = target == position
             skipped = ~own & (target > position) & (position <= final)
             started[env_ids[skipped]] = target[skipped] * per_env  # their attempts there were taken over
-        entering = (target < admitted) & (heap_block[env_ids] != target) & ~resting[env_ids] & ~stop
+        entering = (target < admitted) & (heap_block[env_ids] != target) & ~stop
+        dropped = torch.zeros_like(entering)  # heaps begun here: their envs start once these are at rest
         if bool(entering.any()):  # a fresh heap for the block, unless judging the last attempt re-drew it
             ids = env_ids[entering]
             fresh = (executor.attempts_on_heap[ids.to(world.device)] == 0).cpu()
             if not bool(fresh.all()):
                 world.begin_round(ids[~fresh].to(world.device))
-                resting[ids[~fresh]] = True
+                dropped[entering.nonzero().flatten()[~fresh]] = True
             heap_block[ids] = target[entering]
             executor.attempts_on_heap[ids.to(world.device)] = 0
-        go = (target < admitted) & ~resting[env_ids] & ~stop
+        go = (target < admitted) & ~dropped & ~stop
         if final is not None and bool(go.any()):  # several envs may ask for a shard's last attempts at once
             asking = go.nonzero().flatten()
             cells = target[asking] * len(shard_quota) + shard_of[env_ids[asking]]
