@@ -45,11 +45,24 @@ def _contact_shapes(world: BinWorld) -> set[int]:
 
 def test_parked_objects_hang_still_at_their_spots_and_touch_nothing(world):
     info = world.new_round()
+    heap_seen = world.render_depth().clone()
     # One placed object per env leaves the bin for its spot, as after a successful grasp.
     first_placed = info.placed.float().argmax(dim=1)
     world.park_objects(torch.arange(NUM_ENVS), first_placed)
     parked = ~world.round.placed
     assert parked[torch.arange(NUM_ENVS), first_placed].all()
+    # The buffers and the renderer see the object gone at once, before any physics step: the grasp executor
+    # renders, plans and starts the next attempt right after a judgement.
+    spot = world.object_positions()[torch.arange(NUM_ENVS), first_placed]
+    assert (spot[:, 2] < world.settings.bin.floor_z - 0.05).all()
+    seen_at_once = world.render_depth().clone()
+    world.step()
+
+    def pixels_changed(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return ((a - b).abs() > 2e-3).flatten(1).sum(dim=1)
+
+    assert (pixels_changed(seen_at_once, heap_seen) > 500).all()  # the object is gone from the picture ...
+    assert (pixels_changed(world.render_depth(), seen_at_once) <= 10).all()  # ... before the step, not by it
     start = world.object_positions().clone()
     world.step(round(0.5 / world.dt))
     moved = torch.linalg.norm(world.object_positions() - start, dim=-1)

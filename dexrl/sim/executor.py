@@ -448,10 +448,9 @@ class GraspExecutor:
             envs = env_ids[redraw]
             self.attempts_on_heap[envs] = 0
             self.redrawn_heaps += len(envs)
-            if not self._streaming:  # one settle for all of them, stepping the whole world
+            if self._streaming:  # they come to rest while the other envs' attempts go on
+                world.begin_round(envs)
+                self._coming_to_rest[envs] = True
+            else:  # one settle for all of them, stepping the whole world
                 info = world.new_round(envs, timeout=world.settings.settle.redraw_timeout)
                 self.redrawn_settled += int(info.settled.sum())
-                return
-            world.begin_round(envs)  # they come to rest while the other envs' attempts go on
-            self._coming_to_rest[envs] = True
-        world.step()  # the parked objects' state reaches the buffers
