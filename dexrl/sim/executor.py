@@ -354,6 +354,8 @@ class GraspExecutor:
         """Count the heaps among ``env_ids`` (envs whose heaps came to rest, from
         :meth:`BinWorld.rested_rounds`) that :meth:`conclude` re-drew, in ``redrawn_settled`` if they are at rest
         rather than timed out."""
+        if not len(env_ids):  # the usual case: no boolean index, no host sync on a GPU
+            return
         ids = env_ids.to(self.device)
         mine = ids[self._coming_to_rest[ids]]
         if len(mine):
