@@ -71,6 +71,7 @@ def test_each_env_gets_the_outcome_of_its_own_grasp(rig):
         assert (executor.attempts_on_heap[others] > 0).all()
         assert world.round.placed.all()
         assert executor.redrawn_heaps == redrawn + 1
+        assert not world.coming_to_rest(torch.arange(NUM_ENVS)).any()  # the next batch sees heaps at rest
         # The jaw that closed on nothing was judged when it shut, without the lift and the hold.
         empty_env = plan.index(BESIDE)
         assert result.duration[empty_env] < result.duration[success_env] - executor.cfg.hold_time

@@ -74,6 +74,29 @@ def test_parked_objects_hang_still_at_their_spots_and_touch_nothing(world):
     assert not in_contact[parked[envs, slots]].any(), "a parked object makes contacts"
 
 
+def test_a_disturbed_heap_is_waited_for_until_it_rests_and_keeps_its_round_record(world):
+    info = world.new_round()
+    record = world.round.settle_time.clone()
+    slot = int(info.placed[1].float().argmax())
+    poses = world.objects.data.body_link_pose_w.torch[[1]].clone()
+    poses[0, slot, 2] += 0.05  # without support but still, as an object the fingers just let go of
+    world._write_object_poses(torch.tensor([1]), poses)
+    lifted_z = float(world.object_positions()[1, slot, 2])
+    world.begin_rest(torch.arange(NUM_ENVS))
+    assert world.coming_to_rest(torch.arange(NUM_ENVS)).all()
+    rested, steps = {}, 0
+    while len(rested) < NUM_ENVS and steps < 300:
+        world.step()
+        steps += 1
+        rested.update((env, steps) for env in world.rested_rounds().tolist())
+    assert set(rested) == set(range(NUM_ENVS))
+    quiet_steps = world.settings.settle.quiet_time / world.dt - 1e-6
+    assert min(rested.values()) >= quiet_steps  # every heap is watched for a quiet interval at least
+    assert rested[1] >= 2 * quiet_steps  # the falling object moved in the first interval: watched again
+    assert float(world.object_positions()[1, slot, 2]) < lifted_z - 0.03  # it fell back
+    assert torch.equal(world.round.settle_time, record)  # the rounds' records stay those of their drops
+
+
 def test_randomized_values_lie_in_range_and_differ_between_envs(world):
     info = world.new_round()
     rnd = world.settings.randomization

@@ -96,11 +96,12 @@ class RoundInfo:
 
 @dataclass
 class _HeapsComingToRest:
-    """Heaps dropped by :meth:`BinWorld.begin_round` that have not come to rest yet, one row per env."""
+    """Heaps that have not come to rest yet (dropped by :meth:`BinWorld.begin_round`, or disturbed and waited for
+    by :meth:`BinWorld.begin_rest`), one row per env."""
 
     env_ids: torch.Tensor  # (m,) long
-    placed: torch.Tensor  # (m, P) bool
-    dropped_step: torch.Tensor  # (m,) long, BinWorld.steps_taken at the (last) drop
+    drawn: torch.Tensor  # (m,) bool: a new heap, whose round records its settling; False: a disturbed heap
+    dropped_step: torch.Tensor  # (m,) long, BinWorld.steps_taken at the (last) drop or disturbance
     since_step: torch.Tensor  # (m,) long, start of the current motion check
     since_pos: torch.Tensor  # (m, P, 3) world positions then [m]
     since_quat: torch.Tensor  # (m, P, 4)
@@ -111,16 +112,16 @@ class _HeapsComingToRest:
     def none(cls, pool_size: int, device) -> _HeapsComingToRest:
         long = torch.zeros(0, dtype=torch.long, device=device)
         return cls(
-            long, torch.zeros(0, pool_size, dtype=torch.bool, device=device), long, long,
+            long, torch.zeros(0, dtype=torch.bool, device=device), long, long,
             torch.zeros(0, pool_size, 3, device=device), torch.zeros(0, pool_size, 4, device=device), long,
             torch.zeros(0, device=device),
         )
 
     @classmethod
-    def started(cls, world: BinWorld, env_ids: torch.Tensor, placed: torch.Tensor, timeout: float) -> _HeapsComingToRest:
+    def started(cls, world: BinWorld, env_ids: torch.Tensor, drawn: bool, timeout: float) -> _HeapsComingToRest:
         now = torch.full_like(env_ids, world.steps_taken)
         return cls(
-            env_ids, placed, now, now.clone(),
+            env_ids, torch.full((len(env_ids),), drawn, device=env_ids.device), now, now.clone(),
             world.objects.data.body_pos_w.torch[env_ids].clone(), world.objects.data.body_quat_w.torch[env_ids].clone(),
             torch.zeros_like(env_ids), torch.full((len(env_ids),), float(timeout), device=env_ids.device),
         )
@@ -393,27 +394,43 @@ class BinWorld:
     def begin_round(self, env_ids: torch.Tensor, timeout: float | None = None) -> None:
         """Draw and drop new heaps in ``env_ids`` without stepping: they come to rest while the world steps for
         other reasons (e.g. attempts streamed in the other envs), and :meth:`rested_rounds` says when. Until
-        then, do not act in those envs. The same tests as :meth:`new_round`: at rest once no placed object moved
+        then, do not act in those envs. A heap dropped here that is still coming to rest may not be dropped on
+        again (ValueError); one waited for by :meth:`begin_rest` is replaced. The same tests as :meth:`new_round`: at rest once no placed object moved
         faster than the settle speeds over ``settle.quiet_time``; a heap whose physics fails is drawn again (at
         most ``MAX_REDRAWS`` times); one still moving after ``timeout`` (default ``settle.redraw_timeout``) is
         kept, with ``settled`` False.
         """
         ids = env_ids.to(self.device)
-        if bool(torch.isin(ids, self._resting.env_ids).any()):
+        if bool(torch.isin(ids, self._resting.env_ids[self._resting.drawn]).any()):
             raise ValueError("begin_round: some of these envs are still coming to rest")
-        timeout = self.settings.settle.redraw_timeout if timeout is None else timeout
         self._reset_articulations(ids, only_nonfinite=True)
-        placed = self._drop(ids)
-        self._resting = self._resting.joined(self._resting.started(self, ids, placed, timeout))
+        self._drop(ids)
+        self._wait_for_rest(ids, True, self.settings.settle.redraw_timeout if timeout is None else timeout)
+
+    def begin_rest(self, env_ids: torch.Tensor) -> None:
+        """Wait for the heaps of ``env_ids`` to come to rest after something disturbed them (a grasp attempt: an
+        object that slipped from the fingers falls back, objects the fingers pushed roll on), with the tests of
+        :meth:`begin_round` but no new drop; their rounds' records stay. A heap already coming to rest starts
+        its check again. Until :meth:`coming_to_rest` says otherwise, do not observe or act in those envs: an
+        object that lost its support may not have started to fall, so the check watches the heap for at least
+        ``settle.quiet_time``.
+        """
+        self._wait_for_rest(env_ids.to(self.device), False, self.settings.settle.redraw_timeout)
+
+    def _wait_for_rest(self, ids: torch.Tensor, drawn: bool, timeout: float) -> None:
+        """Start the rest check of the heaps of ``ids`` (a new drop when ``drawn``), replacing any check of theirs
+        under way."""
+        others = self._resting.subset(~torch.isin(self._resting.env_ids, ids))
+        self._resting = others.joined(_HeapsComingToRest.started(self, ids, drawn, timeout))
 
     def coming_to_rest(self, env_ids: torch.Tensor) -> torch.Tensor:
-        """Which of ``env_ids`` ((m,) long) hold heaps from :meth:`begin_round` that have not come to rest as of
-        the last :meth:`rested_rounds`: (m,) bool, on the device of ``env_ids``."""
+        """Which of ``env_ids`` ((m,) long) hold heaps from :meth:`begin_round` or :meth:`begin_rest` that have not
+        come to rest as of the last :meth:`rested_rounds`: (m,) bool, on the device of ``env_ids``."""
         return torch.isin(env_ids.to(self.device), self._resting.env_ids).to(env_ids.device)
 
     def rest_all(self) -> torch.Tensor:
-        """Step the world until every heap from :meth:`begin_round` has come to rest (or timed out); returns
-        the envs that rested meanwhile, as :meth:`rested_rounds` does."""
+        """Step the world until every heap from :meth:`begin_round` or :meth:`begin_rest` has come to rest (or
+        timed out); returns the envs that rested meanwhile, as :meth:`rested_rounds` does."""
         rested = [self.rested_rounds()]
         while len(self._resting.env_ids):
             self.step()
@@ -421,8 +438,9 @@ class BinWorld:
         return torch.cat(rested)
 
     def rested_rounds(self) -> torch.Tensor:
-        """Envs whose heaps from :meth:`begin_round` have come to rest (or timed out, or failed ``MAX_REDRAWS``
-        times) since the last call, (m,) long; their ``round.settle_time`` and ``round.settled`` are set."""
+        """Envs whose heaps from :meth:`begin_round` or :meth:`begin_rest` have come to rest (or timed out, or
+        failed ``MAX_REDRAWS`` times) since the last call, (m,) long; for heaps drawn by :meth:`begin_round` (or
+        drawn again here after a failure), ``round.settle_time`` and ``round.settled`` are set."""
         heaps = self._resting
         if not len(heaps.env_ids):
             return heaps.env_ids
@@ -430,11 +448,12 @@ class BinWorld:
         now = self.steps_taken
         pos = self.objects.data.body_pos_w.torch[heaps.env_ids]
         quat = self.objects.data.body_quat_w.torch[heaps.env_ids]
+        placed = self.round.placed[heaps.env_ids]
         interval = (now - heaps.since_step) * self.dt  # [s] since each heap's last motion check
         checked = interval >= cfg.quiet_time
         seconds = interval.clamp(min=self.dt).unsqueeze(1)
-        moving = self._moving(pos, quat, heaps.since_pos, heaps.since_quat, seconds) & heaps.placed
-        failed = self._heap_faults(heaps.env_ids, heaps.placed, HEAP_MAX_SPEED, out_below_wall_top=True)
+        moving = self._moving(pos, quat, heaps.since_pos, heaps.since_quat, seconds) & placed
+        failed = self._heap_faults(heaps.env_ids, placed, HEAP_MAX_SPEED, out_below_wall_top=True)
         at_rest = checked & ~moving.any(dim=1) & ~failed
         age = (now - heaps.dropped_step) * self.dt
         retry = failed & (heaps.redraws < MAX_REDRAWS)
@@ -445,14 +464,16 @@ class BinWorld:
         heaps.since_pos[recheck], heaps.since_quat[recheck] = pos[recheck], quat[recheck]
         if bool(retry.any()):
             rows = retry.nonzero().flatten()
-            heaps.placed[rows] = self._redraw_failed(heaps.env_ids[rows])
+            self._redraw_failed(heaps.env_ids[rows])
+            heaps.drawn[rows] = True
             heaps.redraws[rows] += 1
             heaps.dropped_step[rows] = heaps.since_step[rows] = now
             heaps.since_pos[rows] = self.objects.data.body_pos_w.torch[heaps.env_ids[rows]]
             heaps.since_quat[rows] = self.objects.data.body_quat_w.torch[heaps.env_ids[rows]]
         rested = heaps.env_ids[done]
-        self.round.settle_time[rested] = torch.minimum(age[done], heaps.timeout[done])
-        self.round.settled[rested] = at_rest[done]
+        recorded = done & heaps.drawn
+        self.round.settle_time[heaps.env_ids[recorded]] = torch.minimum(age[recorded], heaps.timeout[recorded])
+        self.round.settled[heaps.env_ids[recorded]] = at_rest[recorded]
         self._resting = heaps.subset(~done)
         return rested
 

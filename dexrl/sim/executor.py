@@ -13,7 +13,9 @@ The grasped object then leaves the bin (it is parked); the bin is re-drawn when 
 resets that env only and is counted as a fault. All re-draws of a batch (faults, empty and spent bins) share
 one :meth:`BinWorld.new_round`, which waits at most ``settings.settle.redraw_timeout`` for them to settle.
 While attempts stream (:meth:`GraspExecutor.streaming`), a re-drawn heap instead comes to rest while the other
-envs' attempts go on (:meth:`BinWorld.begin_round`); its env starts no attempt until it has.
+envs' attempts go on (:meth:`BinWorld.begin_round`); its env starts no attempt until it has. A heap that is
+not re-drawn is waited for too (:meth:`BinWorld.begin_rest`): an object that slipped from the fingers falls
+back, and objects the fingers pushed roll on, so the next attempt is planned on a heap at rest.
 """
 
 from __future__ import annotations
@@ -231,6 +233,7 @@ class GraspExecutor:
         depth_after_lift = world.render_depth() if render_after_lift else None
         result = self.conclude(torch.arange(world.num_envs, device=self.device))
         result.depth_after_lift = depth_after_lift
+        world.rest_all()  # the next batch is planned on heaps at rest
         return result
 
     def start(self, poses: GraspPoses, env_ids: torch.Tensor | None = None) -> None:
@@ -336,11 +339,12 @@ class GraspExecutor:
     @contextlib.contextmanager
     def streaming(self) -> Iterator[None]:
         """Within the block, every physics step of the world first runs the attempts' state machine: envs whose
-        attempt was :meth:`start`-ed run on while others are concluded, re-drawn and re-planned. Heaps that
-        :meth:`conclude` re-draws come to rest while the world steps on (:meth:`BinWorld.begin_round`): whoever
-        streams calls :meth:`heaps_rested` with :meth:`BinWorld.rested_rounds` after its steps, and starts no
-        attempt in an env whose heap is still :meth:`BinWorld.coming_to_rest`. At the end of the block the
-        world steps on until every such heap is at rest (not when the block ends with an exception)."""
+        attempt was :meth:`start`-ed run on while others are concluded, re-drawn and re-planned. Heaps of
+        concluded attempts come to rest while the world steps on (re-drawn ones through
+        :meth:`BinWorld.begin_round`, the others through :meth:`BinWorld.begin_rest`): whoever streams calls
+        :meth:`heaps_rested` with :meth:`BinWorld.rested_rounds` after its steps, and starts no attempt in an env
+        whose heap is still :meth:`BinWorld.coming_to_rest`. At the end of the block the world steps on until
+        every such heap is at rest (not when the block ends with an exception)."""
         self.world.pre_step_callbacks.append(self._control)
         self._streaming = True
         try:
@@ -437,7 +441,8 @@ class GraspExecutor:
     def _release(self, env_ids: torch.Tensor, grasped: torch.Tensor, faulty: torch.Tensor) -> None:
         """Park the objects grasped in ``env_ids`` (they leave the bin), count the attempt on each heap, and
         re-draw the faulted, empty and spent heaps among them together: one settle of the world, or, while
-        streaming, heaps that come to rest as the world steps on."""
+        streaming, heaps that come to rest as the world steps on. The other heaps are waited for as well
+        (:meth:`BinWorld.begin_rest`)."""
         world = self.world
         success = grasped >= 0
         if bool(success.any()):
@@ -445,6 +450,7 @@ class GraspExecutor:
         self.attempts_on_heap[env_ids] += 1
         empty = ~world.round.placed[env_ids].any(dim=1)
         redraw = faulty | empty | (self.attempts_on_heap[env_ids] >= self.cfg.attempts_per_heap)
+        world.begin_rest(env_ids[~redraw])  # a slipped object falls back, pushed ones roll on
         if bool(redraw.any()):
             # The gripper of a faulted env was teleported home; the re-draw resets it if it is still non-finite.
             envs = env_ids[redraw]
