@@ -394,11 +394,11 @@ class BinWorld:
     def begin_round(self, env_ids: torch.Tensor, timeout: float | None = None) -> None:
         """Draw and drop new heaps in ``env_ids`` without stepping: they come to rest while the world steps for
         other reasons (e.g. attempts streamed in the other envs), and :meth:`rested_rounds` says when. Until
-        then, do not act in those envs. A heap dropped here that is still coming to rest may not be dropped on
-        again (ValueError); one waited for by :meth:`begin_rest` is replaced. The same tests as :meth:`new_round`: at rest once no placed object moved
+        then, do not act in those envs. The same tests as :meth:`new_round`: at rest once no placed object moved
         faster than the settle speeds over ``settle.quiet_time``; a heap whose physics fails is drawn again (at
         most ``MAX_REDRAWS`` times); one still moving after ``timeout`` (default ``settle.redraw_timeout``) is
-        kept, with ``settled`` False.
+        kept, with ``settled`` False. A heap dropped here that is still coming to rest may not be dropped on
+        again (ValueError); the wait for one from :meth:`begin_rest` is replaced.
         """
         ids = env_ids.to(self.device)
         if bool(torch.isin(ids, self._resting.env_ids[self._resting.drawn]).any()):
