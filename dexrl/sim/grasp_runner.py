@@ -174,8 +174,9 @@ class GraspRunner:
         Every env makes the same number of attempts (``attempts`` / N, the first ``attempts`` % N envs one more),
         as in lock-step batches: envs whose attempts end quickly (collisions, say) do not make more of them, so
         the outcomes are sampled as in lock-step and only the waiting for the slowest env of each batch goes.
-        A heap re-drawn when an attempt is judged comes to rest while the others go on; its env waits for it
-        (:meth:`GraspExecutor.streaming`, which also waits, at the end, for heaps still coming to rest).
+        When an attempt is judged, its env's heap (re-drawn or not) comes to rest while the others go on, and the
+        env waits for it (:meth:`GraspExecutor.streaming`, which also waits, at the end, for heaps still coming
+        to rest).
 
         Args:
             attempts: attempts in all; the stream ends when all of them are judged. None: no count; each env goes
@@ -233,7 +234,7 @@ class GraspRunner:
                     continue
                 go = torch.zeros_like(waiting, dtype=torch.bool)
                 stop = torch.zeros_like(go)
-                at_rest = ~world.coming_to_rest(waiting)  # the others wait for their re-drawn heaps
+                at_rest = ~world.coming_to_rest(waiting)  # the others wait for their heaps
                 if admit is None:
                     go[at_rest] = True
                 elif bool(at_rest.any()):
