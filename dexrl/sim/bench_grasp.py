@@ -4,9 +4,23 @@ With ``--profile``, as many batches again run after the timed ones, on the same 
 streamed), with every phase of an attempt timed (:class:`PhaseTimer`); the attempts/s figure always comes from
 the timed batches, which are not instrumented.
 
+Three schedules:
+
+- lock-step (default): ``--batches`` batches, each one attempt per env, rendered and planned together;
+- ``--stream``: the same attempts streamed (:meth:`~dexrl.sim.grasp_runner.GraspRunner.stream`): an env starts
+  its next attempt once its last is judged, every env makes ``--batches`` attempts, and the timed span ends when
+  the last is judged, so it includes the drain: the end of the stream, where the envs with the longest attempts
+  run on alone;
+- ``--sustained``: the rate of a stream that never drains, as in a long ``dexrl synth --stream`` run or an
+  RL rollout with per-env resets. The stream runs with no per-env count; once the envs have made one attempt
+  each on average (the start-up transient), the next ``--batches`` x envs judged attempts are timed, and only
+  then are envs stopped. The timed attempts are weighted by rate: an env whose attempts end quickly makes more
+  of them, so their outcome mix (``timed_outcomes``) leans to quick outcomes (collisions) and is no success rate.
+
 Next to the rate, ``env_busy_share`` says how much of the simulated time the envs spent in attempts: the
 attempts' durations summed, over the physics steps of the timed span times the envs. The rest is time an env
-waited (for the slowest attempt of its lock-step batch, for its restart group, for its heap to settle).
+waited (for the slowest attempt of its lock-step batch, for its restart group, for its heap to settle, for the
+end of a drained stream).
 
 Under ``torchrun --nproc_per_node=N -m dexrl bench grasp ...`` each rank runs ``--envs`` envs of the same
 objects on heaps of its own seed, and the figures count every rank's attempts over the slowest rank's time.
@@ -22,9 +36,14 @@ import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["PHASES", "PhaseTimer", "configure", "instrument", "run"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["PHASES", "PhaseTimer", "Span", "configure", "instrument", "run"]
 
 PHASES: dict[str, str] = {
     "render": "BinWorld.render_depth: depth images of all envs (Newton Warp ray caster)",
@@ -177,23 +196,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batches", type=int, default=3, help="timed attempts per env: batches in lock-step (default 3)"
     )
-    parser.add_argument(
+    schedule = parser.add_mutually_exclusive_group()
+    schedule.add_argument(
         "--stream",
         action="store_true",
         help="time the same number of attempts streamed (GraspRunner.stream: an env starts its next attempt "
         "once its last is judged) instead of in lock-step batches",
     )
+    schedule.add_argument(
+        "--sustained",
+        action="store_true",
+        help="time a stream that never drains: after one attempt per env (the start-up), the next --batches x "
+        "envs judged attempts, with every env still running; the rate of a long synth run, its outcome mix "
+        "weighted to quick attempts",
+    )
     parser.add_argument(
         "--restart-at",
         type=int,
         default=None,
-        help="with --stream: envs that wait for one render and plan together (default: an eighth of the envs)",
+        help="with --stream or --sustained: envs that wait for one render and plan together (default: an eighth of "
+        "the envs)",
     )
     parser.add_argument("--planner", choices=("baseline", "fcgqcnn"), default="baseline")
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="then run as many batches again (streamed with --stream) with the seconds of each phase timed (physics "
+        help="then run the schedule again with the seconds of each phase timed (physics "
         "steps, render, plan, executor state machine, re-draws); on CUDA each phase synchronises the device",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
@@ -229,6 +257,7 @@ def _measure(args: argparse.Namespace, rank) -> dict:
 
     settings = scene_settings_from_args(args)
     from dexrl.sim.cpu_graph import cpu_step_graph_stats  # noqa: PLC0415
+    from dexrl.sim.executor import Outcome  # noqa: PLC0415
     from dexrl.sim.grasp_runner import GraspRunner  # noqa: PLC0415
 
     start = time.perf_counter()
@@ -248,29 +277,38 @@ def _measure(args: argparse.Namespace, rank) -> dict:
         overflows = world.overflow.overflowed_heaps
         return torch.tensor((executor.redrawn_heaps, executor.redrawn_settled, world.heap_faults, overflows))
 
-    def run_attempts() -> torch.Tensor:
-        """The schedule's attempts (``--batches`` per env); their durations summed [s], on the device."""
+    def timed_span() -> Span:
+        """The schedule's timed attempts (``--batches`` per env, or as many in a sustained stream)."""
+        if args.sustained:
+            return _sustained_span(runner, warm_up=settings.num_envs, timed=args.batches * settings.num_envs,
+                                   restart_at=args.restart_at)
         busy = torch.zeros((), device=world.device)
+        counts, steps_before = runner.tally.counts.clone(), world.steps_taken
+        start = time.perf_counter()
         if args.stream:
             for _, result, _ in runner.stream(args.batches * settings.num_envs, args.restart_at):
                 busy += result.duration.sum()
         else:
             for _ in range(args.batches):
                 busy += runner.attempt().result.duration.sum()
-        return busy
+        sync()
+        return Span(time.perf_counter() - start, runner.tally.counts - counts, float(busy),
+                    world.steps_taken - steps_before)
 
-    before, steps_before = heap_counters(), world.steps_taken
+    before = heap_counters()
     barrier()  # the ranks start their timed attempts together
-    start = time.perf_counter()
-    busy = run_attempts()
-    sync()
-    wall = max(all_gather_objects(time.perf_counter() - start))
+    span = timed_span()
+    wall = max(all_gather_objects(span.seconds))
     redrawn, settled, heap_faults, overflows = all_reduce_sum(heap_counters() - before).tolist()
-    steps = world.steps_taken - steps_before
     busy_s, env_s = all_reduce_sum(
-        torch.tensor((float(busy), steps * world.dt * settings.num_envs), dtype=torch.float64)
+        torch.tensor((span.busy_s, span.steps * world.dt * settings.num_envs), dtype=torch.float64)
     ).tolist()
-    attempts = args.batches * settings.num_envs * rank.world_size
+    timed_outcomes = all_reduce_sum(span.outcomes.clone())
+    attempts = int(timed_outcomes.sum())
+    if args.sustained:  # each rank's own window: the rates add up
+        rate = sum(all_gather_objects(span.attempts / span.seconds))
+    else:
+        rate = attempts / wall
     p = settings.physics
     figures = {
         "device": settings.device,
@@ -279,19 +317,20 @@ def _measure(args: argparse.Namespace, rank) -> dict:
         "num_envs": settings.num_envs * rank.world_size,
         "embodiment": settings.embodiment,
         "planner": args.planner,
-        "schedule": "stream" if args.stream else "lock-step",
+        "schedule": "sustained" if args.sustained else "stream" if args.stream else "lock-step",
         "graphs": ("cuda" if p.use_cuda_graph else "off") if cuda else ("cpu" if p.use_cpu_graph else "off"),
         "overrides": list(args.overrides),
         "solver": {"solver": p.solver, "iterations": p.solver_iterations, "ls_iterations": p.ls_iterations},
         "startup_s": round(max(all_gather_objects(startup)), 2),
         "attempts": attempts,
-        "attempts_per_s": round(attempts / wall, 2),
+        "attempts_per_s": round(rate, 2),
         "s_per_batch": round(wall / args.batches, 3),
         # Physics steps of the timed span (rank 0's), and the share of the envs' simulated time spent in attempts.
-        "physics_steps": steps,
+        "physics_steps": span.steps,
         "env_busy_share": round(busy_s / env_s, 4),
-        # Heaps re-drawn between the timed attempts, how many were at rest when the next attempt began, and
-        # how often a heap's physics failed while settling (it was drawn again).
+        # Heaps re-drawn during the schedule (a sustained stream's start-up and end included), how many were at
+        # rest when the next attempt began, and how often a heap's physics failed while settling (it was drawn
+        # again).
         "redrawn_heaps": redrawn,
         "redrawn_settled": settled,
         "heap_faults": heap_faults,
@@ -305,11 +344,55 @@ def _measure(args: argparse.Namespace, rank) -> dict:
         timer = PhaseTimer(sync)
         instrument(runner, timer)
         start = time.perf_counter()
-        run_attempts()
+        timed_span()
         sync()
         timer.charge("other", time.perf_counter() - start)  # what no wrapped call took (a stream has no outer call)
         timer.restore()
         figures["profile"] = timer.report(args.batches, settings.num_envs)
-    # Outcomes of the warm-up batch and the timed batches (and the profiled ones, with --profile), all ranks.
+    # Outcomes of the timed attempts, and of every attempt made (warm-up and profiled ones included), all ranks.
+    figures["timed_outcomes"] = {outcome.name.lower(): int(timed_outcomes[outcome]) for outcome in Outcome}
     figures["outcomes"] = runner.tally.sum_over_ranks().as_dict()
     return figures
+
+
+@dataclass
+class Span:
+    """The timed attempts of one rank."""
+
+    seconds: float  # wall time [s]
+    outcomes: torch.Tensor  # (len(Outcome),) long: the timed attempts' outcome counts
+    busy_s: float  # the timed attempts' durations summed [simulated s]
+    steps: int  # physics steps taken meanwhile
+
+    @property
+    def attempts(self) -> int:
+        return int(self.outcomes.sum())
+
+
+def _sustained_span(runner, warm_up: int, timed: int, restart_at: int | None) -> Span:
+    """Time a stream that never drains: after ``warm_up`` judged attempts, the span until ``timed`` more are
+    judged (whole groups, so a few more may count), every env running on meanwhile; then stop the envs and let
+    the stream end, untimed."""
+    import torch  # noqa: PLC0415
+
+    world, tally = runner.world, runner.tally
+    stopping = False
+
+    def admit(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        go = torch.full((len(ids),), not stopping)
+        return go, ~go
+
+    judged, opened, span = 0, None, None
+    busy = torch.zeros((), device=world.device)
+    for done, result, _ in runner.stream(None, restart_at, admit=admit):
+        judged += len(done)
+        if opened is None:
+            if judged >= warm_up:
+                opened = (time.perf_counter(), tally.counts.clone(), world.steps_taken)
+        elif span is None:
+            busy += result.duration.sum()
+            if judged >= warm_up + timed:
+                start, counts, steps = opened
+                span = Span(time.perf_counter() - start, tally.counts - counts, float(busy), world.steps_taken - steps)
+                stopping = True
+    return span
