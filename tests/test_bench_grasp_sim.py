@@ -1,5 +1,6 @@
-"""``dexrl bench grasp --stream --profile`` with the real kit-less engine (toy size): the profiled stream's phases
-add up to its time, and the figures say how busy the envs were."""
+"""``dexrl bench grasp`` with the real kit-less engine (toy size): a profiled stream's phases add up to its time,
+the figures say how busy the envs were, and a sustained stream times only attempts between its start-up and
+its end."""
 
 import json
 import os
@@ -41,7 +42,8 @@ def test_a_sustained_stream_times_attempts_after_its_start_up_and_before_its_end
     figures_file = tmp_path / "bench.json"
     command = [
         sys.executable, "-m", "dexrl", "bench", "grasp", "--device", "cpu", "--envs", "2", "--batches", "2",
-        "--sustained", "--seed", "5", "--json", str(figures_file), "objects.pool_size=4", "objects.count_range=[2,3]",
+        "--sustained", "--seed", "5", "--json", str(figures_file),
+        "objects.pool_size=4", "objects.count_range=[2,3]",
     ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)

@@ -7,15 +7,16 @@ the timed batches, which are not instrumented.
 Three schedules:
 
 - lock-step (default): ``--batches`` batches, each one attempt per env, rendered and planned together;
-- ``--stream``: the same attempts streamed (:meth:`~dexrl.sim.grasp_runner.GraspRunner.stream`): an env starts
-  its next attempt once its last is judged, every env makes ``--batches`` attempts, and the timed span ends when
-  the last is judged, so it includes the drain: the end of the stream, where the envs with the longest attempts
-  run on alone;
+- ``--stream``: the same attempts streamed (:meth:`~dexrl.sim.grasp_runner.GraspRunner.stream`): an env
+  starts its next attempt once its last is judged, every env makes ``--batches`` attempts, and the timed span
+  ends when the last is judged, so it includes the drain: the end of the stream, where the envs with the
+  longest attempts run on alone;
 - ``--sustained``: the rate of a stream that never drains, as in a long ``dexrl synth --stream`` run or an
   RL rollout with per-env resets. The stream runs with no per-env count; once the envs have made one attempt
   each on average (the start-up transient), the next ``--batches`` x envs judged attempts are timed, and only
-  then are envs stopped. The timed attempts are weighted by rate: an env whose attempts end quickly makes more
-  of them, so their outcome mix (``timed_outcomes``) leans to quick outcomes (collisions) and is no success rate.
+  then are envs stopped. The timed attempts are weighted by rate: an env whose attempts end quickly makes
+  more of them, so their outcome mix (``timed_outcomes``) leans to quick outcomes (collisions) and is no
+  success rate.
 
 Next to the rate, ``env_busy_share`` says how much of the simulated time the envs spent in attempts: the
 attempts' durations summed, over the physics steps of the timed span times the envs. The rest is time an env
@@ -206,16 +207,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     schedule.add_argument(
         "--sustained",
         action="store_true",
-        help="time a stream that never drains: after one attempt per env (the start-up), the next --batches x "
-        "envs judged attempts, with every env still running; the rate of a long synth run, its outcome mix "
-        "weighted to quick attempts",
+        help="time a stream that never drains: after one attempt per env (the start-up), the next --batches "
+        "x envs judged attempts, with every env still running; the rate of a long synth run, its outcome "
+        "mix weighted to quick attempts",
     )
     parser.add_argument(
         "--restart-at",
         type=int,
         default=None,
-        help="with --stream or --sustained: envs that wait for one render and plan together (default: an eighth of "
-        "the envs)",
+        help="with --stream or --sustained: envs that wait for one render and plan together (default: an "
+        "eighth of the envs)",
     )
     parser.add_argument("--planner", choices=("baseline", "fcgqcnn"), default="baseline")
     parser.add_argument(
@@ -328,9 +329,9 @@ def _measure(args: argparse.Namespace, rank) -> dict:
         # Physics steps of the timed span (rank 0's), and the share of the envs' simulated time spent in attempts.
         "physics_steps": span.steps,
         "env_busy_share": round(busy_s / env_s, 4),
-        # Heaps re-drawn during the schedule (a sustained stream's start-up and end included), how many were at
-        # rest when the next attempt began, and how often a heap's physics failed while settling (it was drawn
-        # again).
+        # Heaps re-drawn during the schedule (a sustained stream's start-up and end included), how many were
+        # at rest when the next attempt began, and how often a heap's physics failed while settling (it was
+        # drawn again).
         "redrawn_heaps": redrawn,
         "redrawn_settled": settled,
         "heap_faults": heap_faults,
@@ -349,7 +350,7 @@ def _measure(args: argparse.Namespace, rank) -> dict:
         timer.charge("other", time.perf_counter() - start)  # what no wrapped call took (a stream has no outer call)
         timer.restore()
         figures["profile"] = timer.report(args.batches, settings.num_envs)
-    # Outcomes of the timed attempts, and of every attempt made (warm-up and profiled ones included), all ranks.
+    # Outcomes of the timed attempts, and of every attempt made (warm-up, profiled ones), all ranks.
     figures["timed_outcomes"] = {outcome.name.lower(): int(timed_outcomes[outcome]) for outcome in Outcome}
     figures["outcomes"] = runner.tally.sum_over_ranks().as_dict()
     return figures
@@ -393,6 +394,7 @@ def _sustained_span(runner, warm_up: int, timed: int, restart_at: int | None) ->
             busy += result.duration.sum()
             if judged >= warm_up + timed:
                 start, counts, steps = opened
-                span = Span(time.perf_counter() - start, tally.counts - counts, float(busy), world.steps_taken - steps)
+                seconds = time.perf_counter() - start
+                span = Span(seconds, tally.counts - counts, float(busy), world.steps_taken - steps)
                 stopping = True
     return span
