@@ -224,6 +224,7 @@ def test_the_path_is_chosen_by_device_network_and_option(network):
     assert (on_cpu.stream_convs, on_gpu.stream_convs) == ("torch", "triton")  # Triton comes with torch here
     compiled = PlannerOptions(compile_mode="max-autotune").resolved(cuda, network)
     assert (compiled.stream_convs, compiled.fc3) == ("torch", "rows")
+    assert (on_cpu.whole_plan_images, on_gpu.whole_plan_images, compiled.whole_plan_images) == (0, 16, 0)
     assert PlannerOptions(path="fast").resolved(cpu, network).fc3 == "fft"
     assert PlannerOptions(path="plain").resolved(cuda, network).precision == "fp32"
     crop_converted = FCGQCNN.from_crop_network(GQCNN())

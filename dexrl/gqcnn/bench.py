@@ -8,7 +8,9 @@ Paths (``--modes``):
   bounding box evaluated, in float32, TensorFloat-32 (CUDA only) or bfloat16 after conv1_1;
 - ``fast``: the fast path (:mod:`dexrl.gqcnn.fast`; the default): bfloat16 trunk (float32 on CPUs that would
   emulate bfloat16) in groups of images through CUDA graphs, the best ``--rescore-top`` (depth bin, cell)
-  pairs per image rescored in float32;
+  pairs per image rescored in float32; on CUDA, batches of up to 16 images as one CUDA graph of the whole
+  plan (``PlannerOptions.whole_plan_images``);
+- ``fast-stepwise``: the fast path planned step by step at every batch (no whole-plan graph), for comparison;
 - ``fast-compiled``: the same with the trunk under ``torch.compile`` (tens of seconds per group shape).
 
 ``--fc3 conv|fft|rows|triton`` picks how the fast paths compute fc3: a direct convolution, float32 FFTs, a 17x1
@@ -46,7 +48,7 @@ import argparse
 
 __all__ = ["bin_images", "configure", "load_npz_images", "run"]
 
-MODES = ("reference", "fp32", "tf32", "bf16", "fast", "fast-compiled")
+MODES = ("reference", "fp32", "tf32", "bf16", "fast", "fast-stepwise", "fast-compiled")
 PLAIN_MAX_BATCH = 64
 TARGET_GPU_MS, TARGET_CPU_MS, TARGET_AGREEMENT = 1.0, 400.0, 0.99
 GOAL_IMAGES_PER_S, FLOOR_IMAGES_PER_S = 3000.0, 1000.0
@@ -236,6 +238,7 @@ def _options(
     compile_mode = "max-autotune-no-cudagraphs" if mode == "fast-compiled" else None
     return PlannerOptions(
         path="fast",
+        whole_plan_images=0 if mode == "fast-stepwise" else None,
         rescore_top=rescore_top,
         compile_mode=compile_mode,
         fc3=fc3,
@@ -251,7 +254,8 @@ def _repeat(tensor, count: int):
 
 
 def _time(planner, depth, masks, cameras, iters: int) -> tuple[list[float], list[float]]:
-    """Seconds per call and per network pass of ``iters`` timed calls after one warm-up call."""
+    """Seconds per call and per network pass (none for whole-plan graphs, whose steps are not timed apart) of
+    ``iters`` timed calls after one warm-up call."""
     import time  # noqa: PLC0415
 
     totals, networks = [], []
@@ -261,7 +265,8 @@ def _time(planner, depth, masks, cameras, iters: int) -> tuple[list[float], list
         elapsed = time.perf_counter() - begin  # plan() synchronises CUDA before it returns its timings
         if call:
             totals.append(elapsed)
-            networks.append(result.timings["network"])
+            if "network" in result.timings:
+                networks.append(result.timings["network"])
     return totals, networks
 
 
@@ -369,7 +374,7 @@ def run(args: argparse.Namespace) -> int:
                 "batch": batch,
                 "ms_per_image_median": statistics.median(per_image),
                 "ms_per_image_min": min(per_image),
-                "network_ms_per_image": 1000 * statistics.median(networks) / batch,
+                "network_ms_per_image": 1000 * statistics.median(networks) / batch if networks else None,
                 "images_per_s": 1000 / statistics.median(per_image),
                 "fc3": None if plain else planner.options.fc3,
                 "stream_convs": None if plain else planner.options.stream_convs,
@@ -378,7 +383,7 @@ def run(args: argparse.Namespace) -> int:
             rows.append(row)
             print(
                 f"{mode:<14}{batch:>6}{row['ms_per_image_median']:>10.2f}{row['ms_per_image_min']:>9.2f}"
-                f"{row['network_ms_per_image']:>9.2f}{row['images_per_s']:>10.1f}"
+                f"{_ms(row['network_ms_per_image']):>9}{row['images_per_s']:>10.1f}"
                 f"{checked['top1_same']:>12.1%}"
                 f"{checked['max_abs_dq']:>10.2e}{checked['max_regret']:>12.2e}"
                 f"{checked['max_rank_of_reference_top']:>10d}"
@@ -390,6 +395,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(f"wrote {args.json}")
     return 0
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _verdicts(rows: list[dict], cuda: bool) -> list[str]:

@@ -39,7 +39,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -156,6 +156,11 @@ def window_of_cells(cells: torch.Tensor) -> torch.Tensor:
     return torch.stack((*first_and_end(rows), *first_and_end(cols)))
 
 
+def _span(used: torch.Tensor) -> torch.Tensor:
+    """(n,) bool: True from the first to the last True of ``used`` (n,)."""
+    return (used.cumsum(0) > 0) & (used.flip(0).cumsum(0).flip(0) > 0)
+
+
 def live_depth_bins(
     depth: torch.Tensor, mask: torch.Tensor, grasp_depth: torch.Tensor, options: PlannerOptions
 ) -> torch.Tensor:
@@ -175,22 +180,23 @@ def live_depth_bins(
     return grasp_depth + options.jaw_clearance <= deepest[:, None]
 
 
-class _GraphReplayer:
+class GraphReplayer:
     """Runs ``function`` through one captured CUDA graph per set of input shapes (inputs are copied into the
-    graph's static tensors; the returned tensor is the graph's, valid until the next call).
+    graph's static tensors; the returned tensor, or tuple of tensors, is the graph's, valid until the next
+    call).
 
     All graphs share one memory pool, so memory stays that of the largest graph however many batch shapes
     come (e.g. from a server's micro-batches). That is safe because every graph runs on the same stream and
     its output is used before the next replay: a later graph may reuse an earlier one's intermediates, never
     a live output."""
 
-    def __init__(self, function: Callable[..., torch.Tensor], device: torch.device) -> None:
+    def __init__(self, function: Callable[..., Any], device: torch.device) -> None:
         self.function, self.device = function, device
-        self._graphs: dict[tuple, tuple[list[torch.Tensor], torch.Tensor, torch.cuda.CUDAGraph]] = {}
+        self._graphs: dict[tuple, tuple[list[torch.Tensor], Any, torch.cuda.CUDAGraph]] = {}
         self._pool = None
         self.failed = False
 
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *inputs: torch.Tensor) -> Any:
         if self.failed:
             return self.function(*inputs)
         key = tuple((tuple(t.shape), t.dtype) for t in inputs)
@@ -350,7 +356,7 @@ class FastQuality:
         trunk: Callable[..., torch.Tensor] = self._trunk
         if options.compile_mode is not None:
             trunk = torch.compile(trunk, mode=options.compile_mode, dynamic=False)
-        self._run = _GraphReplayer(trunk, device) if options.cuda_graphs and device.type == "cuda" else trunk
+        self._run = GraphReplayer(trunk, device) if options.cuda_graphs and device.type == "cuda" else trunk
         self._shapes = TrunkShapes()
 
     def _trunk(
@@ -463,6 +469,29 @@ class FastQuality:
         return q
 
     @torch.inference_mode()
+    def quality_whole_grid(self, depth: torch.Tensor, cells: torch.Tensor, grasp_depth: torch.Tensor) -> torch.Tensor:
+        """q (B, D, A, h, w) as :meth:`quality` gives it with every depth bin live, without a host
+        synchronisation (for a CUDA graph of a whole plan): every depth bin of every image on the whole grid,
+        through the trunk itself (not its own graphs); 0 outside the admissible cells' box, as there.
+
+        Args:
+            depth: (B, H, W) filled depth [m]. cells: (B, h, w) admissible cells. grasp_depth: (B, D) [m].
+        """
+        batch, bins = grasp_depth.shape
+        group = max(1, min(self.options.group_images, batch))
+        reference = grasp_depth.mean(dim=1)
+        shifts = self.model.first_conv_shifts(grasp_depth, reference).flatten(0, 1)  # (B * D, 16)
+        images = depth[:, None]
+        q = torch.cat(
+            [
+                self._trunk(images[start : start + group], reference[start : start + group],
+                            shifts[start * bins : (start + group) * bins])
+                for start in range(0, batch, group)
+            ]
+        ).unflatten(0, (batch, bins))
+        return q * (_span(cells.any(dim=2).any(dim=0))[:, None] & _span(cells.any(dim=1).any(dim=0)))
+
+    @torch.inference_mode()
     def rescore(
         self,
         q: torch.Tensor,
@@ -485,7 +514,7 @@ class FastQuality:
         batch, bins, _, rows, cols = q.shape
         pair_scores = scores.amax(dim=2).flatten(1)  # (B, D * h * w)
         values, flat = pair_scores.topk(min(count, pair_scores.shape[1]), dim=1)
-        depth_bin, row, col = torch.unravel_index(flat, (bins, rows, cols))
+        depth_bin, row, col = flat // (rows * cols), flat // cols % rows, flat % cols
         crops = extract_crops(depth, cell_centers(row, col)).flatten(0, 1)[:, None]  # (B * N, 1, 96, 96)
         crop_depth = grasp_depth.gather(1, depth_bin).flatten()[:, None]  # (B * N, 1)
         with cuda_fp32_precision(self.device, "fp32"):
@@ -500,10 +529,12 @@ class FastQuality:
                 ]
             )
         exact = torch.softmax(logits, dim=3)[:, 0, :, 1, 0, 0].unflatten(0, (batch, -1))  # (B, N, A)
-        image = torch.arange(batch, device=q.device)[:, None].expand_as(depth_bin)
-        admissible = values >= 0
-        index = (image[admissible], depth_bin[admissible], row[admissible], col[admissible])
-        q.permute(0, 1, 3, 4, 2)[index] = exact[admissible]
+        # Written where admissible, kept elsewhere (the top-k pairs are distinct): no boolean indexing, whose
+        # result size the host would have to wait for.
+        admissible = (values >= 0)[..., None]  # (B, N, 1)
+        index = (torch.arange(batch, device=q.device)[:, None], depth_bin, row, col)
+        by_pair = q.permute(0, 1, 3, 4, 2)  # (B, D, h, w, A) view
+        by_pair[index] = torch.where(admissible, exact, by_pair[index])
         rescored = torch.zeros(batch, bins, 1, rows, cols, dtype=torch.bool, device=q.device)
-        rescored.permute(0, 1, 3, 4, 2)[index] = True
+        rescored.permute(0, 1, 3, 4, 2)[index] = admissible
         return rescored

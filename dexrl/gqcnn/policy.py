@@ -16,8 +16,9 @@ Per batch of B images, without a Python loop over images:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,13 +31,15 @@ from dexrl.grasp import (
     NoValidGrasps,
     PlannerInputError,
     PlanResult,
+    camera_parameters,
     deproject_per_camera,
 )
-from dexrl.grasp.baseline import validate_planner_input
+from dexrl.grasp.baseline import validate_planner_input, validate_planner_request
 
 from .fast import (
     FastQuality,
     Precision,
+    GraphReplayer,
     cpu_has_native_bf16,
     cuda_fp32_precision,
     live_depth_bins,
@@ -44,12 +47,15 @@ from .fast import (
 )
 from .grid import CROP_SIZE, STRIDE, bin_to_angle, cell_centers, grid_mask
 from .model import FCGQCNN
-from .preprocess import inpaint
+from .preprocess import inpaint, inpaint_rounds
 from .weights import ModelCard
 
 __all__ = ["FCGQCNNPlanner", "GraspQuality", "PlannerOptions", "depth_bin_centers"]
 
 InferencePath = Literal["auto", "plain", "fast"]
+WHOLE_PLAN_INPAINT_ROUNDS = 8
+"""Filling rounds of a whole-plan pass (``PlannerOptions.whole_plan_images``); an image whose holes need more
+is planned again step by step (the bench's synthetic bins need 2)."""
 _NONE = -3.0
 """Ranking score of grasps that may not be returned (q lies in [0, 1]; fast-path grasps not rescored rank in
 [-2, -1])."""
@@ -95,6 +101,12 @@ class PlannerOptions:
             one Triton kernel, :class:`dexrl.gqcnn.triton_convs.QualityHead`; CUDA only). None: triton on CUDA
             without ``compile_mode`` (1.23x the images/s of ``rows`` on rendered heaps, H200), rows on CUDA
             with it, fft on CPUs.
+        whole_plan_images: fast path: plan batches of at most this many images in one pass of device work
+            without a host synchronisation (:meth:`FCGQCNNPlanner._plan_on_device`), replayed on CUDA (with
+            ``cuda_graphs``) as one captured graph per (batch, image size, k): at batch 1 a step-by-step plan
+            spends most of its time launching small kernels and waiting for the device. The pass evaluates the
+            whole grid, not only the mask's box, and every depth bin. 0: never; None: 16 on CUDA without
+            ``compile_mode``, else 0.
         stream_convs: fast path: the image stream after the shared conv1_1 (each pair's shifted first layer,
             conv1_2, conv2_1, conv2_2 with their ReLUs and pools) in PyTorch (``torch``) or as Triton kernels
             that fuse each convolution's ReLU and pool (``triton``, :mod:`dexrl.gqcnn.triton_convs`; CUDA
@@ -118,6 +130,7 @@ class PlannerOptions:
     group_images: int = 16
     cuda_graphs: bool = True
     fc3: Literal["conv", "fft", "rows", "triton"] | None = None
+    whole_plan_images: int | None = None
     stream_convs: Literal["torch", "triton"] | None = None
 
     def resolved(self, device: torch.device, model: FCGQCNN) -> PlannerOptions:
@@ -131,24 +144,40 @@ class PlannerOptions:
         eager_triton = path == "fast" and device.type == "cuda" and self.compile_mode is None and triton_available()
         fc3 = self.fc3 or ("triton" if eager_triton else "rows" if device.type == "cuda" else "fft")
         stream_convs = self.stream_convs or ("triton" if eager_triton else "torch")
+        whole_plan_images = self.whole_plan_images
+        if whole_plan_images is None:
+            whole_plan_images = 16 if device.type == "cuda" and self.compile_mode is None else 0
         return dataclasses.replace(
-            self, path=path, precision=precision, channels_last=channels_last, fc3=fc3, stream_convs=stream_convs
+            self,
+            path=path,
+            precision=precision,
+            channels_last=channels_last,
+            fc3=fc3,
+            whole_plan_images=whole_plan_images,
+            stream_convs=stream_convs,
         )
 
 
 def depth_bin_centers(depth: torch.Tensor, mask: torch.Tensor, bins: int) -> torch.Tensor:
     """Grasp depths (B, bins) [m]: centres of ``bins`` equal bins from the nearest valid depth inside the mask
     to the farthest depth of the image. Raises :class:`NoValidGrasps` if a mask holds no valid depth."""
-    inside = mask & (depth > 0)
-    empty = ~inside.flatten(1).any(dim=1)
+    centers, empty = _depth_bins(depth, mask, bins)
     if empty.any():
         raise NoValidGrasps(
             f"no valid depth inside the mask of image(s) {empty.nonzero().flatten().tolist()}"
         )
+    return centers
+
+
+def _depth_bins(depth: torch.Tensor, mask: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`depth_bin_centers` without its check: the centres, and (B,) bool images whose mask holds no
+    valid depth (their centres are not finite)."""
+    inside = mask & (depth > 0)
+    empty = ~inside.flatten(1).any(dim=1)
     nearest = torch.where(inside, depth, torch.inf).flatten(1).amin(dim=1)
     farthest = depth.flatten(1).amax(dim=1)
     fractions = (torch.arange(bins, device=depth.device, dtype=depth.dtype) + 0.5) / bins
-    return nearest[:, None] + fractions * (farthest - nearest)[:, None]
+    return nearest[:, None] + fractions * (farthest - nearest)[:, None], empty
 
 
 @dataclass
@@ -162,7 +191,7 @@ class GraspQuality:
         live_bins: (B, D) depth bins evaluated (the fast path skips bins that cannot hold a passing grasp;
             their q is 0).
         depth: (B, H, W) the depth images after inpainting [m]. mask: (B, H, W) bool.
-        cameras: one camera per image.
+        cameras: (B, 4) each image's camera, :func:`~dexrl.grasp.camera_parameters` (fx, fy, cx, cy [px]).
         timings: seconds spent on ``preprocess`` and ``network``.
     """
 
@@ -172,7 +201,7 @@ class GraspQuality:
     live_bins: torch.Tensor
     depth: torch.Tensor
     mask: torch.Tensor
-    cameras: list[CameraIntrinsics]
+    cameras: torch.Tensor
     timings: dict[str, float]
 
 
@@ -210,6 +239,7 @@ class FCGQCNNPlanner:
         )
         self.model = model.to(self.device, memory_format=memory_format).eval()
         self._fast = FastQuality(self.model, self.device, self.options) if fast else None
+        self._whole_plans: dict[tuple[int, bool], Callable[..., tuple[torch.Tensor, ...]]] = {}
         self._network = (
             self.model
             if self.options.compile_mode is None or fast
@@ -269,7 +299,9 @@ class FCGQCNNPlanner:
             live = torch.ones_like(grasp_depth, dtype=torch.bool)
             q = self._plain_quality(filled, cells, grasp_depth)
         timings["network"] = self._elapsed(start) - timings["preprocess"]
-        return GraspQuality(q, grasp_depth, cells, live, filled, mask, cameras, timings)
+        return GraspQuality(
+            q, grasp_depth, cells, live, filled, mask, camera_parameters(cameras, self.device), timings
+        )
 
     def _plain_quality(
         self, filled: torch.Tensor, cells: torch.Tensor, grasp_depth: torch.Tensor
@@ -300,7 +332,28 @@ class FCGQCNNPlanner:
         start = time.perf_counter()
         if k < 1:
             raise PlannerInputError(f"k must be at least 1, got {k}")
+        if self._fast is not None and depth.dim() == 3 and len(depth) <= self.options.whole_plan_images:
+            result = self._plan_whole(depth, intrinsics, mask, k, return_q_map)
+            if result is not None:
+                result.timings["total"] = self._elapsed(start)
+                return result
         quality = self.evaluate(depth, intrinsics, mask)
+        grasps, valid, positions = self._select(quality, k)
+        no_grasp = ~valid[:, 0]
+        if no_grasp.any():
+            raise NoValidGrasps(
+                f"no grasp in image(s) {no_grasp.nonzero().flatten().tolist()} passes the mask and filters"
+            )
+        q_map = quality.q.amax(dim=1) if return_q_map else None
+        timings = dict(quality.timings)
+        timings["total"] = self._elapsed(start)
+        timings["select"] = timings["total"] - timings["network"] - timings["preprocess"]
+        return PlanResult(grasps, valid, positions, q_map, timings, q_map_grid=(STRIDE, CROP_SIZE // 2))
+
+    def _select(self, quality: GraspQuality, k: int) -> tuple[ImageGrasps, torch.Tensor, torch.Tensor]:
+        """Step 4 of the policy: the top k grasps per image (B, k) (on the fast path, the best pairs rescored
+        in float32 first), which of them are valid (B, k) bool, and their positions (B, k, 3) in the camera
+        frame [m]."""
         admissible = self.passing(quality)
         ranking = torch.where(admissible, quality.q, _NONE)
         if self._fast is not None and self.options.rescore_top > 0:
@@ -313,16 +366,69 @@ class FCGQCNNPlanner:
         valid = values > _NONE
         values = torch.where(values < -1.5, values + 2.0, values)
         grasps, positions = self._grasps(values, flat, valid, quality)
-        no_grasp = ~valid[:, 0]
-        if no_grasp.any():
-            raise NoValidGrasps(
-                f"no grasp in image(s) {no_grasp.nonzero().flatten().tolist()} passes the mask and filters"
-            )
-        q_map = quality.q.amax(dim=1) if return_q_map else None
-        timings = dict(quality.timings)
-        timings["total"] = self._elapsed(start)
-        timings["select"] = timings["total"] - timings["network"] - timings["preprocess"]
-        return PlanResult(grasps, valid, positions, q_map, timings, q_map_grid=(STRIDE, CROP_SIZE // 2))
+        return grasps, valid, positions
+
+    def _plan_whole(
+        self,
+        depth: torch.Tensor,
+        intrinsics: CameraIntrinsics | Sequence[CameraIntrinsics],
+        mask: torch.Tensor | None,
+        k: int,
+        return_q_map: bool,
+    ) -> PlanResult | None:
+        """The plan in one pass without a host synchronisation (:meth:`_plan_on_device`), through one CUDA graph
+        per (batch, image size, k, q-map or not) on CUDA, then one synchronisation for its fault flags. None:
+        some image needs the step-by-step path (which raises what is wrong with it, or inpaints it further)."""
+        cameras = validate_planner_request(depth, intrinsics, mask)
+        if min(depth.shape[1:]) < CROP_SIZE:
+            return None
+        params = camera_parameters(cameras, self.device)
+        depth = depth.to(self.device, torch.float32)
+        mask = torch.ones_like(depth, dtype=torch.bool) if mask is None else mask.to(self.device)
+        key = (k, return_q_map)
+        if key not in self._whole_plans:
+            body = functools.partial(self._plan_on_device, k=k, return_q_map=return_q_map)
+            graphs = self.options.cuda_graphs and self.device.type == "cuda"
+            self._whole_plans[key] = GraphReplayer(body, self.device) if graphs else body
+        *outputs, faults = self._whole_plans[key](depth, mask, params)
+        if faults.any():
+            return None
+        # copies: a graph's outputs are overwritten by its next replay
+        center, angle, grasp_depth, width, q, valid, positions, q_map = (t.clone() for t in outputs)
+        grasps = ImageGrasps(center=center, angle=angle, depth=grasp_depth, width=width, q=q)
+        return PlanResult(
+            grasps, valid, positions, q_map if return_q_map else None, {}, q_map_grid=(STRIDE, CROP_SIZE // 2)
+        )
+
+    @torch.inference_mode()
+    def _plan_on_device(
+        self, depth: torch.Tensor, mask: torch.Tensor, cameras: torch.Tensor, *, k: int, return_q_map: bool
+    ) -> tuple[torch.Tensor, ...]:
+        """The fast path's plan of depth (B, H, W) [m], mask (B, H, W) bool and cameras (B, 4) as device work
+        alone, so that one CUDA graph can hold it: each check becomes a per-image fault flag, inpainting runs
+        :data:`WHOLE_PLAN_INPAINT_ROUNDS` rounds, and the trunk evaluates every depth bin on the whole grid
+        (:meth:`FastQuality.quality_whole_grid`). Where no flag is set, the grasps equal :meth:`plan`'s.
+
+        Returns:
+            The grasps' center (B, k, 2), angle, depth, width and q (B, k), valid (B, k), positions (B, k, 3),
+            the q-map (B, A, h, w) (empty without ``return_q_map``), and faults (B,) bool: images with bad
+            depth, no admissible cell, no valid depth in the mask, holes left, or no grasp.
+        """
+        faults = ~torch.isfinite(depth).flatten(1).all(dim=1) | ~(depth > 0).flatten(1).any(dim=1)
+        cells = grid_mask(mask)
+        faults |= ~cells.flatten(1).any(dim=1)
+        if self.options.inpaint:
+            depth, unfinished = inpaint_rounds(depth, WHOLE_PLAN_INPAINT_ROUNDS)
+            faults |= unfinished
+        grasp_depth, empty = _depth_bins(depth, mask, self.options.depth_bins)
+        live = live_depth_bins(depth, mask, grasp_depth, self.options)
+        with cuda_fp32_precision(self.device, self.options.precision):
+            q = self._fast.quality_whole_grid(depth, cells, grasp_depth) * live[:, :, None, None, None]
+        quality = GraspQuality(q, grasp_depth, cells, live, depth, mask, cameras, {})
+        grasps, valid, positions = self._select(quality, k)
+        faults |= empty | ~valid[:, 0]
+        q_map = q.amax(dim=1) if return_q_map else q.new_empty(0)
+        return grasps.center, grasps.angle, grasps.depth, grasps.width, grasps.q, valid, positions, q_map, faults
 
     def _elapsed(self, start: float) -> float:
         if self.device.type == "cuda":
@@ -355,10 +461,10 @@ class FCGQCNNPlanner:
             return passes
         depth, grasp_depth = quality.depth, quality.grasp_depth
         batch, height, width = depth.shape
-        fx = torch.tensor([c.fx for c in quality.cameras], device=self.device)
+        fx = quality.cameras[:, 0]
         half_width_px = 0.5 * options.gripper_width * fx[:, None] / grasp_depth  # (B, D)
         angle_bins = quality.q.shape[2]
-        angle = bin_to_angle(torch.arange(angle_bins), angle_bins).to(self.device)
+        angle = bin_to_angle(torch.arange(angle_bins, device=self.device), angle_bins)
         du = (half_width_px[..., None] * torch.cos(angle))[..., None, None]  # (B, D, A, 1, 1)
         dv = (half_width_px[..., None] * torch.sin(angle))[..., None, None]
         rows, cols = quality.admissible.shape[1:]
@@ -419,13 +525,16 @@ class FCGQCNNPlanner:
     ) -> tuple[ImageGrasps, torch.Tensor]:
         """Decode flat indices into (depth bin, angle bin, cell) grasps of quality ``values``; rows past the
         valid ones are 0."""
-        depth_bin, angle_bin, row, col = torch.unravel_index(flat, tuple(quality.q.shape[1:]))
+        _, angles, rows, cols = quality.q.shape[1:]
+        # unravel_index by hand: torch.unravel_index copies the shape to the device (a synchronising copy)
+        depth_bin, angle_bin = flat // (angles * rows * cols), flat // (rows * cols) % angles
+        row, col = flat // cols % rows, flat % cols
         keep = valid.to(torch.float32)
         center = cell_centers(row, col) * keep[..., None]
         depth = quality.grasp_depth.gather(1, depth_bin) * keep
         grasps = ImageGrasps(
             center=center,
-            angle=bin_to_angle(angle_bin, quality.q.shape[2]).to(self.device) * keep,
+            angle=bin_to_angle(angle_bin, angles) * keep,
             depth=depth,
             width=torch.full_like(depth, self.options.gripper_width) * keep,
             q=values * keep,

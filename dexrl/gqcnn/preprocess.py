@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .grid import CROP_SIZE
 
-__all__ = ["extract_crops", "inpaint"]
+__all__ = ["extract_crops", "inpaint", "inpaint_rounds"]
 
 _ROUNDS_PER_CHECK = 4
 
@@ -30,17 +30,42 @@ def inpaint(depth: torch.Tensor) -> torch.Tensor:
     if not missing.any():
         return depth
     small = depth[:, None, ::2, ::2].clone()
-    ones = torch.ones(1, 1, 3, 3, dtype=depth.dtype, device=depth.device)
     for step in itertools.count():
-        valid = (small > 0).to(depth.dtype)
-        neighbours = F.conv2d(valid, ones, padding=1)
-        fillable = (valid == 0) & (neighbours > 0)
+        small, fillable = _fill_round(small)
         # asking the device whether anything is left costs a host synchronisation: ask every 4th round only
         # (rounds with nothing fillable change nothing)
         if step % _ROUNDS_PER_CHECK == 0 and not fillable.any():
             break
-        average = F.conv2d(small * valid, ones, padding=1) / neighbours.clamp(min=1)
-        small = torch.where(fillable, average, small)
+    return _fill_missing(depth, missing, small)
+
+
+def inpaint_rounds(depth: torch.Tensor, rounds: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`inpaint` with a fixed number of filling rounds and no host synchronisation (for CUDA graphs).
+
+    Returns:
+        The filled images (B, H, W) [m], equal to :func:`inpaint`'s where the rounds sufficed, and (B,) bool:
+        images whose holes need more rounds.
+    """
+    small = depth[:, None, ::2, ::2].clone()
+    for _ in range(rounds):
+        small, _ = _fill_round(small)
+    _, fillable = _fill_round(small)
+    return _fill_missing(depth, depth == 0, small), fillable.flatten(1).any(dim=1)
+
+
+def _fill_round(small: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One round of filling (B, 1, h, w) holes with the average of their valid 8-neighbours; returns the
+    images and which pixels the round filled."""
+    ones = torch.ones(1, 1, 3, 3, dtype=small.dtype, device=small.device)
+    valid = (small > 0).to(small.dtype)
+    neighbours = F.conv2d(valid, ones, padding=1)
+    fillable = (valid == 0) & (neighbours > 0)
+    average = F.conv2d(small * valid, ones, padding=1) / neighbours.clamp(min=1)
+    return torch.where(fillable, average, small), fillable
+
+
+def _fill_missing(depth: torch.Tensor, missing: torch.Tensor, small: torch.Tensor) -> torch.Tensor:
+    """``depth`` with its ``missing`` pixels taken from the filled half-size images upsampled bilinearly."""
     filled = F.interpolate(small, size=depth.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     return torch.where(missing, filled, depth)
 

@@ -17,21 +17,28 @@ from .camera import CameraIntrinsics, deproject_per_camera
 from .planner import NoValidGrasps, PlannerInputError, PlanResult
 from .types import ImageGrasps, wrap_half_turn
 
-__all__ = ["HighestObjectPlanner", "validate_planner_input"]
+__all__ = ["HighestObjectPlanner", "validate_planner_input", "validate_planner_request"]
 
 
 def validate_planner_input(depth: torch.Tensor, intrinsics, mask: torch.Tensor | None) -> list[CameraIntrinsics]:
     """Check a planning request; returns one intrinsics per image. Raises :class:`PlannerInputError`."""
+    cameras = validate_planner_request(depth, intrinsics, mask)
+    if not torch.isfinite(depth).all():
+        raise PlannerInputError("depth contains NaN or inf (mark missing pixels with 0)")
+    if not (depth > 0).flatten(1).any(dim=1).all():
+        raise PlannerInputError("an image has no valid depth (all zero)")
+    return cameras
+
+
+def validate_planner_request(depth: torch.Tensor, intrinsics, mask: torch.Tensor | None) -> list[CameraIntrinsics]:
+    """The checks of :func:`validate_planner_input` that need no look at the depth values (types, shapes,
+    cameras), so none waits for a device; returns one intrinsics per image."""
     if not isinstance(depth, torch.Tensor) or depth.dim() != 3:
         raise PlannerInputError(f"depth must be a (B, H, W) tensor, got {getattr(depth, 'shape', type(depth))}")
     if not depth.is_floating_point():
         raise PlannerInputError(f"depth must be floating point metres, got {depth.dtype}")
     if depth.shape[0] == 0:
         raise PlannerInputError("depth holds no images")
-    if not torch.isfinite(depth).all():
-        raise PlannerInputError("depth contains NaN or inf (mark missing pixels with 0)")
-    if not (depth > 0).flatten(1).any(dim=1).all():
-        raise PlannerInputError("an image has no valid depth (all zero)")
     if mask is not None and (mask.shape != depth.shape or mask.dtype != torch.bool):
         raise PlannerInputError(f"mask must be a bool tensor of shape {tuple(depth.shape)}, got {mask.dtype} {tuple(mask.shape)}")
     cameras = [intrinsics] * depth.shape[0] if isinstance(intrinsics, CameraIntrinsics) else list(intrinsics)

@@ -6,11 +6,19 @@ has Z up. Every function works on batches: leading dimensions are broadcast.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["CameraIntrinsics", "CameraExtrinsics", "PHOXI_S", "deproject_per_camera", "look_at_rotation"]
+__all__ = [
+    "CameraIntrinsics",
+    "CameraExtrinsics",
+    "PHOXI_S",
+    "camera_parameters",
+    "deproject_per_camera",
+    "look_at_rotation",
+]
 
 
 @dataclass
@@ -87,10 +95,20 @@ class CameraIntrinsics:
         return cls(**{k: data[k] for k in ("fx", "fy", "cx", "cy", "width", "height")})
 
 
-def deproject_per_camera(cameras: list[CameraIntrinsics], pixels: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
-    """Deproject pixels (B, ..., 2) with depths (B, ...) [m], one camera per leading index, to (B, ..., 3)."""
-    params = torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in cameras], dtype=pixels.dtype, device=pixels.device)
-    params = params.view(len(cameras), *([1] * (depth.dim() - 1)), 4)
+def camera_parameters(cameras: Sequence[CameraIntrinsics], device: torch.device | str = "cpu") -> torch.Tensor:
+    """(B, 4) float32 ``fx, fy, cx, cy`` [px] of one camera per image."""
+    return torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in cameras], dtype=torch.float32, device=device)
+
+
+def deproject_per_camera(
+    cameras: Sequence[CameraIntrinsics] | torch.Tensor, pixels: torch.Tensor, depth: torch.Tensor
+) -> torch.Tensor:
+    """Deproject pixels (B, ..., 2) with depths (B, ...) [m], one camera per leading index, to (B, ..., 3).
+    ``cameras``: the cameras, or their (B, 4) :func:`camera_parameters` already on the pixels' device (which
+    keeps the call free of host-to-device copies, e.g. inside a CUDA graph)."""
+    if not isinstance(cameras, torch.Tensor):
+        cameras = camera_parameters(cameras, pixels.device)
+    params = cameras.to(pixels.dtype).view(len(cameras), *([1] * (depth.dim() - 1)), 4)
     x = (pixels[..., 0] - params[..., 2]) * depth / params[..., 0]
     y = (pixels[..., 1] - params[..., 3]) * depth / params[..., 1]
     return torch.stack((x, y, depth), dim=-1)

@@ -1,0 +1,85 @@
+"""Where a small-batch plan's time goes on a GPU: the whole-plan CUDA graph's replay alone (device time, CUDA
+events) against the whole ``plan()`` call (host time: request checks, input copies, replay, the one
+synchronisation, output copies), per batch, plus the trunk alone on the whole grid. Synthetic bins, random
+seeded weights, defaults otherwise. Writes ``whole_plan.json`` to ``$OUT``.
+
+    PYTHONPATH=. python3 scripts/probe_whole_plan.py [--batch 1 16] [--rescore-top 16] [--reps 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from dexrl.gqcnn.bench import _options, _random_network, bin_images
+from dexrl.gqcnn.policy import FCGQCNNPlanner
+from dexrl.grasp import PHOXI_S, camera_parameters
+
+
+def _device_ms(call, reps: int) -> float:
+    """Median device time of ``call`` [ms] (CUDA events around each call)."""
+    times = []
+    for _ in range(reps):
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        call()
+        end.record()
+        end.synchronize()
+        times.append(begin.elapsed_time(end))
+    return statistics.median(times)
+
+
+def _host_ms(call, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        begin = time.perf_counter()
+        call()
+        torch.cuda.synchronize()
+        times.append(1e3 * (time.perf_counter() - begin))
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--rescore-top", type=int, default=16)
+    parser.add_argument("--reps", type=int, default=50)
+    args = parser.parse_args()
+    device = torch.device("cuda:0")
+    torch.backends.cudnn.benchmark = True
+    planner = FCGQCNNPlanner(_random_network(0), device, _options("fast", args.rescore_top))
+    depth, mask = bin_images(max(args.batch), 0)
+    depth, mask = depth.to(device), mask.to(device)
+    rows = []
+    for batch in args.batch:
+        images, masks, cameras = depth[:batch], mask[:batch], [PHOXI_S] * batch
+        planner.plan(images, cameras, masks)  # captures the graph
+        replay = planner._whole_plans[(1, False)]
+        params = camera_parameters(cameras, device)
+        grasp_depth = torch.linspace(0.6, 0.7, 16, device=device).expand(batch, 16).contiguous()
+        cells = torch.ones(batch, 74, 106, dtype=torch.bool, device=device)
+        row = {
+            "batch": batch,
+            "plan_ms": _host_ms(lambda: planner.plan(images, cameras, masks), args.reps),
+            "graph_replay_device_ms": _device_ms(lambda: replay(images, masks, params), args.reps),
+            "trunk_whole_grid_eager_device_ms": _device_ms(
+                lambda: planner._fast.quality_whole_grid(images, cells, grasp_depth), max(5, args.reps // 5)
+            ),
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    out = Path(os.environ.get("OUT", "out"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "whole_plan.json").write_text(
+        json.dumps({"device": torch.cuda.get_device_name(device), "rescore_top": args.rescore_top, "rows": rows}, indent=2)
+    )
+
+
+if __name__ == "__main__":
+    main()
