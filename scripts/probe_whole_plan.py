@@ -1,9 +1,10 @@
 """Where a small-batch plan's time goes on a GPU: the whole-plan CUDA graph's replay alone (device time, CUDA
 events) against the whole ``plan()`` call (host time: request checks, input copies, replay, the one
 synchronisation, output copies), per batch, plus the trunk alone on the whole grid. Synthetic bins, random
-seeded weights, defaults otherwise. Writes ``whole_plan.json`` to ``$OUT``.
+seeded weights, defaults otherwise. With ``--profile``, the GPU kernels of five eager passes of the same work
+per batch, largest total first. Writes ``whole_plan.json`` (and ``whole_plan_profile_B.txt``) to ``$OUT``.
 
-    PYTHONPATH=. python3 scripts/probe_whole_plan.py [--batch 1 16] [--rescore-top 16] [--reps 50]
+    PYTHONPATH=. python3 scripts/probe_whole_plan.py [--batch 1 16] [--rescore-top 16] [--reps 50] [--profile]
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--rescore-top", type=int, default=16)
     parser.add_argument("--reps", type=int, default=50)
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
+    out = Path(os.environ.get("OUT", "out"))
+    out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda:0")
     torch.backends.cudnn.benchmark = True
     planner = FCGQCNNPlanner(_random_network(0), device, _options("fast", args.rescore_top))
@@ -75,8 +79,14 @@ def main() -> None:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    out = Path(os.environ.get("OUT", "out"))
-    out.mkdir(parents=True, exist_ok=True)
+        if args.profile:
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+                for _ in range(5):
+                    planner._plan_on_device(images, masks, params, k=1, return_q_map=False)
+                torch.cuda.synchronize()
+            table = profile.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=70)
+            (out / f"whole_plan_profile_{batch}.txt").write_text(table)
+            print(table[:6000])
     (out / "whole_plan.json").write_text(
         json.dumps({"device": torch.cuda.get_device_name(device), "rescore_top": args.rescore_top, "rows": rows}, indent=2)
     )
