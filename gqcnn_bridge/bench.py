@@ -6,9 +6,10 @@ covers encoding, transfer, decoding, queueing and the thread hand-offs, but not 
 measured three times: with the arrays in the websocket messages (the path every client has), through the
 same-host shared-memory regions (``shared_memory=True, lane=False``: the client copies the images into its
 region and sends the header alone), and the same with the header over the same-host lane instead of the
-websocket (``shared_memory=True``, the client's default: :mod:`gqcnn_bridge.lane`); and the lane once more
-with the client spinning while it waits (``busy_poll_s``: one core busy while waiting, instead of a sleeping
-thread to wake). The baseline, built here for comparison only, is what a first prototype typically
+websocket (``shared_memory=True``, the client's default: :mod:`gqcnn_bridge.lane`; the client wakes ahead of
+each reply, ``wake_ahead_s``); and the lane twice more: with the client asleep until each reply arrives
+(``wake_ahead_s=0``, the default until 2026-12-04) and with the client spinning while it waits
+(``busy_poll_s``: one core busy while waiting, instead of a sleeping thread to wake). The baseline, built here for comparison only, is what a first prototype typically
 does: HTTP POST of JSON with base64 depth, hex-encoded arrays back.
 
 Next to them the bench measures a floor: a bare ``websockets`` echo, with the same synchronous client, whose
@@ -196,13 +197,20 @@ _PATHS = {
     "websocket bytes": {"shared_memory": False, "lane": False},
     "shared memory": {"shared_memory": True, "lane": False},
     "lane": {"shared_memory": True, "lane": True},
+    "lane asleep": {"shared_memory": True, "lane": True, "wake_ahead_s": 0.0},
     "lane busy poll": {"shared_memory": True, "lane": True, "busy_poll_s": _SPIN_S},
 }
 """The bridge's paths: how the client is set up for each."""
 
 
 def _bridge_overheads(
-    url: str, depth, iterations: int, shared_memory: bool, lane: bool, busy_poll_s: float = 0.0
+    url: str,
+    depth,
+    iterations: int,
+    shared_memory: bool,
+    lane: bool,
+    busy_poll_s: float = 0.0,
+    wake_ahead_s: float | None = None,
 ) -> tuple[list[float], list[float]]:
     """Overheads and the server-timed inference of ``iterations`` plan calls [s]."""
     import torch  # noqa: PLC0415
@@ -210,11 +218,18 @@ def _bridge_overheads(
     from dexrl.grasp import PHOXI_S  # noqa: PLC0415
 
     from .client import RemotePlanner  # noqa: PLC0415
+    from .lane import WAKE_AHEAD_S  # noqa: PLC0415
 
     images = torch.from_numpy(depth)
     overheads, inferences = [], []
+    wake_ahead_s = WAKE_AHEAD_S if wake_ahead_s is None else wake_ahead_s
     with RemotePlanner(
-        url, timeout_s=600, shared_memory=shared_memory, lane=lane, busy_poll_s=busy_poll_s
+        url,
+        timeout_s=600,
+        shared_memory=shared_memory,
+        lane=lane,
+        busy_poll_s=busy_poll_s,
+        wake_ahead_s=wake_ahead_s,
     ) as planner:
         for _ in range(_WARMUP + iterations):
             timings = planner.plan(images, PHOXI_S).timings
@@ -339,11 +354,13 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         "websocket bytes: arrays in the messages; shared memory: arrays in a registered same-host region, "
-        "headers over the websocket; lane: the same, headers over the same-host lane (a Unix socket); lane "
-        "busy poll: the lane, the client spinning (one core busy) instead of sleeping while it waits; the "
-        "last three only for clients on the server's machine"
+        "headers over the websocket; lane: the same, headers over the same-host lane (a Unix socket), the "
+        "client waking ahead of each reply; lane asleep: the lane, the client asleep until the reply; lane "
+        "busy poll: the lane, the client spinning (one core busy) while it waits; the last four only for "
+        "clients on the server's machine"
     )
-    header = ("case", "n", "ws bytes p50", "p99", "shm p50", "p99", "lane p50", "p99", "spin p50", "p99")
+    header = ("case", "n", "ws bytes p50", "p99", "shm p50", "p99", "lane p50", "p99", "sleep p50", "p99")
+    header += ("spin p50", "p99")
     header += ("baseline p50", "p99")
     print(f"{header[0]:<11}{header[1]:>5}" + "".join(f"{title:>13}" for title in header[2:]) + "   [ms]")
     for label, iterations, overheads in rows:
@@ -420,7 +437,8 @@ def _write_json(
             "shared_memory": "arrays in a same-host shared-memory region registered on the connection; "
             "the websocket message carries the header only",
             "lane": "as shared_memory, the header over the server's same-host lane (a Unix socket) instead of "
-            "the websocket",
+            "the websocket; the client wakes ahead of each reply (wake_ahead_s)",
+            "lane_asleep": "as lane, the client asleep until each reply arrives (wake_ahead_s=0)",
             "lane_busy_poll": f"as lane, the client spinning up to {_SPIN_S} s for each reply (one core busy) "
             "instead of sleeping",
         },

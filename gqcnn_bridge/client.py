@@ -48,7 +48,7 @@ from .protocol import (
     plan_request_fragments,
     planner_error_for,
 )
-from .lane import LaneConnection
+from .lane import WAKE_AHEAD_S, LaneConnection
 from .shm import ClientRegion, ClientRegions, is_loopback
 
 __all__ = ["DEFAULT_URL", "AsyncRemotePlanner", "Backoff", "RemotePlanner"]
@@ -218,7 +218,10 @@ class RemotePlanner:
         lane: with ``shared_memory``, send the messages through the server's same-host lane (a Unix socket,
             :mod:`gqcnn_bridge.lane`) instead of the websocket when it offers one and it can be opened.
         busy_poll_s: on the lane, spin up to this long waiting for each reply before sleeping [s]: lower
-            latency, at the cost of a busy core while waiting (0: sleep; see :mod:`gqcnn_bridge.lane`).
+            latency, at the cost of a busy core while waiting (0: wake ahead; see :mod:`gqcnn_bridge.lane`).
+        wake_ahead_s: on the lane without ``busy_poll_s``, poll for a moment after each request and from this
+            long before its reply is due (as long as the last one took), sleeping in between [s] (0: sleep
+            throughout; see :mod:`gqcnn_bridge.lane`).
         tune_allocator: set glibc's malloc, for this whole process, to keep freed message-sized buffers for
             reuse (:func:`dexrl.allocator.keep_freed_memory`; the measured figures use it); False leaves
             the process's allocator alone, at the cost of page faults on every large message.
@@ -236,10 +239,11 @@ class RemotePlanner:
         shared_memory: bool = False,
         lane: bool = True,
         busy_poll_s: float = 0.0,
+        wake_ahead_s: float = WAKE_AHEAD_S,
         tune_allocator: bool = True,
     ):
-        if busy_poll_s < 0:
-            raise ValueError(f"busy_poll_s must be >= 0, got {busy_poll_s}")
+        if busy_poll_s < 0 or wake_ahead_s < 0:
+            raise ValueError(f"busy_poll_s and wake_ahead_s must be >= 0, got {busy_poll_s}, {wake_ahead_s}")
         self.url, self.timeout_s, self.connect_timeout_s, self.backoff = (
             url,
             timeout_s,
@@ -251,7 +255,8 @@ class RemotePlanner:
         self._connection: SyncConnection | LaneConnection | None = None
         self._closer = contextlib.ExitStack()
         self._lock = threading.Lock()
-        self._shared_memory, self._lane, self._busy_poll_s = shared_memory, lane, busy_poll_s
+        self._shared_memory, self._lane = shared_memory, lane
+        self._busy_poll_s, self._wake_ahead_s = busy_poll_s, wake_ahead_s
         self._regions: ClientRegions | None = None
 
     @property
@@ -317,7 +322,11 @@ class RemotePlanner:
         websocket connection if the lane cannot be opened from here (e.g. another machine's loopback)."""
         try:
             lane = LaneConnection(
-                self._session.info.lane, self.connect_timeout_s, self._max_reply_bytes, self._busy_poll_s
+                self._session.info.lane,
+                self.connect_timeout_s,
+                self._max_reply_bytes,
+                self._busy_poll_s,
+                self._wake_ahead_s,
             )
         except OSError:
             return connection, closer
@@ -440,10 +449,11 @@ class AsyncRemotePlanner:
         shared_memory: bool = False,
         lane: bool = True,
         busy_poll_s: float = 0.0,
+        wake_ahead_s: float = WAKE_AHEAD_S,
         tune_allocator: bool = True,
     ):
-        if busy_poll_s < 0:
-            raise ValueError(f"busy_poll_s must be >= 0, got {busy_poll_s}")
+        if busy_poll_s < 0 or wake_ahead_s < 0:
+            raise ValueError(f"busy_poll_s and wake_ahead_s must be >= 0, got {busy_poll_s}, {wake_ahead_s}")
         self.url, self.timeout_s, self.connect_timeout_s, self.backoff = (
             url,
             timeout_s,

@@ -790,6 +790,49 @@ def test_a_busy_polling_lane_client_gets_the_same_replies_and_keeps_its_timeout(
             assert_same_result(remote.plan(bin_depth(6), CAMERA), GradientPlanner().plan(bin_depth(6), CAMERA))
     with pytest.raises(ValueError, match="busy_poll_s"):
         RemotePlanner(busy_poll_s=-1.0)
+    with pytest.raises(ValueError, match="wake_ahead_s"):
+        RemotePlanner(wake_ahead_s=-1.0)
+
+
+def _delayed_echo_lane(path: str, delay_s: float, replies: int) -> threading.Thread:
+    """A lane server at ``path`` that answers each of ``replies`` messages with itself after ``delay_s``."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def serve() -> None:
+        with listener, listener.accept()[0] as connection:
+            for _ in range(replies):
+                (length,) = LENGTH.unpack(read_exactly(connection, LENGTH.size))
+                message = read_exactly(connection, length)
+                time.sleep(delay_s)
+                send_message(connection, message)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize(("busy_poll_s", "wake_ahead_s", "busy"), [(0.0, 0.005, False), (1.0, 0.0, True)])
+def test_a_lane_client_waking_ahead_sleeps_until_shortly_before_the_reply_is_due(
+    tmp_path, busy_poll_s, wake_ahead_s, busy
+):
+    delay_s = 0.1
+    server = _delayed_echo_lane(str(tmp_path / "lane"), delay_s, replies=3)
+    lane = LaneConnection(str(tmp_path / "lane"), 5.0, 1 << 20, busy_poll_s, wake_ahead_s)
+    try:
+        for request in (b"first", b"second", b"third"):  # the first teaches the client how long replies take
+            lane.send(request)
+            sent, cpu = time.perf_counter(), time.thread_time()
+            assert lane.recv(timeout=5.0) == request
+            waited, cpu = time.perf_counter() - sent, time.thread_time() - cpu
+            assert delay_s <= waited < delay_s + 0.05  # woken in time
+        # Waking ahead, the last wait spun about 0.4 ms after the request and 5 to 10 ms before the reply,
+        # sleeping in between; a busy-polling client spins the whole 100 ms.
+        assert (cpu > 0.5 * delay_s) if busy else (cpu < 0.4 * delay_s)
+    finally:
+        lane.close()
+        server.join(timeout=5)
 
 
 def test_the_lane_refuses_a_wrong_token_and_answers_bad_messages_with_typed_errors():
@@ -956,7 +999,7 @@ def test_the_benchmark_measures_every_path_and_writes_its_json(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(out.read_text())
     assert [case["case"] for case in report["cases"]] == ["1 image", "2 images"]
-    paths = ("websocket_bytes", "shared_memory", "lane", "lane_busy_poll")
+    paths = ("websocket_bytes", "shared_memory", "lane", "lane_asleep", "lane_busy_poll")
     for case in report["cases"]:
         for path in paths:
             assert 0 < case[f"{path}_overhead_ms"]["p50"] < case["baseline_overhead_ms"]["p50"]
