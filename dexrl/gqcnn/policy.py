@@ -8,7 +8,8 @@ Per batch of B images, without a Python loop over images:
 3. one network pass over all images and depth bins (only the bounding box of the admissible cells when
    ``crop_to_mask``; conv1_1 shared across depth bins), q = P(success) per (depth bin, angle bin, cell);
    the fast path (:mod:`dexrl.gqcnn.fast`, the default on CUDA) runs a bfloat16 trunk in fixed-size groups
-   through CUDA graphs and rescores each image's best candidates in float32;
+   through CUDA graphs and rescores each image's best candidates in float32; on CUDA, small batches run the
+   whole plan as one CUDA graph (``PlannerOptions.whole_plan_images``);
 4. keep grasps whose centre cell is in the mask and that pass the optional filters, take the top k by q
    (optionally at least ``min_distance_px`` apart), and deproject them with each image's camera.
 """
@@ -38,8 +39,8 @@ from dexrl.grasp.baseline import validate_planner_input, validate_planner_reques
 
 from .fast import (
     FastQuality,
-    Precision,
     GraphReplayer,
+    Precision,
     cpu_has_native_bf16,
     cuda_fp32_precision,
     live_depth_bins,
