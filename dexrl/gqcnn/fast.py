@@ -469,7 +469,9 @@ class FastQuality:
         return q
 
     @torch.inference_mode()
-    def quality_whole_grid(self, depth: torch.Tensor, cells: torch.Tensor, grasp_depth: torch.Tensor) -> torch.Tensor:
+    def quality_whole_grid(
+        self, depth: torch.Tensor, cells: torch.Tensor, grasp_depth: torch.Tensor
+    ) -> torch.Tensor:
         """q (B, D, A, h, w) as :meth:`quality` gives it with every depth bin live, without a host
         synchronisation (for a CUDA graph of a whole plan): every depth bin of every image on the whole grid,
         through the trunk itself (not its own graphs); 0 outside the admissible cells' box, as there.
@@ -482,14 +484,12 @@ class FastQuality:
         reference = grasp_depth.mean(dim=1)
         shifts = self.model.first_conv_shifts(grasp_depth, reference).flatten(0, 1)  # (B * D, 16)
         images = depth[:, None]
-        q = torch.cat(
-            [
-                self._trunk(images[start : start + group], reference[start : start + group],
-                            shifts[start * bins : (start + group) * bins])
-                for start in range(0, batch, group)
-            ]
-        ).unflatten(0, (batch, bins))
-        return q * (_span(cells.any(dim=2).any(dim=0))[:, None] & _span(cells.any(dim=1).any(dim=0)))
+        q = [
+            self._trunk(images[start:stop], reference[start:stop], shifts[start * bins : stop * bins])
+            for start, stop in ((start, start + group) for start in range(0, batch, group))
+        ]
+        box = _span(cells.any(dim=2).any(dim=0))[:, None] & _span(cells.any(dim=1).any(dim=0))  # (h, w)
+        return torch.cat(q).unflatten(0, (batch, bins)) * box
 
     @torch.inference_mode()
     def rescore(
