@@ -108,6 +108,10 @@ def session(requested_device: str | None) -> Iterator[tuple[Rank, str | None]]:
     dist.init_process_group("nccl" if nccl else "gloo", timeout=GROUP_TIMEOUT)
     try:
         yield rank, device
+        # Every rank done before any tears the group down. Once in CI (2026-12-04) a gloo rank aborted at the
+        # end of a job ("terminate called without an active exception"); the ranks ended out of step, as
+        # only rank 0 writes files. That they caused it is a guess; ending together is the cheap guard.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
