@@ -9,13 +9,13 @@ reads and writes it from its own thread.
 
 How the client waits for a reply. A sleeping thread takes time to wake, and on the measured 2-core VM an idle
 client core also slows the server's first read of the depth that the client has just written into shared
-memory (the lines still sit in that core's cache). By default the client therefore wakes ahead
-(``wake_ahead_s``): it polls without sleeping for a moment after each request, while the server reads the
-depth, then sleeps until ``wake_ahead_s`` before the reply is due (judged by how long the last reply took),
-then polls again until the reply begins, for at most twice ``wake_ahead_s``, before it sleeps as before. A
-client with a core to spare can spin throughout instead (``busy_poll_s``): it polls until the reply begins
-or the time is up. On the 2-core VM spinning took 0.16-0.26 ms off the p50 (``dexrl bench bridge``,
-``docs/results/cpu_20261203d``).
+memory (the lines still sit in that core's cache). :class:`~gqcnn_bridge.RemotePlanner` therefore wakes
+ahead by default (``wake_ahead_s``): it polls without sleeping for a moment after each request, while the
+server reads the depth, then sleeps until ``wake_ahead_s`` before the reply is due (judged by how long the
+last reply took), then polls again until the reply begins, for at most twice ``wake_ahead_s``, before it
+sleeps as before. A client with a core to spare can spin throughout instead (``busy_poll_s``): it polls
+until the reply begins or the time is up. On the 2-core VM spinning took 0.16-0.26 ms off the p50 (``dexrl
+bench bridge``, ``docs/results/cpu_20261203d``).
 """
 
 from __future__ import annotations
