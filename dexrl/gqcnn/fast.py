@@ -156,11 +156,6 @@ def window_of_cells(cells: torch.Tensor) -> torch.Tensor:
     return torch.stack((*first_and_end(rows), *first_and_end(cols)))
 
 
-def _span(used: torch.Tensor) -> torch.Tensor:
-    """(n,) bool: True from the first to the last True of ``used`` (n,)."""
-    return (used.cumsum(0) > 0) & (used.flip(0).cumsum(0).flip(0) > 0)
-
-
 def live_depth_bins(
     depth: torch.Tensor, mask: torch.Tensor, grasp_depth: torch.Tensor, options: PlannerOptions
 ) -> torch.Tensor:
@@ -488,7 +483,10 @@ class FastQuality:
             self._trunk(images[start:stop], reference[start:stop], shifts[start * bins : stop * bins])
             for start, stop in ((start, start + group) for start in range(0, batch, group))
         ]
-        box = _span(cells.any(dim=2).any(dim=0))[:, None] & _span(cells.any(dim=1).any(dim=0))  # (h, w)
+        first_row, end_row, first_col, end_col = window_of_cells(cells)  # device scalars: no synchronisation
+        rows = torch.arange(cells.shape[1], device=cells.device)
+        cols = torch.arange(cells.shape[2], device=cells.device)
+        box = ((rows >= first_row) & (rows < end_row))[:, None] & ((cols >= first_col) & (cols < end_col))
         return torch.cat(q).unflatten(0, (batch, bins)) * box
 
     @torch.inference_mode()

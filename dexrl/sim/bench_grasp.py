@@ -223,7 +223,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--profile",
         action="store_true",
         help="then run the schedule again with the seconds of each phase timed (physics "
-        "steps, render, plan, executor state machine, re-draws); on CUDA each phase synchronises the device",
+        "steps, render, plan, executor state machine, re-draws); on CUDA each phase synchronises the device; "
+        "with --sustained the profile covers the whole stream, start-up and end included (read its shares)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
 
