@@ -2,7 +2,9 @@
 events) against the whole ``plan()`` call (host time: request checks, input copies, replay, the one
 synchronisation, output copies), per batch, plus the trunk alone on the whole grid. Synthetic bins, random
 seeded weights, defaults otherwise. With ``--profile``, the GPU kernels of five eager passes of the same work
-per batch, largest total first. Writes ``whole_plan.json`` (and ``whole_plan_profile_B.txt``) to ``$OUT``.
+per batch, largest total first, and the operators with their input shapes (which step each kernel serves).
+Writes ``whole_plan.json`` (with the Triton kernels' autotuned configurations) and
+``whole_plan_profile_B.txt`` to ``$OUT``.
 
     PYTHONPATH=. python3 scripts/probe_whole_plan.py [--batch 1 16] [--rescore-top 16] [--reps 50] [--profile]
 """
@@ -80,16 +82,33 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.profile:
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+            activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+            with torch.profiler.profile(activities=activities, record_shapes=True) as profile:
                 for _ in range(5):
                     planner._plan_on_device(images, masks, params, k=1, return_q_map=False)
                 torch.cuda.synchronize()
-            table = profile.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=70)
-            (out / f"whole_plan_profile_{batch}.txt").write_text(table)
-            print(table[:6000])
+            averages = profile.key_averages()
+            kernels = averages.table(sort_by="self_cuda_time_total", row_limit=40, max_name_column_width=70)
+            # operators with their input shapes tell which step a kernel belongs to
+            operators = profile.key_averages(group_by_input_shape=True).table(
+                sort_by="cuda_time_total", row_limit=80, max_name_column_width=40, max_shapes_column_width=70
+            )
+            (out / f"whole_plan_profile_{batch}.txt").write_text(kernels + "\n" + operators)
+            print(operators[:12000])
+    report = {"device": torch.cuda.get_device_name(device), "rescore_top": args.rescore_top, "rows": rows}
     (out / "whole_plan.json").write_text(
-        json.dumps({"device": torch.cuda.get_device_name(device), "rescore_top": args.rescore_top, "rows": rows}, indent=2)
+        json.dumps({**report, "triton_configs": _triton_configs()}, indent=2)
     )
+
+
+def _triton_configs() -> dict[str, str]:
+    """The tile (and taps per step) the autotuner chose for each Triton kernel and input size it saw."""
+    from dexrl.gqcnn import triton_convs  # noqa: PLC0415 (after the planner chose its kernels)
+
+    tuned = {"conv": triton_convs._tuned_conv_kernel, "head": triton_convs._tuned_head_kernel}
+    return {
+        f"{name} {key}": str(config) for name, kernel in tuned.items() for key, config in kernel.cache.items()
+    }
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The fast path's Triton kernels (:mod:`dexrl.gqcnn.triton_convs`: image stream, head) against PyTorch, on
-the CPU through Triton's interpreter, in a fresh process (see ``tests/triton_interpreted.py``)."""
+"""The fast path's Triton kernels (:mod:`dexrl.gqcnn.triton_convs`: image stream, head, inpainting) against
+PyTorch, on the CPU through Triton's interpreter, in a fresh process (see ``tests/triton_interpreted.py``)."""
 
 import json
 import os
@@ -40,6 +40,14 @@ def test_shifted_first_layer_equals_adding_each_pairs_shift(interpreted_errors):
     assert interpreted_errors["shifted_relu"] == 0  # the same float32 sum and ReLU
 
 
+def test_an_inpainting_round_fills_each_hole_next_to_valid_depth_with_their_average(interpreted_errors):
+    assert interpreted_errors["inpaint_round"] < 1e-6
+
+
+def test_the_shared_first_convolution_equals_the_networks(interpreted_errors):
+    assert interpreted_errors["first_conv"] < 1e-5
+
+
 def test_the_stream_equals_the_networks_image_stream(interpreted_errors):
     assert interpreted_errors["stream"] < 1e-4
 
@@ -56,8 +64,13 @@ def test_fast_path_quality_is_the_same_with_the_triton_stream_and_head(interpret
     assert interpreted_errors[f"{case}_head"] < 1e-5
 
 
+def test_rescoring_through_the_triton_stream_gives_pytorchs_q(interpreted_errors):
+    assert interpreted_errors["rescoring"] < 1e-6
+    assert 1e-3 < interpreted_errors["rescoring_q_from_half"] < 0.4  # q neither saturated nor all alike
+
+
 def test_cpu_tensors_need_the_interpreter(network):
-    x, weight = torch.zeros(1, 9, 9, 16), torch.zeros(5, 5, 16, 16)
+    x, weight = torch.zeros(1, 9, 9, 16), torch.zeros(5, 5 * 16, 16)
     with pytest.raises(ValueError, match="TRITON_INTERPRET"):
         conv5x5_relu(x, weight, torch.zeros(16), False)
     with pytest.raises(ValueError, match="runs on CUDA"):

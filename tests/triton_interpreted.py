@@ -1,8 +1,10 @@
-"""Checks of the Triton kernels of the fast path (image stream, head), run by ``tests/test_triton_convs.py`` in a process started with
-``TRITON_INTERPRET=1`` (Triton reads it when it is first imported): the kernels then run on the CPU, in
-float32, through Triton's interpreter. Prints one JSON object: each check's largest |difference| from PyTorch.
+"""Checks of the Triton kernels of the fast path (image stream, head, inpainting), run by
+``tests/test_triton_convs.py`` in a process started with ``TRITON_INTERPRET=1`` (Triton reads it when it is
+first imported): the kernels then run on the CPU, in float32, through Triton's interpreter. Prints one JSON
+object: each check's largest |difference| from PyTorch.
 """
 
+import copy
 import json
 import os
 
@@ -11,7 +13,15 @@ import torch.nn.functional as F
 
 from dexrl.gqcnn.model import FCGQCNN
 from dexrl.gqcnn.policy import FCGQCNNPlanner, PlannerOptions
-from dexrl.gqcnn.triton_convs import QualityHead, StreamConvs, conv5x5_relu, shifted_relu
+from dexrl.gqcnn.triton_convs import (
+    QualityHead,
+    SharedFirstConv,
+    StreamConvs,
+    conv5x5_relu,
+    inpaint_round,
+    kernel_rows,
+    shifted_relu,
+)
 from dexrl.grasp import CameraIntrinsics
 
 
@@ -25,7 +35,7 @@ def kernel_errors() -> dict[str, float]:
     """One convolution on odd sizes (partial tiles, a pooled edge of one row), with and without the pool; the
     shifted first layer (its blocks reach past the image's last pixel)."""
     conv = torch.nn.Conv2d(16, 16, 5)
-    weight, bias = conv.weight.detach().permute(2, 3, 1, 0).contiguous(), conv.bias.detach()
+    weight, bias = kernel_rows(conv.weight), conv.bias.detach()
     x = torch.randn(2, 21, 38, 16)
     shifts, pair_image = torch.randn(3, 16), torch.tensor([1, 0, 1])
     with torch.no_grad():
@@ -38,6 +48,34 @@ def kernel_errors() -> dict[str, float]:
                 shifted_relu(x, shifts, pair_image, torch.float32) - F.relu(x[pair_image] + shifts[:, None, None])
             ).abs().max().item(),
         }
+
+
+def inpaint_round_error() -> float:
+    """One round of hole filling against the average of each hole's valid 8-neighbours, computed with
+    convolutions, on a 37x45 image (partial tiles) with holes of several sizes and a negative pixel."""
+    depth = 0.6 + 0.1 * torch.rand(2, 37, 45)
+    depth[0, 3:9, 30:44] = 0.0
+    depth[1, 20:37, 0:5] = 0.0
+    depth[1, 10, 10] = -0.5
+    valid = (depth > 0).float()[:, None]
+    ones = torch.ones(1, 1, 3, 3)
+    count = F.conv2d(valid, ones, padding=1)[:, 0]
+    average = F.conv2d(depth[:, None] * valid, ones, padding=1)[:, 0] / count.clamp(min=1)
+    expected_filled = (depth <= 0) & (count > 0)
+    filled, which = inpaint_round(depth)
+    if not torch.equal(which, expected_filled) or not expected_filled.any():
+        return float("inf")
+    return (filled - torch.where(expected_filled, average, depth)).abs().max().item()
+
+
+def first_conv_error(network: FCGQCNN) -> float:
+    """The shared conv1_1 kernel against the network's (PyTorch) on 2 images of 37x45 (partial tiles), each
+    with its own reference depth."""
+    depth = 0.6 + 0.1 * torch.rand(2, 37, 45)
+    reference = torch.tensor([0.62, 0.66])
+    with torch.no_grad():
+        expected = network.shared_first_conv(depth[:, None], reference).permute(0, 2, 3, 1)
+        return (SharedFirstConv(network)(depth, reference) - expected).abs().max().item()
 
 
 def stream_error(network: FCGQCNN) -> float:
@@ -94,12 +132,38 @@ def planner_errors(network: FCGQCNN) -> dict[str, float]:
     return errors
 
 
+def rescoring_errors(network: FCGQCNN) -> dict[str, float]:
+    """The top 3 grasps' q, every grasp rescored on its crop through the Triton stream's kernels with the
+    network's float32 weights, against the same with PyTorch's stream. fc5 is scaled down so that q lies
+    near 0.5, where a wrongly rescored crop shows."""
+    network = copy.deepcopy(network)
+    network.fc5.weight.data *= 0.01
+    depth = torch.full((1, 112, 124), 0.70)
+    depth[0, 40:70, 50:64] = 0.62
+    camera = CameraIntrinsics(fx=552.5, fy=552.5, cx=61.5, cy=55.5, width=124, height=112)
+    q = [
+        FCGQCNNPlanner(
+            network, "cpu", PlannerOptions(path="fast", precision="fp32", depth_bins=3, stream_convs=stream)
+        )
+        .plan(depth, camera, k=3)
+        .grasps.q
+        for stream in ("torch", "triton")
+    ]
+    return {
+        "rescoring": (q[1] - q[0]).abs().max().item(),
+        "rescoring_q_from_half": (q[0] - 0.5).abs().max().item(),
+    }
+
+
 def main() -> None:
     if not os.environ.get("TRITON_INTERPRET"):
         raise SystemExit("run with TRITON_INTERPRET=1")
     torch.manual_seed(0)
     network = FCGQCNN().eval()
     errors = {**kernel_errors(), "stream": stream_error(network), "head": head_error(network)}
+    errors["inpaint_round"] = inpaint_round_error()
+    errors["first_conv"] = first_conv_error(network)
+    errors.update(rescoring_errors(network))
     errors["head_refuses_8_angles"] = head_refuses_other_widths()
     print(json.dumps({**errors, **planner_errors(network)}))
 

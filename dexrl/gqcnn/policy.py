@@ -44,11 +44,10 @@ from .fast import (
     cpu_has_native_bf16,
     cuda_fp32_precision,
     live_depth_bins,
-    triton_available,
 )
 from .grid import CROP_SIZE, STRIDE, bin_to_angle, cell_centers, grid_mask
 from .model import FCGQCNN
-from .preprocess import inpaint, inpaint_rounds
+from .preprocess import TRITON_AVAILABLE, inpaint, inpaint_rounds
 from .weights import ModelCard
 
 __all__ = ["FCGQCNNPlanner", "GraspQuality", "PlannerOptions", "depth_bin_centers"]
@@ -142,7 +141,9 @@ class PlannerOptions:
         native_bf16 = device.type == "cuda" or cpu_has_native_bf16()
         precision = self.precision or ("bf16" if path == "fast" and native_bf16 else "fp32")
         channels_last = precision == "bf16" if self.channels_last is None else self.channels_last
-        eager_triton = path == "fast" and device.type == "cuda" and self.compile_mode is None and triton_available()
+        eager_triton = (
+            path == "fast" and device.type == "cuda" and self.compile_mode is None and TRITON_AVAILABLE
+        )
         fc3 = self.fc3 or ("triton" if eager_triton else "rows" if device.type == "cuda" else "fft")
         stream_convs = self.stream_convs or ("triton" if eager_triton else "torch")
         whole_plan_images = self.whole_plan_images
@@ -424,7 +425,9 @@ class FCGQCNNPlanner:
         grasp_depth, empty = _depth_bins(depth, mask, self.options.depth_bins)
         live = live_depth_bins(depth, mask, grasp_depth, self.options)
         with cuda_fp32_precision(self.device, self.options.precision):
-            q = self._fast.quality_whole_grid(depth, cells, grasp_depth) * live[:, :, None, None, None]
+            q = self._fast.quality_whole_grid(depth, cells, grasp_depth)
+        if self.options.jaw_clearance is not None:  # else every bin is live
+            q = q * live[:, :, None, None, None]
         quality = GraspQuality(q, grasp_depth, cells, live, depth, mask, cameras, {})
         grasps, valid, positions = self._select(quality, k)
         faults |= empty | ~valid[:, 0]
@@ -491,7 +494,10 @@ class FCGQCNNPlanner:
         """The k best scores per image (B, k) and their flat indices into (D, A, h, w); none left:
         ``_NONE``."""
         flat_scores = scores.flatten(1)
-        if self.options.min_distance_px <= 0:
+        if self.options.min_distance_px <= 0 and k == 1:
+            # one reduction: topk's radix selection over a plan's 2M scores took 0.12 ms on an H200
+            values, indices = flat_scores.max(dim=1, keepdim=True)
+        elif self.options.min_distance_px <= 0:
             values, indices = flat_scores.topk(min(k, flat_scores.shape[1]), dim=1)
         else:
             values, indices = self._top_k_apart(scores, k)

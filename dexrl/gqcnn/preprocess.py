@@ -7,6 +7,7 @@ mapped onto the output grid by :func:`dexrl.gqcnn.grid.grid_mask`.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 
 import torch
@@ -14,7 +15,11 @@ import torch.nn.functional as F
 
 from .grid import CROP_SIZE
 
-__all__ = ["extract_crops", "inpaint", "inpaint_rounds"]
+__all__ = ["TRITON_AVAILABLE", "extract_crops", "inpaint", "inpaint_rounds"]
+
+TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
+"""Whether Triton can be imported (Linux builds of PyTorch for CUDA bring it along): the fast path's kernels
+(:mod:`dexrl.gqcnn.triton_convs`) need it."""
 
 _ROUNDS_PER_CHECK = 4
 
@@ -55,7 +60,13 @@ def inpaint_rounds(depth: torch.Tensor, rounds: int) -> tuple[torch.Tensor, torc
 
 def _fill_round(small: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One round of filling (B, 1, h, w) holes with the average of their valid 8-neighbours; returns the
-    images and which pixels the round filled."""
+    images and which pixels the round filled. On CUDA with Triton, one kernel
+    (:func:`dexrl.gqcnn.triton_convs.inpaint_round`)."""
+    if small.device.type == "cuda" and TRITON_AVAILABLE:
+        from .triton_convs import inpaint_round  # noqa: PLC0415 (Triton only where it runs)
+
+        filled, fillable = inpaint_round(small[:, 0])
+        return filled[:, None], fillable[:, None]
     ones = torch.ones(1, 1, 3, 3, dtype=small.dtype, device=small.device)
     valid = (small > 0).to(small.dtype)
     neighbours = F.conv2d(valid, ones, padding=1)

@@ -15,6 +15,10 @@ one-pass kernel (PyTorch's broadcast add into bfloat16 and in-place ReLU took 4.
 rendered heaps' window on an H200). Adding the shift inside conv1_2's kernel instead was slower (8.7 ms
 against 4.6 ms, 2026-12-03): the kernel reads each input pixel for 25 taps, and would add its shift 25 times.
 
+One more kernel serves the pre-processing: a round of inpainting's hole filling in one pass
+(:func:`inpaint_round`), where PyTorch took two 1-channel cuDNN convolutions and about eight elementwise
+passes (0.27 ms for the 9 rounds of a whole-plan pass at batch 1 on an H200, 2026-12-04).
+
 Tensors are channels-last: (N, H, W, C) contiguous. The kernels also run on CPU tensors, in float32, through
 Triton's interpreter in processes started with ``TRITON_INTERPRET=1`` (slowly): that is how the tests check
 their indexing without a GPU.
@@ -26,7 +30,17 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["QualityHead", "StreamConvs", "conv5x5_relu", "quality_head", "shifted_relu"]
+__all__ = [
+    "QualityHead",
+    "SharedFirstConv",
+    "StreamConvs",
+    "conv5x5_relu",
+    "first_conv",
+    "inpaint_round",
+    "kernel_rows",
+    "quality_head",
+    "shifted_relu",
+]
 
 _TILE_CONFIGS = [
     triton.Config({"TILE_H": h, "TILE_W": w}, num_warps=warps, num_stages=stages)
@@ -36,6 +50,8 @@ _TILE_CONFIGS = [
 _INTERPRETER_TILE = {"TILE_H": 16, "TILE_W": 32}
 _SHIFT_BLOCK = 256
 """Pixels per program of the shift kernel."""
+_FILL_TILE = 32
+"""Rows and columns per program of the inpainting kernel."""
 
 
 @triton.jit
@@ -60,6 +76,87 @@ def _shifted_relu_kernel(
 
 
 @triton.jit
+def _first_conv_kernel(
+    depth_ptr,  # (G, H, W) float32
+    reference_ptr,  # (G,) float32
+    w_ptr,  # (PADDED_TAPS, C_OUT) float32: the K x K taps row-major, then zero rows
+    out_ptr,  # (G, OUT_H, OUT_W, C_OUT) float32
+    H,
+    W,
+    OUT_H,
+    OUT_W,
+    K: tl.constexpr,
+    PADDED_TAPS: tl.constexpr,
+    C_OUT: tl.constexpr,
+    TILE_H: tl.constexpr,
+    TILE_W: tl.constexpr,
+):
+    image = tl.program_id(1).to(tl.int64)
+    _, _, row, col, valid = _output_tile(OUT_H, OUT_W, TILE_H, TILE_W)
+    tap, c_out = tl.arange(0, PADDED_TAPS), tl.arange(0, C_OUT)
+    # each pixel's K x K patch as one row of a matrix product: pixels x taps times taps x channels
+    offsets = (row[:, None] + tap[None, :] // K) * W + col[:, None] + tap[None, :] % K
+    taken = valid[:, None] & (tap < K * K)[None, :]
+    patches = tl.load(depth_ptr + image * H * W + offsets, mask=taken, other=0.0)
+    patches = tl.where(taken, patches - tl.load(reference_ptr + image), 0.0)
+    acc = tl.dot(patches, tl.load(w_ptr + tap[:, None] * C_OUT + c_out[None, :]), input_precision="tf32x3")
+    out_offsets = image * OUT_H * OUT_W * C_OUT + (row * OUT_W + col)[:, None] * C_OUT + c_out[None, :]
+    tl.store(out_ptr + out_offsets, acc, mask=valid[:, None])
+
+
+@triton.jit
+def _inpaint_round_kernel(
+    depth_ptr,  # (B, H, W) float32
+    out_ptr,  # (B, H, W) float32
+    filled_ptr,  # (B, H, W) bool
+    H,
+    W,
+    TILE: tl.constexpr,
+):
+    image = tl.program_id(1).to(tl.int64)
+    tiles_w = (W + TILE - 1) // TILE
+    pixel = tl.arange(0, TILE * TILE)
+    row = (tl.program_id(0) // tiles_w) * TILE + pixel // TILE
+    col = (tl.program_id(0) % tiles_w) * TILE + pixel % TILE
+    base = image * H * W
+    total = tl.zeros((TILE * TILE,), dtype=tl.float32)
+    count = tl.zeros((TILE * TILE,), dtype=tl.float32)
+    for tap in tl.static_range(9):  # the 3x3 neighbourhood, the pixel itself (not valid where it is filled)
+        r, c = row + tap // 3 - 1, col + tap % 3 - 1
+        value = tl.load(depth_ptr + base + r * W + c, mask=(r >= 0) & (r < H) & (c >= 0) & (c < W), other=0.0)
+        valid = value > 0
+        total += tl.where(valid, value, 0.0)
+        count += valid.to(tl.float32)
+    inside = (row < H) & (col < W)
+    own = tl.load(depth_ptr + base + row * W + col, mask=inside, other=0.0)
+    filled = ~(own > 0) & (count > 0)  # valid means > 0, as in PyTorch's round
+    tl.store(
+        out_ptr + base + row * W + col, tl.where(filled, total / tl.maximum(count, 1.0), own), mask=inside
+    )
+    tl.store(filled_ptr + base + row * W + col, filled, mask=inside)
+
+
+def inpaint_round(depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One round of hole filling (:func:`dexrl.gqcnn.preprocess.inpaint`): each pixel that is not valid (> 0)
+    but has a valid pixel among its 8 neighbours takes their average.
+
+    Args:
+        depth: (B, H, W) float32 [m].
+
+    Returns:
+        The images after the round (B, H, W) and which pixels it filled (B, H, W) bool.
+    """
+    _require_cuda_or_interpreter(depth.device)
+    depth = depth.contiguous()
+    out, filled = torch.empty_like(depth), torch.empty(depth.shape, dtype=torch.bool, device=depth.device)
+    if depth.numel():
+        height, width = depth.shape[1:]
+        grid = (triton.cdiv(height, _FILL_TILE) * triton.cdiv(width, _FILL_TILE), len(depth))
+        _inpaint_round_kernel[grid](depth, out, filled, height, width, TILE=_FILL_TILE)
+    return out, filled
+
+
+@triton.jit
 def _output_tile(OUT_H, OUT_W, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
     """This program's TILE_H x TILE_W tile of output pixels (program axis 0 numbers the tiles row-major):
     its first row and column, each pixel's row and column, and which pixels lie inside the output."""
@@ -72,9 +169,41 @@ def _output_tile(OUT_H, OUT_W, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
 
 
 @triton.jit
+def _accumulate_kernel_rows(
+    acc,
+    x_base,
+    w_ptr,  # (K, PADDED_TAPS * C, OUT): each kernel row's taps x channels, padded with zero taps
+    row,
+    col,
+    valid,
+    W,
+    C: tl.constexpr,
+    K: tl.constexpr,
+    OUT: tl.constexpr,
+    PADDED_TAPS: tl.constexpr,
+    TAPS: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """``acc`` (pixels, OUT) plus a valid K x K convolution of the (H, W, C) image at ``x_base`` at the
+    tile's pixels, in float32. A step reduces over TAPS neighbouring taps of one kernel row: TAPS x C values
+    that lie next to each other in channels-last memory (tap j // C, channel j % C), one matrix product
+    without copying the rows out (with C = 16, one tap per product is a reduction of 16 only)."""
+    j, out = tl.arange(0, TAPS * C), tl.arange(0, OUT)
+    chunks: tl.constexpr = (K + TAPS - 1) // TAPS
+    for step in tl.range(K * chunks):
+        dy, first_tap = step // chunks, (step % chunks) * TAPS
+        offsets = ((row + dy) * W + col + first_tap)[:, None] * C + j[None, :]
+        in_kernel = (first_tap + j // C) < K  # the last step's padding taps would read past the row
+        a = tl.load(x_base + offsets, mask=valid[:, None] & in_kernel[None, :], other=0.0)
+        w = tl.load(w_ptr + ((dy * PADDED_TAPS + first_tap) * C + j[:, None]) * OUT + out[None, :])
+        acc = tl.dot(a, w, acc, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
 def _conv_kernel(
     x_ptr,  # (N, H, W, C_IN)
-    w_ptr,  # (K, K, C_IN, C_OUT)
+    w_ptr,  # (K, K * C_IN, C_OUT)
     b_ptr,  # (C_OUT,)
     y_ptr,  # (N, Y_H, Y_W, C_OUT)
     H,
@@ -87,21 +216,19 @@ def _conv_kernel(
     C_OUT: tl.constexpr,
     K: tl.constexpr,
     POOL: tl.constexpr,
+    PRECISION: tl.constexpr,  # of float32 products: tf32, tf32x3 or ieee
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
 ):
     n = tl.program_id(1).to(tl.int64)
     first_row, first_col, row, col, valid = _output_tile(OUT_H, OUT_W, TILE_H, TILE_W)
-    c_in, c_out = tl.arange(0, C_IN), tl.arange(0, C_OUT)
-
-    x_base = x_ptr + n * H * W * C_IN
+    c_out = tl.arange(0, C_OUT)
     acc = tl.zeros((TILE_H * TILE_W, C_OUT), dtype=tl.float32)
-    for tap in tl.range(K * K):
-        dy, dx = tap // K, tap % K
-        offsets = ((row + dy) * W + col + dx)[:, None] * C_IN + c_in[None, :]
-        a = tl.load(x_base + offsets, mask=valid[:, None], other=0.0)
-        w = tl.load(w_ptr + (tap * C_IN + c_in[:, None]) * C_OUT + c_out[None, :])
-        acc = tl.dot(a, w, acc)
+    # one tap per product: steps of 2 or 4 taps (as the head takes them) lost to it for all three layers
+    # (autotuned on an H200, 2026-12-04)
+    acc = _accumulate_kernel_rows(
+        acc, x_ptr + n * H * W * C_IN, w_ptr, row, col, valid, W, C_IN, K, C_OUT, K, 1, PRECISION
+    )
 
     if POOL:  # max over each 2x2 block of the tile; pixels past the edge never win
         acc = tl.where(valid[:, None], acc, float("-inf"))
@@ -116,7 +243,7 @@ def _conv_kernel(
     tl.store(y_ptr + y_offsets, out.to(y_ptr.dtype.element_ty), mask=stored[:, None])
 
 
-_tuned_conv_kernel = triton.autotune(_TILE_CONFIGS, key=["H", "W", "POOL"])(_conv_kernel)
+_tuned_conv_kernel = triton.autotune(_TILE_CONFIGS, key=["H", "W", "POOL", "PRECISION"])(_conv_kernel)
 
 
 @triton.jit
@@ -144,20 +271,11 @@ def _head_kernel(
 ):
     n = tl.program_id(1).to(tl.int64)
     first_row, first_col, row, col, valid = _output_tile(OUT_H, OUT_W, TILE_H, TILE_W)
-    # a step reduces over TAPS neighbouring taps of one kernel row: TAPS * C values that lie next to each
-    # other in channels-last memory (tap j // C, channel j % C)
-    j, f = tl.arange(0, TAPS * C), tl.arange(0, F)
-    chunks: tl.constexpr = (K + TAPS - 1) // TAPS
-
-    x_base = x_ptr + n * H * W * C
+    f = tl.arange(0, F)
     acc = tl.zeros((TILE_H * TILE_W, F), dtype=tl.float32)
-    for step in tl.range(K * chunks):
-        dy, first_tap = step // chunks, (step % chunks) * TAPS
-        offsets = ((row + dy) * W + col + first_tap)[:, None] * C + j[None, :]
-        in_kernel = (first_tap + j // C) < K  # the last step's padding taps would read past the row
-        a = tl.load(x_base + offsets, mask=valid[:, None] & in_kernel[None, :], other=0.0)
-        w = tl.load(w3_ptr + ((dy * PADDED_TAPS + first_tap) * C + j[:, None]) * F + f[None, :])
-        acc = tl.dot(a, w, acc)
+    acc = _accumulate_kernel_rows(
+        acc, x_ptr + n * H * W * C, w3_ptr, row, col, valid, W, C, K, F, PADDED_TAPS, TAPS, "tf32"
+    )  # bfloat16 operands: the precision of float32 products does not apply
 
     # fc4, fc5 and the softmax on the tile in registers, rounding where the layers' outputs would be stored.
     # Transposed (channels x pixels): the activations enter each product as its second operand, which goes
@@ -190,11 +308,19 @@ _INTERPRETER_HEAD_TILE = {"TAPS": 4, "TILE_H": 2, "TILE_W": 16}
 _tuned_head_kernel = triton.autotune(_HEAD_CONFIGS, key=["H", "W"])(_head_kernel)
 
 
+def kernel_rows(weight: torch.Tensor, padded_taps: int | None = None) -> torch.Tensor:
+    """A ``Conv2d`` weight (O, C, K, K) laid out for the kernels: (K, P * C, O), each kernel row's K taps x C
+    channels (tap-major), followed by zero taps up to ``padded_taps`` P (default K: none)."""
+    rows = weight.detach().permute(2, 3, 1, 0)  # (K, K, C, O)
+    rows = torch.nn.functional.pad(rows, (0, 0, 0, 0, 0, (padded_taps or rows.shape[1]) - rows.shape[1]))
+    return rows.flatten(1, 2).contiguous()
+
+
 def _output(x: torch.Tensor, weight: torch.Tensor, pool: bool) -> torch.Tensor:
     """The uninitialised output of :func:`conv5x5_relu`; raises ValueError for inputs that do not fit."""
     count, height, width, in_channels = x.shape
     k, out_channels = weight.shape[0], weight.shape[-1]
-    if weight.shape != (k, k, in_channels, out_channels):
+    if weight.shape != (k, k * in_channels, out_channels):
         raise ValueError(f"weight {tuple(weight.shape)} does not fit input channels {in_channels}")
     out_h, out_w = height - k + 1, width - k + 1
     if pool:
@@ -203,14 +329,18 @@ def _output(x: torch.Tensor, weight: torch.Tensor, pool: bool) -> torch.Tensor:
 
 
 @torch.library.custom_op("dexrl::conv5x5_relu", mutates_args=())
-def conv5x5_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: bool) -> torch.Tensor:
+def conv5x5_relu(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: bool, precision: str = "tf32x3"
+) -> torch.Tensor:
     """ReLU(conv(x) + bias), max-pooled 2x2 (stride 2, rounding up) if ``pool``: a valid, stride-1 convolution.
 
     Args:
         x: (N, H, W, C) channels-last input.
-        weight: (K, K, C, O) (a ``Conv2d`` weight permuted (2, 3, 1, 0)), in the input's dtype.
+        weight: (K, K C, O), a ``Conv2d`` weight as :func:`kernel_rows` lays it out, in the input's dtype.
         bias: (O,) float32.
         pool: max-pool the ReLU'd convolution 2x2.
+        precision: of float32 products on the GPU (Triton's ``input_precision``): ``tf32x3`` (three TF32
+            products, about float32's accuracy), ``ieee`` or ``tf32``. bfloat16 inputs ignore it.
 
     Returns:
         (N, H', W', O) in the input's dtype, H' = H - K + 1 (halved, rounding up, if ``pool``), W' likewise.
@@ -231,12 +361,15 @@ def conv5x5_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool
         (_tuned_conv_kernel, _conv_kernel, _INTERPRETER_TILE), x.device, grid,
         x, weight, bias, y, height, width, out_h, out_w, stored_h, stored_w,
         C_IN=in_channels, C_OUT=out_channels, K=k, POOL=pool,
+        PRECISION=precision if x.dtype == torch.float32 else "tf32",
     )  # fmt: skip
     return y
 
 
 @conv5x5_relu.register_fake
-def _(x, weight, bias, pool):  # shapes for torch.compile, to which the kernels are opaque operators
+def _(
+    x, weight, bias, pool, precision="tf32x3"
+):  # shapes for torch.compile, to which the kernels are opaque operators
     return _output(x, weight, pool)
 
 
@@ -254,6 +387,84 @@ def _launch(kernels: tuple, device: torch.device, grid, *args, **constants) -> N
 def _require_cuda_or_interpreter(device: torch.device) -> None:
     if device.type != "cuda" and not triton.knobs.runtime.interpret:
         raise ValueError("the Triton image stream runs on CUDA (on CPUs only under TRITON_INTERPRET=1, tests)")
+
+
+_FIRST_CONV_CONFIGS = [
+    triton.Config({"TILE_H": h, "TILE_W": w}, num_warps=warps)
+    for h, w in ((4, 16), (8, 16), (8, 32), (16, 16))
+    for warps in (4, 8)
+]
+_tuned_first_conv_kernel = triton.autotune(_FIRST_CONV_CONFIGS, key=["H", "W"])(_first_conv_kernel)
+_INTERPRETER_FIRST_CONV_TILE = {"TILE_H": 4, "TILE_W": 16}
+_FIRST_CONV_TAPS = 128
+"""conv1_1's 81 taps padded to a power of two (the matrix product's reduction)."""
+
+
+def _first_conv_output(depth: torch.Tensor, taps: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    count, height, width = depth.shape
+    out_h, out_w = height - kernel_size + 1, width - kernel_size + 1
+    return depth.new_empty(count, out_h, out_w, taps.shape[1], dtype=torch.float32)
+
+
+@torch.library.custom_op("dexrl::first_conv", mutates_args=())
+def first_conv(depth: torch.Tensor, reference: torch.Tensor, taps: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """A valid one-channel K x K convolution of depth - reference, without bias, channels-last: the
+    depth-independent part of conv1_1 (:class:`SharedFirstConv`). Float32; on the GPU its products run as
+    three TF32 products each (``tf32x3``). Use :class:`SharedFirstConv` to lay out the weights.
+
+    Args:
+        depth: (G, H, W) float32 [m]. reference: (G,) float32 [m], subtracted from each image first.
+        taps: (128, O) float32: the K x K weights row-major, then zero rows.
+        kernel_size: K.
+
+    Returns:
+        (G, H - K + 1, W - K + 1, O) float32.
+    """
+    out = _first_conv_output(depth, taps, kernel_size)
+    count, out_h, out_w, out_channels = out.shape
+    if out.numel() == 0:
+        return out
+
+    def grid(meta: dict) -> tuple[int, int]:
+        return triton.cdiv(out_h, meta["TILE_H"]) * triton.cdiv(out_w, meta["TILE_W"]), count
+
+    _launch(
+        (_tuned_first_conv_kernel, _first_conv_kernel, _INTERPRETER_FIRST_CONV_TILE), depth.device, grid,
+        depth.contiguous(), reference.contiguous(), taps, out, depth.shape[1], depth.shape[2], out_h, out_w,
+        K=kernel_size, PADDED_TAPS=len(taps), C_OUT=out_channels,
+    )  # fmt: skip
+    return out
+
+
+@first_conv.register_fake
+def _(depth, reference, taps, kernel_size):
+    return _first_conv_output(depth, taps, kernel_size)
+
+
+class SharedFirstConv:
+    """:meth:`FCGQCNN.shared_first_conv <dexrl.gqcnn.model.FCGQCNN.shared_first_conv>` as one Triton kernel
+    (:func:`first_conv`) that writes channels-last, as the image stream's kernels read it. Each output pixel's
+    9x9 patch is one row of a matrix product (patches x 128 taps, 81 of them used, times 128 x 16 weights).
+    cuDNN's float32 convolution took 55 us per 386x516 image on an H200 (2026-12-04), plus a copy into
+    channels-last.
+
+    Args:
+        network: an FC-GQ-CNN that subtracts the grasp depth; conv1_1 at most 11x11 (its weights are read once).
+    """
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        weight = network.shared_first_conv_weight.detach().float()  # (O, 1, K, K)
+        _require_cuda_or_interpreter(weight.device)
+        out_channels, _, self.kernel_size, _ = weight.shape
+        taps = self.kernel_size**2
+        if taps > _FIRST_CONV_TAPS:
+            raise ValueError(f"conv1_1 {tuple(weight.shape)} has more than {_FIRST_CONV_TAPS} taps")
+        self.taps = torch.nn.functional.pad(weight.reshape(out_channels, taps).t(), (0, 0, 0, _FIRST_CONV_TAPS - taps))
+        self.taps = self.taps.contiguous()
+
+    def __call__(self, depth: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(G, H - K + 1, W - K + 1, 16) float32 of depth images (G, H, W) [m] and reference depths (G,) [m]."""
+        return first_conv(depth, reference, self.taps, self.kernel_size)
 
 
 def _shifted_output(shared: torch.Tensor, shift: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -363,12 +574,15 @@ class QualityHead:
         _require_cuda_or_interpreter(fc3.weight.device)
         features, channels, kernel_size, _ = fc3.weight.shape
         angles = fc5.weight.shape[0] // 2
-        if any(n < 16 or n & (n - 1) for n in (channels, features, angles)) or kernel_size > _HEAD_PADDED_TAPS:
-            raise ValueError(f"the Triton head needs power-of-two widths >= 16 (fc3 {tuple(fc3.weight.shape)})")
-        rows = fc3.weight.detach().permute(2, 3, 1, 0)  # (K, K, C, F)
-        rows = torch.nn.functional.pad(rows, (0, 0, 0, 0, 0, _HEAD_PADDED_TAPS - kernel_size))
+        if (
+            any(n < 16 or n & (n - 1) for n in (channels, features, angles))
+            or kernel_size > _HEAD_PADDED_TAPS
+        ):
+            raise ValueError(
+                f"the Triton head needs power-of-two widths >= 16 (fc3 {tuple(fc3.weight.shape)})"
+            )
         self.weights = (
-            rows.reshape(kernel_size, _HEAD_PADDED_TAPS * channels, features).contiguous(),
+            kernel_rows(fc3.weight, _HEAD_PADDED_TAPS),
             fc3.bias.detach().float(),
             fc4.weight.detach()[:, :, 0, 0].t().contiguous(),
             fc4.bias.detach().float(),
@@ -388,14 +602,16 @@ class StreamConvs:
     pool where it has one, through :func:`conv5x5_relu`.
 
     Args:
-        stream: the trunk's image stream; its weights are read once, in their dtype (the layers').
+        stream: an image stream: the trunk's in bfloat16, or the float32 network's (the fast path's
+            rescoring; its products then run as three TF32 products each, ``tf32x3``). Its weights are read
+            once, in their dtype (the layers').
     """
 
     def __init__(self, stream: torch.nn.Module) -> None:
         _require_cuda_or_interpreter(stream.conv1_2.weight.device)
         self.dtype = stream.conv1_2.weight.dtype
         self.layers = [
-            (conv.weight.detach().permute(2, 3, 1, 0).contiguous(), conv.bias.detach().float())
+            (kernel_rows(conv.weight), conv.bias.detach().float())
             for conv in (stream.conv1_2, stream.conv2_1, stream.conv2_2)
         ]
 

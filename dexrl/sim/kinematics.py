@@ -11,7 +11,6 @@ Frames are 4x4 homogeneous transforms; a pose target is a TCP position (N, 3) [m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -120,7 +119,7 @@ class SerialChain:
         joints = {prim.GetName(): prim for prim in stage.Traverse() if prim.IsA(UsdPhysics.Joint)}
         missing = [name for name in [*joint_names, *([tool_joint] if tool_joint else [])] if name not in joints]
         if missing:
-            raise ValueError(f"{path}: no joints named {missing}")
+            raise ValueError(f"{stage.GetRootLayer().identifier}: no joints named {missing}")
 
         def frame_in_parent(prim) -> torch.Tensor:
             joint = UsdPhysics.Joint(prim)
