@@ -175,7 +175,7 @@ def _output_tile(OUT_H, OUT_W, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
 def _accumulate_kernel_rows(
     acc,
     x_base,
-    w_ptr,  # (K, PADDED_TAPS * C, OUT): each kernel row's taps x channels, padded with zero taps
+    w_ptr,  # (K, K * C, OUT): each kernel row's taps x channels
     row,
     col,
     valid,
@@ -183,24 +183,39 @@ def _accumulate_kernel_rows(
     C: tl.constexpr,
     K: tl.constexpr,
     OUT: tl.constexpr,
-    PADDED_TAPS: tl.constexpr,
     TAPS: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     """``acc`` (pixels, OUT) plus a valid K x K convolution of the (H, W, C) image at ``x_base`` at the
     tile's pixels, in float32. A step reduces over TAPS neighbouring taps of one kernel row: TAPS x C values
     that lie next to each other in channels-last memory (tap j // C, channel j % C), one matrix product
-    without copying the rows out (with C = 16, one tap per product is a reduction of 16 only)."""
-    j, out = tl.arange(0, TAPS * C), tl.arange(0, OUT)
-    chunks: tl.constexpr = (K + TAPS - 1) // TAPS
-    for step in tl.range(K * chunks):
-        dy, first_tap = step // chunks, (step % chunks) * TAPS
-        offsets = ((row + dy) * W + col + first_tap)[:, None] * C + j[None, :]
-        in_kernel = (first_tap + j // C) < K  # the last step's padding taps would read past the row
-        a = tl.load(x_base + offsets, mask=valid[:, None] & in_kernel[None, :], other=0.0)
-        w = tl.load(w_ptr + ((dy * PADDED_TAPS + first_tap) * C + j[:, None]) * OUT + out[None, :])
-        acc = tl.dot(a, w, acc, input_precision=PRECISION)
+    without copying the rows out (with C = 16, one tap per product is a reduction of 16 only). A row's last
+    K % TAPS taps take one step each."""
+    whole: tl.constexpr = K // TAPS
+    rest: tl.constexpr = K % TAPS
+    out = tl.arange(0, OUT)
+    for step in tl.range(K * whole):
+        dy, first_tap = step // whole, (step % whole) * TAPS
+        acc = _row_step(acc, x_base, w_ptr, row, col, valid, W, dy, first_tap, tl.arange(0, TAPS * C), out,
+                        C, K, OUT, PRECISION)  # fmt: skip
+    if rest > 0:
+        for step in tl.range(K * rest):
+            dy, tap = step // rest, whole * TAPS + step % rest
+            acc = _row_step(acc, x_base, w_ptr, row, col, valid, W, dy, tap, tl.arange(0, C), out,
+                            C, K, OUT, PRECISION)  # fmt: skip
     return acc
+
+
+@triton.jit
+def _row_step(
+    acc, x_base, w_ptr, row, col, valid, W, dy, first_tap, j, out, C, K, OUT, PRECISION: tl.constexpr
+):
+    """``acc`` plus one matrix product: the values j (tap first_tap + j // C of kernel row dy, channel j % C)
+    under each of the tile's pixels, times their weights."""
+    offsets = ((row + dy) * W + col + first_tap)[:, None] * C + j[None, :]
+    a = tl.load(x_base + offsets, mask=valid[:, None], other=0.0)
+    w = tl.load(w_ptr + ((dy * K + first_tap) * C + j[:, None]) * OUT + out[None, :])
+    return tl.dot(a, w, acc, input_precision=PRECISION)
 
 
 @triton.jit
@@ -230,7 +245,7 @@ def _conv_kernel(
     # one tap per product: steps of 2 or 4 taps (as the head takes them) lost to it for all three layers
     # (autotuned on an H200, 2026-12-04)
     acc = _accumulate_kernel_rows(
-        acc, x_ptr + n * H * W * C_IN, w_ptr, row, col, valid, W, C_IN, K, C_OUT, K, 1, PRECISION
+        acc, x_ptr + n * H * W * C_IN, w_ptr, row, col, valid, W, C_IN, K, C_OUT, 1, PRECISION
     )
 
     if POOL:  # max over each 2x2 block of the tile; pixels past the edge never win
@@ -252,7 +267,7 @@ _tuned_conv_kernel = triton.autotune(_TILE_CONFIGS, key=["H", "W", "POOL", "PREC
 @triton.jit
 def _head_kernel(
     x_ptr,  # (N, H, W, C) features
-    w3_ptr,  # (K, PADDED_TAPS * C, F): fc3, each row's taps padded with zeros to PADDED_TAPS
+    w3_ptr,  # (K, K * C, F): fc3, each kernel row's taps x channels
     b3_ptr,  # (F,) float32
     w4_ptr,  # (F, F), (in, out)
     b4_ptr,  # (F,) float32
@@ -267,7 +282,6 @@ def _head_kernel(
     K: tl.constexpr,
     F: tl.constexpr,
     A: tl.constexpr,
-    PADDED_TAPS: tl.constexpr,
     TAPS: tl.constexpr,  # taps of one row per reduction step
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
@@ -277,7 +291,7 @@ def _head_kernel(
     f = tl.arange(0, F)
     acc = tl.zeros((TILE_H * TILE_W, F), dtype=tl.float32)
     acc = _accumulate_kernel_rows(
-        acc, x_ptr + n * H * W * C, w3_ptr, row, col, valid, W, C, K, F, PADDED_TAPS, TAPS, "tf32"
+        acc, x_ptr + n * H * W * C, w3_ptr, row, col, valid, W, C, K, F, TAPS, "tf32"
     )  # bfloat16 operands: the precision of float32 products does not apply
 
     # fc4, fc5 and the softmax on the tile in registers, rounding where the layers' outputs would be stored.
@@ -300,23 +314,19 @@ def _head_kernel(
 
 _HEAD_CONFIGS = [
     triton.Config({"TAPS": taps, "TILE_H": h, "TILE_W": w}, num_warps=warps, num_stages=stages)
-    for taps in (2, 4)
+    for taps in (2, 4, 8)
     for h, w in ((1, 64), (2, 32), (1, 128), (2, 64), (4, 32))
     for warps, stages in ((4, 3), (8, 3))
     if h * w == 64 or warps == 8
 ]
-_HEAD_PADDED_TAPS = 20
-"""fc3's rows padded to a multiple of every ``TAPS`` tried (2, 4)."""
 _INTERPRETER_HEAD_TILE = {"TAPS": 4, "TILE_H": 2, "TILE_W": 16}
 _tuned_head_kernel = triton.autotune(_HEAD_CONFIGS, key=["H", "W"])(_head_kernel)
 
 
-def kernel_rows(weight: torch.Tensor, padded_taps: int | None = None) -> torch.Tensor:
-    """A ``Conv2d`` weight (O, C, K, K) laid out for the kernels: (K, P * C, O), each kernel row's K taps x C
-    channels (tap-major), followed by zero taps up to ``padded_taps`` P (default K: none)."""
-    rows = weight.detach().permute(2, 3, 1, 0)  # (K, K, C, O)
-    rows = torch.nn.functional.pad(rows, (0, 0, 0, 0, 0, (padded_taps or rows.shape[1]) - rows.shape[1]))
-    return rows.flatten(1, 2).contiguous()
+def kernel_rows(weight: torch.Tensor) -> torch.Tensor:
+    """A ``Conv2d`` weight (O, C, K, K) laid out for the kernels: (K, K * C, O), each kernel row's K taps x C
+    channels, tap-major."""
+    return weight.detach().permute(2, 3, 1, 0).flatten(1, 2).contiguous()
 
 
 def _output(x: torch.Tensor, weight: torch.Tensor, pool: bool) -> torch.Tensor:
@@ -526,7 +536,7 @@ def quality_head(
 
     Args:
         x: (N, H, W, C) channels-last features.
-        fc3_weight: (K, 20 C, F): each kernel row's K taps x C channels, padded with zeros to 20 taps.
+        fc3_weight: (K, K C, F), fc3's weight as :func:`kernel_rows` lays it out.
         fc4_weight: (F, F), input-major. fc5_weight: (F, 2, A): the fail logits' weights, then the success
             logits'. Weights in the features' dtype.
         fc3_bias: (F,), fc4_bias: (F,), fc5_bias: (2, A), float32.
@@ -540,7 +550,7 @@ def quality_head(
         return q
     _, height, width, channels = x.shape
     kernel_size, features = fc3_weight.shape[0], fc3_weight.shape[-1]
-    if fc3_weight.shape != (kernel_size, _HEAD_PADDED_TAPS * channels, features) or kernel_size > _HEAD_PADDED_TAPS:
+    if fc3_weight.shape != (kernel_size, kernel_size * channels, features):
         raise ValueError(f"fc3 weight {tuple(fc3_weight.shape)} does not fit {channels} input channels")
 
     def grid(meta: dict) -> tuple[int, int]:
@@ -550,7 +560,7 @@ def quality_head(
         (_tuned_head_kernel, _head_kernel, _INTERPRETER_HEAD_TILE), x.device, grid,
         x.contiguous(), fc3_weight, fc3_bias, fc4_weight, fc4_bias, fc5_weight, fc5_bias, q,
         height, width, out_h, out_w,
-        C=channels, K=kernel_size, F=features, A=angles, PADDED_TAPS=_HEAD_PADDED_TAPS,
+        C=channels, K=kernel_size, F=features, A=angles,
     )  # fmt: skip
     return q
 
@@ -563,13 +573,14 @@ def _(x, fc3_weight, fc3_bias, fc4_weight, fc4_bias, fc5_weight, fc5_bias):
 class QualityHead:
     """FC-GQ-CNN's layers after the image stream, fc3 -> fc4 -> fc5 -> softmax, as one Triton kernel
     (:func:`quality_head`): fc3, the network's largest layer (a 17x17 convolution, 16 -> 128 channels),
-    accumulates in float32 over steps of several taps of one kernel row at a time (a reduction of 32-64 values
-    that lie next to each other in memory, without copying the rows out as ``fc3="rows"`` does); fc4, fc5 and
+    accumulates in float32 over steps of several taps of one kernel row at a time (a reduction of 32-128
+    values that lie next to each other in memory, without copying the rows out as ``fc3="rows"`` does), the
+    row's remaining taps one at a time (17 = 4 x 4 + 1: no padding taps); fc4, fc5 and
     the softmax then run on the tile in registers, so only q is written.
 
     Args:
-        network: the trunk's network (its weights are read once, in their dtype); fc3 at most 20 taps wide,
-            fc4 and fc5 1x1 convolutions, power-of-two channel and angle counts of at least 16.
+        network: the trunk's network (its weights are read once, in their dtype); fc4 and fc5 1x1
+            convolutions, power-of-two channel and angle counts of at least 16.
     """
 
     def __init__(self, network: torch.nn.Module) -> None:
@@ -577,15 +588,12 @@ class QualityHead:
         _require_cuda_or_interpreter(fc3.weight.device)
         features, channels, kernel_size, _ = fc3.weight.shape
         angles = fc5.weight.shape[0] // 2
-        if (
-            any(n < 16 or n & (n - 1) for n in (channels, features, angles))
-            or kernel_size > _HEAD_PADDED_TAPS
-        ):
+        if any(n < 16 or n & (n - 1) for n in (channels, features, angles)):
             raise ValueError(
                 f"the Triton head needs power-of-two widths >= 16 (fc3 {tuple(fc3.weight.shape)})"
             )
         self.weights = (
-            kernel_rows(fc3.weight, _HEAD_PADDED_TAPS),
+            kernel_rows(fc3.weight),
             fc3.bias.detach().float(),
             fc4.weight.detach()[:, :, 0, 0].t().contiguous(),
             fc4.bias.detach().float(),
