@@ -107,11 +107,12 @@ class PlannerOptions:
             spends most of its time launching small kernels and waiting for the device. The pass evaluates the
             whole grid, not only the mask's box, and every depth bin. 0: never; None: 16 on CUDA without
             ``compile_mode``, else 0.
-        stream_convs: fast path: the image stream after the shared conv1_1 (each pair's shifted first layer,
-            conv1_2, conv2_1, conv2_2 with their ReLUs and pools) in PyTorch (``torch``) or as Triton kernels
-            that fuse each convolution's ReLU and pool (``triton``, :mod:`dexrl.gqcnn.triton_convs`; CUDA
-            only). None: triton on CUDA without ``compile_mode`` (1.9x the images/s of PyTorch's stream on an
-            H200), else torch (compiled, PyTorch's stream is as fast).
+        stream_convs: fast path: the image stream (the shared conv1_1, each pair's shifted first layer,
+            conv1_2, conv2_1, conv2_2 with their ReLUs and pools), in the trunk and in the rescoring of the best
+            pairs' crops, in PyTorch (``torch``) or as Triton kernels that fuse each convolution's ReLU and pool
+            (``triton``, :mod:`dexrl.gqcnn.triton_convs`; CUDA only; the rescoring's float32 products as three
+            TF32 products each). None: triton on CUDA without ``compile_mode`` (1.9x the images/s of PyTorch's
+            stream on an H200), else torch (compiled, PyTorch's stream is as fast).
     """
 
     depth_bins: int = 16

@@ -1,6 +1,6 @@
-"""FC-GQ-CNN's layers after the shared conv1_1 as Triton kernels, for the fast path on CUDA: the image stream
-(``PlannerOptions(stream_convs="triton")``: each pair's ReLU(conv1_1) in one pass, then conv1_2, conv2_1 and
-conv2_2 as one kernel each) and the head (``fc3="triton"``: fc3, fc4, fc5 and the softmax as one kernel,
+"""FC-GQ-CNN's layers as Triton kernels, for the fast path on CUDA: the image stream
+(``PlannerOptions(stream_convs="triton")``: the shared conv1_1, :class:`SharedFirstConv`; each pair's
+ReLU(conv1_1) in one pass; then conv1_2, conv2_1 and conv2_2 as one kernel each) and the head (``fc3="triton"``: fc3, fc4, fc5 and the softmax as one kernel,
 :class:`QualityHead`).
 
 cuDNN runs FC-GQ-CNN's 16 -> 16 channel 5x5 convolutions at about 51 TFLOP/s on an H200 in bfloat16, a few
@@ -462,7 +462,8 @@ class SharedFirstConv:
     channels-last.
 
     Args:
-        network: an FC-GQ-CNN that subtracts the grasp depth; conv1_1 at most 11x11 (its weights are read once).
+        network: an FC-GQ-CNN that subtracts the grasp depth; conv1_1 at most 11x11 (its weights are read
+            once).
     """
 
     def __init__(self, network: torch.nn.Module) -> None:
@@ -472,8 +473,8 @@ class SharedFirstConv:
         taps = self.kernel_size**2
         if taps > _FIRST_CONV_TAPS:
             raise ValueError(f"conv1_1 {tuple(weight.shape)} has more than {_FIRST_CONV_TAPS} taps")
-        self.taps = torch.nn.functional.pad(weight.reshape(out_channels, taps).t(), (0, 0, 0, _FIRST_CONV_TAPS - taps))
-        self.taps = self.taps.contiguous()
+        rows = weight.reshape(out_channels, taps).t()  # (K * K, O)
+        self.taps = torch.nn.functional.pad(rows, (0, 0, 0, _FIRST_CONV_TAPS - taps)).contiguous()
 
     def __call__(self, depth: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """(G, H - K + 1, W - K + 1, 16) float32 of depth images (G, H, W) [m] and reference depths (G,) [m]."""
