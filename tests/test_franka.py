@@ -12,7 +12,7 @@ from dexrl.sim.bin_world import BinWorld
 from dexrl.sim.executor import ExecutorCfg, GraspExecutor, Outcome
 from dexrl.sim.franka import ARM_JOINTS, ARM_USD, FrankaCfg, write_franka_usd
 from dexrl.sim.gripper import GripperCfg
-from dexrl.sim.kinematics import quat_of, rotation_z, transform
+from dexrl.sim.kinematics import quat_of, transform
 from dexrl.sim.mounts import FrankaMount, embodiment_entities
 from dexrl.sim.scene_cfg import SceneSettingsCfg
 from primitive_pools import box
