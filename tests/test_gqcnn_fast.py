@@ -14,7 +14,6 @@ from dexrl.gqcnn.fast import (
     TrunkShapes,
     cpu_has_native_bf16,
     live_depth_bins,
-    top_k_in_chunks,
     window_of_cells,
 )
 from dexrl.gqcnn.grid import CROP_SIZE, grid_mask
@@ -65,21 +64,6 @@ def test_window_of_cells_is_the_bounding_box_over_the_batch():
     cells[0, 4:7, 10:12] = True
     cells[2, 9, 3] = True
     assert window_of_cells(cells).tolist() == [4, 10, 3, 12]
-
-
-@pytest.mark.parametrize("count", [9000, 8192, 500])  # a partial last chunk, whole chunks, a single topk
-def test_top_k_in_chunks_equals_topk(count):
-    generator = torch.Generator().manual_seed(count)
-    scores = torch.rand(3, count, generator=generator)
-    scores[1, -1] = 2.0  # the best score of an image in the last chunk
-    scores[2] = -3.0  # an image with nothing admissible
-    scores[2, 17] = 0.5
-    values, indices = top_k_in_chunks(scores, 16, chunk=1024)
-    expected = scores.topk(16, dim=1).values
-    assert torch.equal(values, expected)
-    assert torch.equal(scores.gather(1, indices), values)
-    assert indices[1, 0] == count - 1 and indices[2, 0] == 17
-    assert len(set(indices[0].tolist())) == 16
 
 
 def test_live_depth_bins_follow_the_deepest_surface_the_jaw_tips_may_reach():

@@ -36,6 +36,12 @@ def test_one_layer_equals_pytorchs_convolution_relu_and_pool(interpreted_errors,
     assert interpreted_errors[f"conv_pool_{pool}"] < 1e-5
 
 
+@pytest.mark.parametrize("width", [38, 37])
+@pytest.mark.parametrize("pool", [False, True])
+def test_one_layer_by_blocks_of_output_pixels_equals_pytorchs(interpreted_errors, pool, width):
+    assert interpreted_errors[f"blocks_pool_{pool}_{width}"] < 1e-5
+
+
 def test_shifted_first_layer_equals_adding_each_pairs_shift(interpreted_errors):
     assert interpreted_errors["shifted_relu"] == 0  # the same float32 sum and ReLU
 
@@ -48,8 +54,9 @@ def test_the_shared_first_convolution_equals_the_networks(interpreted_errors):
     assert interpreted_errors["first_conv"] < 1e-5
 
 
-def test_the_stream_equals_the_networks_image_stream(interpreted_errors):
-    assert interpreted_errors["stream"] < 1e-4
+@pytest.mark.parametrize("blocks", [False, True])
+def test_the_stream_equals_the_networks_image_stream(interpreted_errors, blocks):
+    assert interpreted_errors[f"stream_blocks_{blocks}"] < 1e-4
 
 
 def test_the_head_kernel_equals_fc3_to_the_softmax(interpreted_errors):
@@ -67,6 +74,17 @@ def test_fast_path_quality_is_the_same_with_the_triton_stream_and_head(interpret
 def test_rescoring_through_the_triton_stream_gives_pytorchs_q(interpreted_errors):
     assert interpreted_errors["rescoring"] < 1e-6
     assert 1e-3 < interpreted_errors["rescoring_q_from_half"] < 0.4  # q neither saturated nor all alike
+
+
+@pytest.mark.parametrize("case", ["chunks", "one_chunk"])
+def test_top_k_equals_torchs(interpreted_errors, case):
+    assert interpreted_errors[f"top_k_{case}"] == 0
+    assert interpreted_errors[f"top_k_{case}_index"] == 0  # the indices point at those values
+
+
+def test_top_k_finds_a_best_score_in_the_last_chunk_and_keeps_ties_apart(interpreted_errors):
+    assert interpreted_errors["top_k_found_last_and_lone"] == 1
+    assert interpreted_errors["top_k_distinct_ties"] == 1  # 15 equal scores after the best, each once
 
 
 def test_cpu_tensors_need_the_interpreter(network):

@@ -17,10 +17,13 @@ from dexrl.gqcnn.triton_convs import (
     QualityHead,
     SharedFirstConv,
     StreamConvs,
+    block_rows,
     conv5x5_relu,
+    conv_blocks_relu,
     inpaint_round,
     kernel_rows,
     shifted_relu,
+    top_k,
 )
 from dexrl.grasp import CameraIntrinsics
 
@@ -32,17 +35,26 @@ def torch_layer(x: torch.Tensor, conv: torch.nn.Conv2d, pool: bool) -> torch.Ten
 
 
 def kernel_errors() -> dict[str, float]:
-    """One convolution on odd sizes (partial tiles, a pooled edge of one row), with and without the pool; the
-    shifted first layer (its blocks reach past the image's last pixel)."""
+    """One convolution on odd sizes (partial tiles, a pooled edge of one row), with and without the pool, one
+    tap per product and by 2x2 blocks of output pixels (these also on an output of odd width, whose last
+    blocks read past the input's edges); the shifted first layer (its blocks reach past the image's last
+    pixel)."""
     conv = torch.nn.Conv2d(16, 16, 5)
     weight, bias = kernel_rows(conv.weight), conv.bias.detach()
-    x = torch.randn(2, 21, 38, 16)
+    x, odd_width = torch.randn(2, 21, 38, 16), torch.randn(1, 22, 37, 16)
     shifts, pair_image = torch.randn(3, 16), torch.tensor([1, 0, 1])
     with torch.no_grad():
         return {
             **{
                 f"conv_pool_{pool}": (conv5x5_relu(x, weight, bias, pool) - torch_layer(x, conv, pool)).abs().max().item()
                 for pool in (False, True)
+            },
+            **{
+                f"blocks_pool_{pool}_{image.shape[2]}": (
+                    conv_blocks_relu(image, block_rows(conv.weight), bias, pool) - torch_layer(image, conv, pool)
+                ).abs().max().item()
+                for pool in (False, True)
+                for image in (x, odd_width)
             },
             "shifted_relu": (
                 shifted_relu(x, shifts, pair_image, torch.float32) - F.relu(x[pair_image] + shifts[:, None, None])
@@ -78,15 +90,19 @@ def first_conv_error(network: FCGQCNN) -> float:
         return (SharedFirstConv(network)(depth, reference) - expected).abs().max().item()
 
 
-def stream_error(network: FCGQCNN) -> float:
-    """The shifted first layer and three convolutions against the network's image stream, for 3 pairs of 2
-    images of 44x52."""
+def stream_errors(network: FCGQCNN) -> dict[str, float]:
+    """The shifted first layer and three convolutions (one tap per product, and by blocks) against the
+    network's image stream, for 3 pairs of 2 images of 44x52."""
     shared, shifts, pair_image = torch.randn(2, 44, 52, 16), torch.randn(3, 16), torch.tensor([1, 0, 1])
     first = F.relu(shared[pair_image] + shifts[:, None, None])
     with torch.no_grad():
         expected = network.image_stream.after_first_conv(first.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        got = StreamConvs(network.image_stream)(shared, shifts, pair_image)
-    return (got - expected).abs().max().item()
+        return {
+            f"stream_blocks_{blocks}": (
+                StreamConvs(network.image_stream, blocks)(shared, shifts, pair_image) - expected
+            ).abs().max().item()
+            for blocks in (False, True)
+        }
 
 
 def head_error(network: FCGQCNN) -> float:
@@ -155,15 +171,37 @@ def rescoring_errors(network: FCGQCNN) -> dict[str, float]:
     }
 
 
+def top_k_errors() -> dict[str, float]:
+    """The two-kernel top-k against ``torch.topk``: on 3 images of 9000 scores (a partial last chunk; image 1's
+    best score is its last, image 2 has one score above a floor of ties), and on 2 images of fewer scores than
+    one chunk."""
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.rand(3, 9000, generator=generator)
+    scores[1, -1] = 2.0
+    scores[2] = -3.0
+    scores[2, 17] = 0.5
+    few = torch.rand(2, 700, generator=generator)
+    errors = {}
+    for name, values in (("chunks", scores), ("one_chunk", few)):
+        got, index = top_k(values, 16, chunk=1024)
+        errors[f"top_k_{name}"] = (got - values.topk(16, dim=1).values).abs().max().item()
+        errors[f"top_k_{name}_index"] = (values.gather(1, index) - got).abs().max().item()
+    index = top_k(scores, 16, chunk=1024)[1]
+    errors["top_k_found_last_and_lone"] = float(index[1:, 0].tolist() == [9000 - 1, 17])
+    errors["top_k_distinct_ties"] = float(len(set(index[2].tolist())) == 16)
+    return errors
+
+
 def main() -> None:
     if not os.environ.get("TRITON_INTERPRET"):
         raise SystemExit("run with TRITON_INTERPRET=1")
     torch.manual_seed(0)
     network = FCGQCNN().eval()
-    errors = {**kernel_errors(), "stream": stream_error(network), "head": head_error(network)}
+    errors = {**kernel_errors(), **stream_errors(network), "head": head_error(network)}
     errors["inpaint_round"] = inpaint_round_error()
     errors["first_conv"] = first_conv_error(network)
     errors.update(rescoring_errors(network))
+    errors.update(top_k_errors())
     errors["head_refuses_8_angles"] = head_refuses_other_widths()
     print(json.dumps({**errors, **planner_errors(network)}))
 

@@ -61,7 +61,6 @@ __all__ = [
     "cpu_has_native_bf16",
     "cuda_fp32_precision",
     "live_depth_bins",
-    "top_k_in_chunks",
     "window_of_cells",
 ]
 
@@ -149,20 +148,6 @@ def window_of_cells(cells: torch.Tensor) -> torch.Tensor:
         return first, end
 
     return torch.stack((*first_and_end(rows), *first_and_end(cols)))
-
-
-def top_k_in_chunks(scores: torch.Tensor, k: int, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-    """``scores.topk(k, dim=1)`` of (B, n) scores (above -inf) in two steps: the k best of each ``chunk``
-    scores, then the k best of those (exact: the overall best k are among them). For one image's 125,504
-    (depth bin, cell) pairs and k = 16, an H200 took 42 us instead of 54 inside a plan (2026-12-04)."""
-    batch, count = scores.shape
-    if count < 4 * chunk or k > chunk:
-        return scores.topk(k, dim=1)
-    padded = F.pad(scores, (0, -count % chunk), value=-torch.inf).view(batch, -1, chunk)
-    values, within = padded.topk(k, dim=2)  # (B, chunks, k)
-    values, best = values.flatten(1).topk(k, dim=1)
-    start = torch.div(best, k, rounding_mode="floor") * chunk
-    return values, start + within.flatten(1).gather(1, best)
 
 
 def live_depth_bins(
@@ -350,9 +335,14 @@ class FastQuality:
         self._stream_convs: Callable[..., torch.Tensor] | None = None  # None: PyTorch's image stream
         self._exact_stream: Callable[..., torch.Tensor] | None = None  # the same for the float32 rescoring
         self._shared_first_conv: Callable[..., torch.Tensor] | None = None  # None: PyTorch's
+        self._pair_top_k: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] = functools.partial(
+            torch.topk, dim=1
+        )
         if options.stream_convs == "triton":
-            from .triton_convs import SharedFirstConv, StreamConvs  # noqa: PLC0415 (Triton only if asked for)
+            # Triton only if asked for
+            from .triton_convs import SharedFirstConv, StreamConvs, top_k  # noqa: PLC0415
 
+            self._pair_top_k = top_k
             self._shared_first_conv = SharedFirstConv(model)
             self._stream_convs = StreamConvs(self._trunk_model.image_stream)
             self._exact_stream = StreamConvs(model.image_stream)
@@ -546,7 +536,7 @@ class FastQuality:
         """
         batch, bins, _, rows, cols = q.shape
         pair_scores = scores.amax(dim=2).flatten(1)  # (B, D * h * w)
-        values, flat = top_k_in_chunks(pair_scores, min(count, pair_scores.shape[1]))
+        values, flat = self._pair_top_k(pair_scores, min(count, pair_scores.shape[1]))
         depth_bin, row, col = flat // (rows * cols), flat // cols % rows, flat % cols
         crops = extract_crops(depth, cell_centers(row, col)).flatten(0, 1)[:, None]  # (B * N, 1, 96, 96)
         crop_depth = grasp_depth.gather(1, depth_bin).flatten()[:, None]  # (B * N, 1)

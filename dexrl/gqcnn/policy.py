@@ -243,6 +243,7 @@ class FCGQCNNPlanner:
         self.model = model.to(self.device, memory_format=memory_format).eval()
         self._fast = FastQuality(self.model, self.device, self.options) if fast else None
         self._whole_plans: dict[tuple[int, bool], Callable[..., tuple[torch.Tensor, ...]]] = {}
+        self._last_cameras: tuple[tuple | None, torch.Tensor | None] = (None, None)
         self._network = (
             self.model
             if self.options.compile_mode is None or fast
@@ -385,23 +386,45 @@ class FCGQCNNPlanner:
         cameras = validate_planner_request(depth, intrinsics, mask)
         if min(depth.shape[1:]) < CROP_SIZE:
             return None
-        params = camera_parameters(cameras, self.device)
+        params = self._camera_parameters(cameras)
         depth = depth.to(self.device, torch.float32)
         mask = torch.ones_like(depth, dtype=torch.bool) if mask is None else mask.to(self.device)
         key = (k, return_q_map)
         if key not in self._whole_plans:
-            body = functools.partial(self._plan_on_device, k=k, return_q_map=return_q_map)
+            body = functools.partial(self._packed_plan_on_device, k=k, return_q_map=return_q_map)
             graphs = self.options.cuda_graphs and self.device.type == "cuda"
             self._whole_plans[key] = GraphReplayer(body, self.device) if graphs else body
-        *outputs, faults = self._whole_plans[key](depth, mask, params)
-        if faults.any():
+        values, valid, q_map, any_fault = self._whole_plans[key](depth, mask, params)
+        if any_fault:
             return None
         # copies: a graph's outputs are overwritten by its next replay
-        center, angle, grasp_depth, width, q, valid, positions, q_map = (t.clone() for t in outputs)
-        grasps = ImageGrasps(center=center, angle=angle, depth=grasp_depth, width=width, q=q)
-        return PlanResult(
-            grasps, valid, positions, q_map if return_q_map else None, {}, q_map_grid=(STRIDE, CROP_SIZE // 2)
+        values, valid = values.clone(), valid.clone()
+        center, angle, grasp_depth, width, q, positions = values.split((2, 1, 1, 1, 1, 3), dim=2)
+        grasps = ImageGrasps(
+            center=center, angle=angle[..., 0], depth=grasp_depth[..., 0], width=width[..., 0], q=q[..., 0]
         )
+        q_map = q_map.clone() if return_q_map else None
+        return PlanResult(grasps, valid, positions, q_map, {}, q_map_grid=(STRIDE, CROP_SIZE // 2))
+
+    def _camera_parameters(self, cameras: list[CameraIntrinsics]) -> torch.Tensor:
+        """:func:`camera_parameters` on the planner's device, kept from the last call while the cameras stay
+        the same (a host-to-device copy per plan otherwise)."""
+        values = tuple((c.fx, c.fy, c.cx, c.cy) for c in cameras)  # by value: intrinsics are mutable
+        if values != self._last_cameras[0]:
+            self._last_cameras = (values, camera_parameters(cameras, self.device))
+        return self._last_cameras[1]
+
+    def _packed_plan_on_device(
+        self, depth: torch.Tensor, mask: torch.Tensor, cameras: torch.Tensor, *, k: int, return_q_map: bool
+    ) -> tuple[torch.Tensor, ...]:
+        """:meth:`_plan_on_device` with its float outputs in one tensor, so that a plan's results take two
+        copies, not eight: the grasps' center, angle, depth, width, q and positions (B, k, 9); then valid
+        (B, k), the q-map and whether any image has a fault (a 0-d bool)."""
+        center, angle, grasp_depth, width, q, valid, positions, q_map, faults = self._plan_on_device(
+            depth, mask, cameras, k=k, return_q_map=return_q_map
+        )
+        values = torch.cat((center, torch.stack((angle, grasp_depth, width, q), dim=2), positions), dim=2)
+        return values, valid, q_map, faults.any()
 
     @torch.inference_mode()
     def _plan_on_device(

@@ -1,14 +1,18 @@
 """FC-GQ-CNN's layers as Triton kernels, for the fast path on CUDA: the image stream
 (``PlannerOptions(stream_convs="triton")``: the shared conv1_1, :class:`SharedFirstConv`; each pair's
-ReLU(conv1_1) in one pass; then conv1_2, conv2_1 and conv2_2 as one kernel each) and the head (``fc3="triton"``: fc3, fc4, fc5 and the softmax as one kernel,
+ReLU(conv1_1) in one pass; then conv1_2, conv2_1 and conv2_2 as one kernel each, :class:`StreamConvs`) and
+the head (``fc3="triton"``: fc3, fc4, fc5 and the softmax as one kernel,
 :class:`QualityHead`).
 
 cuDNN runs FC-GQ-CNN's 16 -> 16 channel 5x5 convolutions at about 51 TFLOP/s on an H200 in bfloat16, a few
 percent of the matrix units' rate: with 16 channels each tap's reduction is too short for its kernels. Here
-each program computes a tile of output pixels as 25 small matrix products (pixels x 16 input channels times
-16 x 16 weights) and accumulates in float32. It then adds the bias and applies the ReLU and, where the layer
-has one, the 2x2 max-pool (stride 2, rounding up like the network's pools) in registers, which PyTorch runs
-as separate passes over memory: a pooled layer writes only a quarter of the pixels.
+each program accumulates a tile of output pixels in float32, in one of two forms: one tap per product
+(:func:`conv5x5_relu`: 25 products of pixels x 16 input channels times 16 x 16 weights), or by 2x2 blocks of
+output pixels (:func:`conv_blocks_relu`: each block's 6x6 input patch times 64 columns, the block's 4 pixels
+x 16 channels, in products of width 64 over reductions of 32; 1.44 times the multiply-adds, 1.75 times faster
+in bfloat16 on an H200). It then adds the bias and applies the ReLU and, where the layer has one, the 2x2
+max-pool (stride 2, rounding up like the network's pools) in registers, which PyTorch runs as separate passes
+over memory: a pooled layer writes only a quarter of the pixels.
 
 conv1_1's output at each pair's grasp depth, ReLU(shared + shift) rounded to bfloat16, is written by its own
 one-pass kernel (PyTorch's broadcast add into bfloat16 and in-place ReLU took 4.5 ms per 256 pairs at the
@@ -34,12 +38,15 @@ __all__ = [
     "QualityHead",
     "SharedFirstConv",
     "StreamConvs",
+    "block_rows",
     "conv5x5_relu",
+    "conv_blocks_relu",
     "first_conv",
     "inpaint_round",
     "kernel_rows",
     "quality_head",
     "shifted_relu",
+    "top_k",
 ]
 
 _TILE_CONFIGS = [
@@ -91,6 +98,7 @@ def _first_conv_kernel(
     K: tl.constexpr,
     PADDED_TAPS: tl.constexpr,
     C_OUT: tl.constexpr,
+    PRECISION: tl.constexpr,
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
 ):
@@ -102,7 +110,7 @@ def _first_conv_kernel(
     taken = valid[:, None] & (tap < K * K)[None, :]
     patches = tl.load(depth_ptr + image * H * W + offsets, mask=taken, other=0.0)
     patches = tl.where(taken, patches - tl.load(reference_ptr + image), 0.0)
-    acc = tl.dot(patches, tl.load(w_ptr + tap[:, None] * C_OUT + c_out[None, :]), input_precision="tf32x3")
+    acc = tl.dot(patches, tl.load(w_ptr + tap[:, None] * C_OUT + c_out[None, :]), input_precision=PRECISION)
     out_offsets = image * OUT_H * OUT_W * C_OUT + (row * OUT_W + col)[:, None] * C_OUT + c_out[None, :]
     tl.store(out_ptr + out_offsets, acc, mask=valid[:, None])
 
@@ -160,6 +168,67 @@ def inpaint_round(depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @triton.jit
+def _chunk_top_k_kernel(
+    scores_ptr,  # (B, N) float32
+    index_ptr,  # (B, N) int64: the scores' indices into an earlier step's scores (GATHER)
+    values_ptr,  # (B, CHUNKS * K) float32
+    out_index_ptr,  # (B, CHUNKS * K) int64
+    N,
+    CHUNK: tl.constexpr,
+    K: tl.constexpr,
+    GATHER: tl.constexpr,
+):
+    chunk, image = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    position = chunk * CHUNK + tl.arange(0, CHUNK)
+    left = position < N
+    scores = tl.load(scores_ptr + image * N + position, mask=left, other=float("-inf"))
+    out = image * tl.num_programs(0) * K + chunk * K
+    for j in tl.static_range(K):  # the best score left, the first of equal ones
+        best = tl.max(tl.where(left, scores, float("-inf")), axis=0)
+        at = tl.min(tl.where(left & (scores == best), position, N), axis=0)
+        left &= position != at
+        found = at < N  # not in a chunk of fewer than K scores
+        index = tl.where(found, at, 0).to(tl.int64)
+        if GATHER:
+            index = tl.load(index_ptr + image * N + index)
+        tl.store(values_ptr + out + j, tl.where(found, best, float("-inf")))
+        tl.store(out_index_ptr + out + j, index)
+
+
+TOP_K_ROUNDS = 64
+"""The most values :func:`top_k` selects with its kernels."""
+
+
+def top_k(scores: torch.Tensor, k: int, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """``scores.topk(k, dim=1)`` of finite (B, n) float32 scores in two kernels: the k best of each ``chunk``
+    scores, then the k best of those, each by k rounds of take-the-best in registers (ties: the first
+    index). torch's radix selection took 42 us for one image's 125,504 (depth bin, cell) pairs and k = 16
+    on an H200, in two steps (2026-12-04). More than :data:`TOP_K_ROUNDS` go to ``torch.topk``.
+
+    Returns:
+        (B, k) values, descending, and their (B, k) int64 indices.
+    """
+    _require_cuda_or_interpreter(scores.device)
+    batch, count = scores.shape
+    if not 0 < k <= count:
+        raise ValueError(f"k = {k} must lie in 1..{count}")
+    if k > min(TOP_K_ROUNDS, chunk):  # the kernel unrolls its rounds
+        return scores.topk(k, dim=1)
+    scores = scores.contiguous()
+    chunks = triton.cdiv(count, chunk)
+    values = scores.new_empty(batch, chunks * k)
+    index = torch.empty(batch, chunks * k, dtype=torch.int64, device=scores.device)
+    _chunk_top_k_kernel[(chunks, batch)](scores, index, values, index, count, CHUNK=chunk, K=k, GATHER=False)
+    best_values = scores.new_empty(batch, k)
+    best_index = torch.empty(batch, k, dtype=torch.int64, device=scores.device)
+    _chunk_top_k_kernel[(1, batch)](
+        values, index, best_values, best_index, chunks * k, CHUNK=triton.next_power_of_2(chunks * k), K=k,
+        GATHER=True,
+    )  # fmt: skip
+    return best_values, best_index
+
+
+@triton.jit
 def _output_tile(OUT_H, OUT_W, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
     """This program's TILE_H x TILE_W tile of output pixels (program axis 0 numbers the tiles row-major):
     its first row and column, each pixel's row and column, and which pixels lie inside the output."""
@@ -179,41 +248,48 @@ def _accumulate_kernel_rows(
     row,
     col,
     valid,
+    H,
     W,
     C: tl.constexpr,
     K: tl.constexpr,
     OUT: tl.constexpr,
     TAPS: tl.constexpr,
     PRECISION: tl.constexpr,
+    BOUNDED: tl.constexpr,
 ):
-    """``acc`` (pixels, OUT) plus a valid K x K convolution of the (H, W, C) image at ``x_base`` at the
-    tile's pixels, in float32. A step reduces over TAPS neighbouring taps of one kernel row: TAPS x C values
-    that lie next to each other in channels-last memory (tap j // C, channel j % C), one matrix product
-    without copying the rows out (with C = 16, one tap per product is a reduction of 16 only). A row's last
-    K % TAPS taps take one step each."""
+    """``acc`` (pixels, OUT) plus a K x K correlation of the (H, W, C) image at ``x_base`` with the window
+    at (row, col) for each of the tile's pixels, in float32. A step reduces over TAPS neighbouring taps of
+    one kernel row: TAPS x C values that lie next to each other in channels-last memory (tap j // C, channel
+    j % C), one matrix product without copying the rows out (with C = 16, one tap per product is a
+    reduction of 16 only). A row's last K % TAPS taps take one step each. ``BOUNDED``: windows of valid
+    pixels may reach past the image (read as zeros), not only those of pixels past the output."""
     whole: tl.constexpr = K // TAPS
     rest: tl.constexpr = K % TAPS
     out = tl.arange(0, OUT)
     for step in tl.range(K * whole):
         dy, first_tap = step // whole, (step % whole) * TAPS
-        acc = _row_step(acc, x_base, w_ptr, row, col, valid, W, dy, first_tap, tl.arange(0, TAPS * C), out,
-                        C, K, OUT, PRECISION)  # fmt: skip
+        acc = _row_step(acc, x_base, w_ptr, row, col, valid, H, W, dy, first_tap, tl.arange(0, TAPS * C), out,
+                        C, K, OUT, PRECISION, BOUNDED)  # fmt: skip
     if rest > 0:
         for step in tl.range(K * rest):
             dy, tap = step // rest, whole * TAPS + step % rest
-            acc = _row_step(acc, x_base, w_ptr, row, col, valid, W, dy, tap, tl.arange(0, C), out,
-                            C, K, OUT, PRECISION)  # fmt: skip
+            acc = _row_step(acc, x_base, w_ptr, row, col, valid, H, W, dy, tap, tl.arange(0, C), out,
+                            C, K, OUT, PRECISION, BOUNDED)  # fmt: skip
     return acc
 
 
 @triton.jit
 def _row_step(
-    acc, x_base, w_ptr, row, col, valid, W, dy, first_tap, j, out, C, K, OUT, PRECISION: tl.constexpr
-):
+    acc, x_base, w_ptr, row, col, valid, H, W, dy, first_tap, j, out, C, K, OUT,
+    PRECISION: tl.constexpr, BOUNDED: tl.constexpr,
+):  # fmt: skip
     """``acc`` plus one matrix product: the values j (tap first_tap + j // C of kernel row dy, channel j % C)
     under each of the tile's pixels, times their weights."""
     offsets = ((row + dy) * W + col + first_tap)[:, None] * C + j[None, :]
-    a = tl.load(x_base + offsets, mask=valid[:, None], other=0.0)
+    taken = valid[:, None]
+    if BOUNDED:
+        taken &= (row + dy < H)[:, None] & ((col + first_tap)[:, None] + j[None, :] // C < W)
+    a = tl.load(x_base + offsets, mask=taken, other=0.0)
     w = tl.load(w_ptr + ((dy * K + first_tap) * C + j[:, None]) * OUT + out[None, :])
     return tl.dot(a, w, acc, input_precision=PRECISION)
 
@@ -245,7 +321,7 @@ def _conv_kernel(
     # one tap per product: steps of 2 or 4 taps (as the head takes them) lost to it for all three layers
     # (autotuned on an H200, 2026-12-04)
     acc = _accumulate_kernel_rows(
-        acc, x_ptr + n * H * W * C_IN, w_ptr, row, col, valid, W, C_IN, K, C_OUT, 1, PRECISION
+        acc, x_ptr + n * H * W * C_IN, w_ptr, row, col, valid, H, W, C_IN, K, C_OUT, 1, PRECISION, False
     )
 
     if POOL:  # max over each 2x2 block of the tile; pixels past the edge never win
@@ -262,6 +338,64 @@ def _conv_kernel(
 
 
 _tuned_conv_kernel = triton.autotune(_TILE_CONFIGS, key=["H", "W", "POOL", "PRECISION"])(_conv_kernel)
+
+
+@triton.jit
+def _block_conv_kernel(
+    x_ptr,  # (N, H, W, C_IN)
+    w_ptr,  # (K + 1, (K + 1) * C_IN, 4 * C_OUT): block_rows
+    b_ptr,  # (C_OUT,)
+    y_ptr,  # (N, Y_H, Y_W, C_OUT)
+    H,
+    W,
+    OUT_H,  # convolution output size, before any pool
+    OUT_W,
+    Y_H,  # stored size
+    Y_W,
+    C_IN: tl.constexpr,
+    C_OUT: tl.constexpr,
+    K: tl.constexpr,
+    POOL: tl.constexpr,
+    PRECISION: tl.constexpr,  # of float32 products: tf32, tf32x3 or ieee
+    TAPS: tl.constexpr,  # patch pixels of one row per reduction step
+    TILE_H: tl.constexpr,
+    TILE_W: tl.constexpr,
+):
+    n = tl.program_id(1).to(tl.int64)
+    _, _, block_row, block_col, valid = _output_tile((OUT_H + 1) // 2, (OUT_W + 1) // 2, TILE_H, TILE_W)
+    # each 2x2 block of output pixels is one row of the products: its (K + 1) x (K + 1) input patch times
+    # the 4 pixels x C_OUT columns of block_rows, row by row of the patch
+    acc = tl.zeros((TILE_H * TILE_W, 4 * C_OUT), dtype=tl.float32)
+    acc = _accumulate_kernel_rows(
+        acc, x_ptr + n * H * W * C_IN, w_ptr, 2 * block_row, 2 * block_col, valid, H, W,
+        C_IN, K + 1, 4 * C_OUT, TAPS, PRECISION, True,
+    )  # fmt: skip
+
+    column = tl.arange(0, 4 * C_OUT)  # block pixel (column // (2 C_OUT), column // C_OUT % 2), channel
+    row = 2 * block_row[:, None] + (column // (2 * C_OUT))[None, :]
+    col = 2 * block_col[:, None] + (column // C_OUT % 2)[None, :]
+    inside = valid[:, None] & (row < OUT_H) & (col < OUT_W)
+    c_out = tl.arange(0, C_OUT)
+    if POOL:  # the 2x2 max-pool: a max over the block's pixels; pixels past the edge never win
+        acc = tl.max(tl.reshape(tl.where(inside, acc, float("-inf")), (TILE_H * TILE_W, 4, C_OUT)), axis=1)
+        out = tl.maximum(acc + tl.load(b_ptr + c_out)[None, :], 0.0)  # the bias commutes with the max
+        y_offsets = n * Y_H * Y_W * C_OUT + (block_row * Y_W + block_col)[:, None] * C_OUT + c_out[None, :]
+        tl.store(y_ptr + y_offsets, out.to(y_ptr.dtype.element_ty), mask=valid[:, None])
+    else:
+        out = tl.maximum(acc + tl.load(b_ptr + column % C_OUT)[None, :], 0.0)
+        y_offsets = n * Y_H * Y_W * C_OUT + (row * Y_W + col) * C_OUT + (column % C_OUT)[None, :]
+        tl.store(y_ptr + y_offsets, out.to(y_ptr.dtype.element_ty), mask=inside)
+
+
+_BLOCK_CONFIGS = [
+    triton.Config({"TAPS": 2, "TILE_H": h, "TILE_W": w}, num_warps=warps, num_stages=stages)
+    for h, w in ((1, 64), (2, 32), (1, 128), (2, 64))
+    for warps, stages in ((4, 2), (4, 3), (8, 3))
+]
+_INTERPRETER_BLOCK_TILE = {"TAPS": 2, "TILE_H": 8, "TILE_W": 16}
+_tuned_block_conv_kernel = triton.autotune(_BLOCK_CONFIGS, key=["H", "W", "POOL", "PRECISION"])(
+    _block_conv_kernel
+)
 
 
 @triton.jit
@@ -291,7 +425,7 @@ def _head_kernel(
     f = tl.arange(0, F)
     acc = tl.zeros((TILE_H * TILE_W, F), dtype=tl.float32)
     acc = _accumulate_kernel_rows(
-        acc, x_ptr + n * H * W * C, w3_ptr, row, col, valid, W, C, K, F, TAPS, "tf32"
+        acc, x_ptr + n * H * W * C, w3_ptr, row, col, valid, H, W, C, K, F, TAPS, "tf32", False
     )  # bfloat16 operands: the precision of float32 products does not apply
 
     # fc4, fc5 and the softmax on the tile in registers, rounding where the layers' outputs would be stored.
@@ -314,10 +448,10 @@ def _head_kernel(
 
 _HEAD_CONFIGS = [
     triton.Config({"TAPS": taps, "TILE_H": h, "TILE_W": w}, num_warps=warps, num_stages=stages)
-    for taps in (2, 4, 8)
-    for h, w in ((1, 64), (2, 32), (1, 128), (2, 64), (4, 32))
-    for warps, stages in ((4, 3), (8, 3))
-    if h * w == 64 or warps == 8
+    for taps in (4, 8)
+    for h, w in ((1, 64), (2, 32), (1, 128), (2, 64), (4, 32), (1, 256), (2, 128))
+    for warps, stages in ((4, 3), (8, 3), (8, 2))
+    if (h * w == 64 and stages == 3) or (h * w == 128 and (warps, stages) == (8, 3)) or (h * w == 256 and stages == 2)
 ]
 _INTERPRETER_HEAD_TILE = {"TAPS": 4, "TILE_H": 2, "TILE_W": 16}
 _tuned_head_kernel = triton.autotune(_HEAD_CONFIGS, key=["H", "W"])(_head_kernel)
@@ -327,6 +461,77 @@ def kernel_rows(weight: torch.Tensor) -> torch.Tensor:
     """A ``Conv2d`` weight (O, C, K, K) laid out for the kernels: (K, K * C, O), each kernel row's K taps x C
     channels, tap-major."""
     return weight.detach().permute(2, 3, 1, 0).flatten(1, 2).contiguous()
+
+
+def block_rows(weight: torch.Tensor) -> torch.Tensor:
+    """A ``Conv2d`` weight (O, C, K, K) laid out for :func:`conv_blocks_relu`: the (K + 1) x (K + 1) kernel
+    that computes a 2x2 block of output pixels from the block's input patch, its 4 O output channels the
+    block's pixels (dy, dx) row-major, each O channels (zero where a pixel's window does not reach), as
+    :func:`kernel_rows` lays it out: (K + 1, (K + 1) C, 4 O)."""
+    out_channels, channels, k, _ = weight.shape
+    blocks = weight.new_zeros(2, 2, out_channels, channels, k + 1, k + 1)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            blocks[dy, dx, :, :, dy : dy + k, dx : dx + k] = weight.detach()
+    return kernel_rows(blocks.flatten(0, 2))
+
+
+def _block_output(x: torch.Tensor, weight: torch.Tensor, pool: bool) -> torch.Tensor:
+    """The uninitialised output of :func:`conv_blocks_relu`; raises ValueError for inputs that do not fit."""
+    count, height, width, in_channels = x.shape
+    patch, out_channels = weight.shape[0], weight.shape[-1] // 4
+    if weight.shape != (patch, patch * in_channels, 4 * out_channels):
+        raise ValueError(f"block weight {tuple(weight.shape)} does not fit input channels {in_channels}")
+    out_h, out_w = height - patch + 2, width - patch + 2
+    if pool:
+        out_h, out_w = -(-out_h // 2), -(-out_w // 2)
+    return x.new_empty(count, out_h, out_w, out_channels, dtype=weight.dtype)
+
+
+@torch.library.custom_op("dexrl::conv_blocks_relu", mutates_args=())
+def conv_blocks_relu(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: bool, precision: str = "tf32x3"
+) -> torch.Tensor:
+    """:func:`conv5x5_relu` computed by 2x2 blocks of output pixels: each block is one row of a matrix
+    product of its (K + 1) x (K + 1) input patch with :func:`block_rows`, whose 4 O columns are the block's
+    pixels. That is 1.44 times the multiply-adds of a 5x5 kernel, in products of width 64 over reductions
+    of 32 where the taps' products are of width 16 over reductions of 16. The pool is a max over each
+    block's pixels.
+
+    Args:
+        x: (N, H, W, C) channels-last input.
+        weight: (K + 1, (K + 1) C, 4 O), a ``Conv2d`` weight as :func:`block_rows` lays it out, in the
+            input's dtype.
+        bias, pool, precision: as :func:`conv5x5_relu`.
+
+    Returns:
+        (N, H', W', O) in the input's dtype, H' = H - K + 1 (halved, rounding up, if ``pool``), W' likewise.
+    """
+    y = _block_output(x, weight, pool)
+    count, stored_h, stored_w, out_channels = y.shape
+    if count == 0:
+        return y
+    _, height, width, in_channels = x.shape
+    k = weight.shape[0] - 1
+    out_h, out_w = height - k + 1, width - k + 1
+    x, weight = x.contiguous(), weight.contiguous()
+
+    def grid(meta: dict) -> tuple[int, int]:
+        blocks_h, blocks_w = triton.cdiv(out_h, 2), triton.cdiv(out_w, 2)
+        return triton.cdiv(blocks_h, meta["TILE_H"]) * triton.cdiv(blocks_w, meta["TILE_W"]), count
+
+    _launch(
+        (_tuned_block_conv_kernel, _block_conv_kernel, _INTERPRETER_BLOCK_TILE), x.device, grid,
+        x, weight, bias, y, height, width, out_h, out_w, stored_h, stored_w,
+        C_IN=in_channels, C_OUT=out_channels, K=k, POOL=pool,
+        PRECISION=precision if x.dtype == torch.float32 else "tf32",
+    )  # fmt: skip
+    return y
+
+
+@conv_blocks_relu.register_fake
+def _(x, weight, bias, pool, precision="tf32x3"):
+    return _block_output(x, weight, pool)
 
 
 def _output(x: torch.Tensor, weight: torch.Tensor, pool: bool) -> torch.Tensor:
@@ -407,7 +612,7 @@ _FIRST_CONV_CONFIGS = [
     for h, w in ((4, 16), (8, 16), (8, 32), (16, 16))
     for warps in (4, 8)
 ]
-_tuned_first_conv_kernel = triton.autotune(_FIRST_CONV_CONFIGS, key=["H", "W"])(_first_conv_kernel)
+_tuned_first_conv_kernel = triton.autotune(_FIRST_CONV_CONFIGS, key=["H", "W", "PRECISION"])(_first_conv_kernel)
 _INTERPRETER_FIRST_CONV_TILE = {"TILE_H": 4, "TILE_W": 16}
 _FIRST_CONV_TAPS = 128
 """conv1_1's 81 taps padded to a power of two (the matrix product's reduction)."""
@@ -420,15 +625,19 @@ def _first_conv_output(depth: torch.Tensor, taps: torch.Tensor, kernel_size: int
 
 
 @torch.library.custom_op("dexrl::first_conv", mutates_args=())
-def first_conv(depth: torch.Tensor, reference: torch.Tensor, taps: torch.Tensor, kernel_size: int) -> torch.Tensor:
+def first_conv(
+    depth: torch.Tensor, reference: torch.Tensor, taps: torch.Tensor, kernel_size: int, precision: str = "tf32x3"
+) -> torch.Tensor:
     """A valid one-channel K x K convolution of depth - reference, without bias, channels-last: the
-    depth-independent part of conv1_1 (:class:`SharedFirstConv`). Float32; on the GPU its products run as
-    three TF32 products each (``tf32x3``). Use :class:`SharedFirstConv` to lay out the weights.
+    depth-independent part of conv1_1 (:class:`SharedFirstConv`). Float32. Use :class:`SharedFirstConv` to lay
+    out the weights.
 
     Args:
         depth: (G, H, W) float32 [m]. reference: (G,) float32 [m], subtracted from each image first.
         taps: (128, O) float32: the K x K weights row-major, then zero rows.
         kernel_size: K.
+        precision: of the products on the GPU (Triton's ``input_precision``): ``tf32x3`` (three TF32
+            products each, about float32's accuracy) or ``ieee``.
 
     Returns:
         (G, H - K + 1, W - K + 1, O) float32.
@@ -444,13 +653,13 @@ def first_conv(depth: torch.Tensor, reference: torch.Tensor, taps: torch.Tensor,
     _launch(
         (_tuned_first_conv_kernel, _first_conv_kernel, _INTERPRETER_FIRST_CONV_TILE), depth.device, grid,
         depth.contiguous(), reference.contiguous(), taps, out, depth.shape[1], depth.shape[2], out_h, out_w,
-        K=kernel_size, PADDED_TAPS=len(taps), C_OUT=out_channels,
+        K=kernel_size, PADDED_TAPS=len(taps), C_OUT=out_channels, PRECISION=precision,
     )  # fmt: skip
     return out
 
 
 @first_conv.register_fake
-def _(depth, reference, taps, kernel_size):
+def _(depth, reference, taps, kernel_size, precision="tf32x3"):
     return _first_conv_output(depth, taps, kernel_size)
 
 
@@ -611,19 +820,28 @@ class QualityHead:
 class StreamConvs:
     """An image stream after the shared conv1_1 (:meth:`FCGQCNN.shared_first_conv`): each pair's
     ReLU(conv1_1) through :func:`shifted_relu`, then conv1_2, conv2_1 and conv2_2, each with its ReLU and the
-    pool where it has one, through :func:`conv5x5_relu`.
+    pool where it has one, through :func:`conv_blocks_relu` or :func:`conv5x5_relu`.
 
     Args:
         stream: an image stream: the trunk's in bfloat16, or the float32 network's (the fast path's
             rescoring; its products then run as three TF32 products each, ``tf32x3``). Its weights are read
             once, in their dtype (the layers').
+        blocks: compute the convolutions by 2x2 blocks of output pixels (:func:`conv_blocks_relu`); None: in
+            bfloat16 only. On an H200 (2026-12-04) blocks ran a batch-1 plan's three bfloat16 layers in 263 us
+            against 461 us one tap per product, and the 16 rescored crops' float32 layers in 225 us against
+            205 us (``scripts/probe_block_convs.py``): with three TF32 products each, the 1.44 times the
+            multiply-adds cost more than the wider products gain.
     """
 
-    def __init__(self, stream: torch.nn.Module) -> None:
+    def __init__(self, stream: torch.nn.Module, blocks: bool | None = None) -> None:
         _require_cuda_or_interpreter(stream.conv1_2.weight.device)
         self.dtype = stream.conv1_2.weight.dtype
+        if blocks is None:
+            blocks = self.dtype == torch.bfloat16
+        self.convolution = conv_blocks_relu if blocks else conv5x5_relu
+        layout = block_rows if blocks else kernel_rows
         self.layers = [
-            (kernel_rows(conv.weight), conv.bias.detach().float())
+            (layout(conv.weight), conv.bias.detach().float())
             for conv in (stream.conv1_2, stream.conv2_1, stream.conv2_2)
         ]
 
@@ -632,7 +850,7 @@ class StreamConvs:
         pairs' shifts (N, 16) float32 (:meth:`FCGQCNN.first_conv_shifts`) and images (N,) in ``shared``."""
         features = self.first_layer(shared, shifts, pair_image)
         for (weight, bias), pool in zip(self.layers, (True, False, True), strict=True):
-            features = conv5x5_relu(features, weight, bias, pool)
+            features = self.convolution(features, weight, bias, pool)
         return features
 
     def first_layer(self, shared: torch.Tensor, shifts: torch.Tensor, pair_image: torch.Tensor) -> torch.Tensor:
