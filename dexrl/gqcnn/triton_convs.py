@@ -256,7 +256,6 @@ def _accumulate_kernel_rows(
     TAPS: tl.constexpr,
     PRECISION: tl.constexpr,
     BOUNDED: tl.constexpr,
-    A_CACHE: tl.constexpr = "",
 ):
     """``acc`` (pixels, OUT) plus a K x K correlation of the (H, W, C) image at ``x_base`` with the window
     at (row, col) for each of the tile's pixels, in float32. A step reduces over TAPS neighbouring taps of
@@ -270,19 +269,19 @@ def _accumulate_kernel_rows(
     for step in tl.range(K * whole):
         dy, first_tap = step // whole, (step % whole) * TAPS
         acc = _row_step(acc, x_base, w_ptr, row, col, valid, H, W, dy, first_tap, tl.arange(0, TAPS * C), out,
-                        C, K, OUT, PRECISION, BOUNDED, A_CACHE)  # fmt: skip
+                        C, K, OUT, PRECISION, BOUNDED)  # fmt: skip
     if rest > 0:
         for step in tl.range(K * rest):
             dy, tap = step // rest, whole * TAPS + step % rest
             acc = _row_step(acc, x_base, w_ptr, row, col, valid, H, W, dy, tap, tl.arange(0, C), out,
-                            C, K, OUT, PRECISION, BOUNDED, A_CACHE)  # fmt: skip
+                            C, K, OUT, PRECISION, BOUNDED)  # fmt: skip
     return acc
 
 
 @triton.jit
 def _row_step(
     acc, x_base, w_ptr, row, col, valid, H, W, dy, first_tap, j, out, C, K, OUT,
-    PRECISION: tl.constexpr, BOUNDED: tl.constexpr, A_CACHE: tl.constexpr,
+    PRECISION: tl.constexpr, BOUNDED: tl.constexpr,
 ):  # fmt: skip
     """``acc`` plus one matrix product: the values j (tap first_tap + j // C of kernel row dy, channel j % C)
     under each of the tile's pixels, times their weights."""
@@ -290,7 +289,7 @@ def _row_step(
     taken = valid[:, None]
     if BOUNDED:
         taken &= (row + dy < H)[:, None] & ((col + first_tap)[:, None] + j[None, :] // C < W)
-    a = tl.load(x_base + offsets, mask=taken, other=0.0, cache_modifier=A_CACHE)
+    a = tl.load(x_base + offsets, mask=taken, other=0.0)
     w = tl.load(w_ptr + ((dy * K + first_tap) * C + j[:, None]) * OUT + out[None, :])
     return tl.dot(a, w, acc, input_precision=PRECISION)
 
@@ -361,7 +360,6 @@ def _block_conv_kernel(
     TAPS: tl.constexpr,  # patch pixels of one row per reduction step
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
-    A_CACHE: tl.constexpr = "",  # the input's loads through L1 (".ca") or not
 ):
     n = tl.program_id(1).to(tl.int64)
     _, _, block_row, block_col, valid = _output_tile((OUT_H + 1) // 2, (OUT_W + 1) // 2, TILE_H, TILE_W)
@@ -370,7 +368,7 @@ def _block_conv_kernel(
     acc = tl.zeros((TILE_H * TILE_W, 4 * C_OUT), dtype=tl.float32)
     acc = _accumulate_kernel_rows(
         acc, x_ptr + n * H * W * C_IN, w_ptr, 2 * block_row, 2 * block_col, valid, H, W,
-        C_IN, K + 1, 4 * C_OUT, TAPS, PRECISION, True, A_CACHE,
+        C_IN, K + 1, 4 * C_OUT, TAPS, PRECISION, True,
     )  # fmt: skip
 
     column = tl.arange(0, 4 * C_OUT)  # block pixel (column // (2 C_OUT), column // C_OUT % 2), channel
@@ -421,14 +419,13 @@ def _head_kernel(
     TAPS: tl.constexpr,  # taps of one row per reduction step
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
-    A_CACHE: tl.constexpr = "",  # the features' loads through L1 (".ca") or not
 ):
     n = tl.program_id(1).to(tl.int64)
     first_row, first_col, row, col, valid = _output_tile(OUT_H, OUT_W, TILE_H, TILE_W)
     f = tl.arange(0, F)
     acc = tl.zeros((TILE_H * TILE_W, F), dtype=tl.float32)
     acc = _accumulate_kernel_rows(
-        acc, x_ptr + n * H * W * C, w3_ptr, row, col, valid, H, W, C, K, F, TAPS, "tf32", False, A_CACHE
+        acc, x_ptr + n * H * W * C, w3_ptr, row, col, valid, H, W, C, K, F, TAPS, "tf32", False
     )  # bfloat16 operands: the precision of float32 products does not apply
 
     # fc4, fc5 and the softmax on the tile in registers, rounding where the layers' outputs would be stored.
