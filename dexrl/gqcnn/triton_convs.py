@@ -103,7 +103,7 @@ def _first_conv_kernel(
     TILE_W: tl.constexpr,
 ):
     image = tl.program_id(1).to(tl.int64)
-    _, _, row, col, valid = _output_tile(OUT_H, OUT_W, TILE_H, TILE_W)
+    row, col, valid = _output_tile(OUT_H, OUT_W, TILE_H, TILE_W)
     tap, c_out = tl.arange(0, PADDED_TAPS), tl.arange(0, C_OUT)
     # each pixel's K x K patch as one row of a matrix product: pixels x taps times taps x channels
     offsets = (row[:, None] + tap[None, :] // K) * W + col[:, None] + tap[None, :] % K
@@ -229,15 +229,35 @@ def top_k(scores: torch.Tensor, k: int, chunk: int = 2048) -> tuple[torch.Tensor
 
 
 @triton.jit
-def _output_tile(OUT_H, OUT_W, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
-    """This program's TILE_H x TILE_W tile of output pixels (program axis 0 numbers the tiles row-major):
-    its first row and column, each pixel's row and column, and which pixels lie inside the output."""
+def _tile_origin(OUT_W, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
+    """First row and column of this program's TILE_H x TILE_W tile (program axis 0 numbers the tiles
+    row-major)."""
     tile = tl.program_id(0)
     tiles_w = (OUT_W + TILE_W - 1) // TILE_W
-    first_row, first_col = (tile // tiles_w) * TILE_H, (tile % tiles_w) * TILE_W
+    return (tile // tiles_w) * TILE_H, (tile % tiles_w) * TILE_W
+
+
+@triton.jit
+def _output_tile(OUT_H, OUT_W, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
+    """Row and column of each output pixel of this program's tile, and which lie inside the output: a
+    TILE_H x TILE_W tile (:func:`_tile_origin`), or for TILE_H = 1 a run of TILE_W pixels of the output in
+    row-major order, which wraps to the next row, so that no tile reaches past the right edge (a batch-1
+    plan's head output is 74 x 106 cells: a 1 x 128 tile per row computed 21% past it)."""
     pixel = tl.arange(0, TILE_H * TILE_W)
-    row, col = first_row + pixel // TILE_W, first_col + pixel % TILE_W
-    return first_row, first_col, row, col, (row < OUT_H) & (col < OUT_W)
+    if TILE_H == 1:
+        index = tl.program_id(0) * TILE_W + pixel
+        row, col = index // OUT_W, index % OUT_W
+    else:
+        first_row, first_col = _tile_origin(OUT_W, TILE_H, TILE_W)
+        row, col = first_row + pixel // TILE_W, first_col + pixel % TILE_W
+    return row, col, (row < OUT_H) & (col < OUT_W)
+
+
+def _tiles(out_h: int, out_w: int, meta: dict) -> int:
+    """Programs along axis 0 for an output of out_h x out_w pixels in ``meta``'s tiles (:func:`_output_tile`)."""
+    if meta["TILE_H"] == 1:
+        return triton.cdiv(out_h * out_w, meta["TILE_W"])
+    return triton.cdiv(out_h, meta["TILE_H"]) * triton.cdiv(out_w, meta["TILE_W"])
 
 
 @triton.jit
@@ -315,7 +335,8 @@ def _conv_kernel(
     TILE_W: tl.constexpr,
 ):
     n = tl.program_id(1).to(tl.int64)
-    first_row, first_col, row, col, valid = _output_tile(OUT_H, OUT_W, TILE_H, TILE_W)
+    tl.static_assert(TILE_H % 2 == 0 or not POOL, "a pooled tile spans whole 2x2 blocks")
+    row, col, valid = _output_tile(OUT_H, OUT_W, TILE_H, TILE_W)
     c_out = tl.arange(0, C_OUT)
     acc = tl.zeros((TILE_H * TILE_W, C_OUT), dtype=tl.float32)
     # one tap per product: steps of 2 or 4 taps (as the head takes them) lost to it for all three layers
@@ -329,6 +350,7 @@ def _conv_kernel(
         acc = tl.reshape(acc, (TILE_H // 2, 2, TILE_W // 2, 2, C_OUT))
         acc = tl.reshape(tl.max(tl.max(acc, axis=3), axis=1), (TILE_H * TILE_W // 4, C_OUT))
         pooled = tl.arange(0, TILE_H * TILE_W // 4)
+        first_row, first_col = _tile_origin(OUT_W, TILE_H, TILE_W)
         row = first_row // 2 + pooled // (TILE_W // 2)
         col = first_col // 2 + pooled % (TILE_W // 2)
     out = tl.maximum(acc + tl.load(b_ptr + c_out)[None, :], 0.0)  # the bias commutes with the max
@@ -362,7 +384,7 @@ def _block_conv_kernel(
     TILE_W: tl.constexpr,
 ):
     n = tl.program_id(1).to(tl.int64)
-    _, _, block_row, block_col, valid = _output_tile((OUT_H + 1) // 2, (OUT_W + 1) // 2, TILE_H, TILE_W)
+    block_row, block_col, valid = _output_tile((OUT_H + 1) // 2, (OUT_W + 1) // 2, TILE_H, TILE_W)
     # each 2x2 block of output pixels is one row of the products: its (K + 1) x (K + 1) input patch times
     # the 4 pixels x C_OUT columns of block_rows, row by row of the patch
     acc = tl.zeros((TILE_H * TILE_W, 4 * C_OUT), dtype=tl.float32)
@@ -421,7 +443,7 @@ def _head_kernel(
     TILE_W: tl.constexpr,
 ):
     n = tl.program_id(1).to(tl.int64)
-    first_row, first_col, row, col, valid = _output_tile(OUT_H, OUT_W, TILE_H, TILE_W)
+    row, col, valid = _output_tile(OUT_H, OUT_W, TILE_H, TILE_W)
     f = tl.arange(0, F)
     acc = tl.zeros((TILE_H * TILE_W, F), dtype=tl.float32)
     acc = _accumulate_kernel_rows(
@@ -453,7 +475,7 @@ _HEAD_CONFIGS = [
     for warps, stages in ((4, 3), (8, 3), (8, 2))
     if (h * w == 64 and stages == 3) or (h * w == 128 and (warps, stages) == (8, 3)) or (h * w == 256 and stages == 2)
 ]
-_INTERPRETER_HEAD_TILE = {"TAPS": 4, "TILE_H": 2, "TILE_W": 16}
+_INTERPRETER_HEAD_TILE = {"TAPS": 4, "TILE_H": 1, "TILE_W": 32}
 _tuned_head_kernel = triton.autotune(_HEAD_CONFIGS, key=["H", "W"])(_head_kernel)
 
 
@@ -517,8 +539,7 @@ def conv_blocks_relu(
     x, weight = x.contiguous(), weight.contiguous()
 
     def grid(meta: dict) -> tuple[int, int]:
-        blocks_h, blocks_w = triton.cdiv(out_h, 2), triton.cdiv(out_w, 2)
-        return triton.cdiv(blocks_h, meta["TILE_H"]) * triton.cdiv(blocks_w, meta["TILE_W"]), count
+        return _tiles(triton.cdiv(out_h, 2), triton.cdiv(out_w, 2), meta), count
 
     _launch(
         (_tuned_block_conv_kernel, _block_conv_kernel, _INTERPRETER_BLOCK_TILE), x.device, grid,
@@ -573,7 +594,7 @@ def conv5x5_relu(
     x, weight = x.contiguous(), weight.contiguous()
 
     def grid(meta: dict) -> tuple[int, int]:
-        return triton.cdiv(out_h, meta["TILE_H"]) * triton.cdiv(out_w, meta["TILE_W"]), count
+        return _tiles(out_h, out_w, meta), count
 
     _launch(
         (_tuned_conv_kernel, _conv_kernel, _INTERPRETER_TILE), x.device, grid,
@@ -648,7 +669,7 @@ def first_conv(
         return out
 
     def grid(meta: dict) -> tuple[int, int]:
-        return triton.cdiv(out_h, meta["TILE_H"]) * triton.cdiv(out_w, meta["TILE_W"]), count
+        return _tiles(out_h, out_w, meta), count
 
     _launch(
         (_tuned_first_conv_kernel, _first_conv_kernel, _INTERPRETER_FIRST_CONV_TILE), depth.device, grid,
@@ -764,7 +785,7 @@ def quality_head(
         raise ValueError(f"fc3 weight {tuple(fc3_weight.shape)} does not fit {channels} input channels")
 
     def grid(meta: dict) -> tuple[int, int]:
-        return triton.cdiv(out_h, meta["TILE_H"]) * triton.cdiv(out_w, meta["TILE_W"]), count
+        return _tiles(out_h, out_w, meta), count
 
     _launch(
         (_tuned_head_kernel, _head_kernel, _INTERPRETER_HEAD_TILE), x.device, grid,
