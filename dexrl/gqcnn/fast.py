@@ -22,8 +22,9 @@ float32 network:
    ``torch.compile``).
 6. On CUDA without ``torch.compile``, the image stream as Triton kernels: the shared conv1_1
    (:class:`dexrl.gqcnn.triton_convs.SharedFirstConv`), each pair's shifted first layer in one pass, then
-   conv1_2, conv2_1 and conv2_2 with their ReLUs and pools fused
-   (:class:`dexrl.gqcnn.triton_convs.StreamConvs`; ``stream_convs="triton"``).
+   conv1_2, conv2_1 and conv2_2 with their ReLUs and pools fused, by 2x2 blocks of output pixels in bfloat16
+   (:class:`dexrl.gqcnn.triton_convs.StreamConvs`; ``stream_convs="triton"``); the rescoring's pair top-k
+   as two Triton kernels (:func:`dexrl.gqcnn.triton_convs.top_k`).
 7. Images in groups of fixed size, (image, depth bin) pairs padded to powers of two, each shape run through
    one captured CUDA graph (optionally of a ``torch.compile``-d trunk).
 
