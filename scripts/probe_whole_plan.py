@@ -1,6 +1,7 @@
 """Where a small-batch plan's time goes on a GPU: the whole-plan CUDA graph's replay alone (device time, CUDA
 events) against the whole ``plan()`` call (host time: request checks, input copies, replay, the one
-synchronisation, output copies), per batch, plus the trunk alone on the whole grid. Synthetic bins, random
+synchronisation, output copies), per batch, plus the trunk alone on the whole grid (eager, and as a graph) and
+the whole plan without rescoring (as a graph). Synthetic bins, random
 seeded weights, defaults otherwise. With ``--profile``, the GPU kernels of five eager passes of the same work
 per batch, largest total first, and the operators with their input shapes (which step each kernel serves).
 Writes ``whole_plan.json`` (with the Triton kernels' autotuned configurations) and
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 
 from dexrl.gqcnn.bench import _options, _random_network, bin_images
+from dexrl.gqcnn.fast import GraphReplayer
 from dexrl.gqcnn.policy import FCGQCNNPlanner
 from dexrl.grasp import PHOXI_S, camera_parameters
 
@@ -61,6 +63,7 @@ def main() -> None:
     device = torch.device("cuda:0")
     torch.backends.cudnn.benchmark = True
     planner = FCGQCNNPlanner(_random_network(0), device, _options("fast", args.rescore_top))
+    no_rescoring = FCGQCNNPlanner(_random_network(0), device, _options("fast", 0))
     depth, mask = bin_images(max(args.batch), 0)
     depth, mask = depth.to(device), mask.to(device)
     rows = []
@@ -78,6 +81,7 @@ def main() -> None:
             "trunk_whole_grid_eager_device_ms": _device_ms(
                 lambda: planner._fast.quality_whole_grid(images, cells, grasp_depth), max(5, args.reps // 5)
             ),
+            **_replays_in_parts(planner, no_rescoring, images, masks, cameras, cells, grasp_depth, args.reps),
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -101,11 +105,29 @@ def main() -> None:
     )
 
 
+def _replays_in_parts(planner, no_rescoring, images, masks, cameras, cells, grasp_depth, reps: int) -> dict:
+    """Device time of graphs of parts of the pass: the whole plan without rescoring, and the trunk alone on the
+    whole grid (its inputs copied in first, as every graph's are)."""
+    no_rescoring.plan(images, cameras, masks)  # captures its graph
+    params = camera_parameters(cameras, images.device)
+    without = no_rescoring._whole_plans[(1, False)]
+    trunk = GraphReplayer(planner._fast.quality_whole_grid, images.device)
+    trunk(images, cells, grasp_depth)  # captures
+    return {
+        "graph_replay_without_rescoring_device_ms": _device_ms(lambda: without(images, masks, params), reps),
+        "graph_replay_trunk_whole_grid_device_ms": _device_ms(lambda: trunk(images, cells, grasp_depth), reps),
+    }
+
+
 def _triton_configs() -> dict[str, str]:
     """The tile (and taps per step) the autotuner chose for each Triton kernel and input size it saw."""
     from dexrl.gqcnn import triton_convs  # noqa: PLC0415 (after the planner chose its kernels)
 
-    tuned = {"conv": triton_convs._tuned_conv_kernel, "head": triton_convs._tuned_head_kernel}
+    tuned = {
+        "conv": triton_convs._tuned_conv_kernel,
+        "blocks": triton_convs._tuned_block_conv_kernel,
+        "head": triton_convs._tuned_head_kernel,
+    }
     return {
         f"{name} {key}": str(config) for name, kernel in tuned.items() for key, config in kernel.cache.items()
     }
