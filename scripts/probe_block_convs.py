@@ -42,9 +42,14 @@ def layer_rows() -> list[dict]:
         y_blocks = conv_blocks_relu(x, blocks, bias, pool)
         out_pixels = (shape[1] - 4) * (shape[2] - 4) * shape[0]
         gflop = 2 * out_pixels * 16 * 25 * 16 / 1e9
-        row = {"layer": name, "gflop": gflop, "max_abs_diff": (y_taps.float() - y_blocks.float()).abs().max().item()}
+        row = {
+            "layer": name, "gflop": gflop, "max_abs_diff": (y_taps.float() - y_blocks.float()).abs().max().item()
+        }  # fmt: skip
         for form, function, weight in (("taps", conv5x5_relu, taps), ("blocks", conv_blocks_relu, blocks)):
-            ms = do_bench(lambda f=function, w=weight: f(x, w, bias, pool), warmup=25, rep=200, return_mode="median")
+            ms = do_bench(
+                lambda f=function, w=weight, x=x, b=bias, p=pool: f(x, w, b, p), warmup=25, rep=200,
+                return_mode="median",
+            )  # fmt: skip
             row[f"{form}_us"] = 1e3 * ms
             row[f"{form}_tflops"] = gflop / ms
         rows.append(row)
@@ -56,7 +61,9 @@ def main() -> None:
     out = Path(os.environ.get("OUT", "."))
     rows = layer_rows()
     tuned = {"taps": triton_convs._tuned_conv_kernel, "blocks": triton_convs._tuned_block_conv_kernel}
-    configs = {f"{name} {key}": str(config) for name, kernel in tuned.items() for key, config in kernel.cache.items()}
+    configs = {
+        f"{name} {key}": str(config) for name, kernel in tuned.items() for key, config in kernel.cache.items()
+    }
     (out / "blocks.json").write_text(json.dumps({"layers": rows, "configs": configs}, indent=2))
 
 

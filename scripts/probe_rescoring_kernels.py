@@ -18,9 +18,20 @@ import torch
 import torch.nn.functional as F
 from triton.testing import do_bench
 
-from dexrl.gqcnn.triton_convs import block_rows, conv5x5_relu, conv_blocks_relu, first_conv, kernel_rows, top_k
+from dexrl.gqcnn.triton_convs import (
+    block_rows,
+    conv5x5_relu,
+    conv_blocks_relu,
+    first_conv,
+    kernel_rows,
+    top_k,
+)
 
-CROP_LAYERS = {"conv1_2": ((16, 88, 88, 16), True), "conv2_1": ((16, 42, 42, 16), False), "conv2_2": ((16, 40, 40, 16), True)}
+CROP_LAYERS = {  # name: (input shape, pool)
+    "conv1_2": ((16, 88, 88, 16), True),
+    "conv2_1": ((16, 42, 42, 16), False),
+    "conv2_2": ((16, 40, 40, 16), True),
+}
 
 
 def _us(function) -> float:
@@ -42,7 +53,7 @@ def crop_rows() -> list[dict]:
                 got = function(x, weight, bias, pool, precision)
                 row = {
                     "layer": name, "form": form, "precision": precision,
-                    "us": _us(lambda f=function, w=weight, p=precision: f(x, w, bias, pool, p)),
+                    "us": _us(lambda f=function, w=weight, p=precision, x=x, b=bias, o=pool: f(x, w, b, o, p)),
                     "max_abs_diff_float64": (got.double() - exact).abs().max().item(),
                 }  # fmt: skip
                 rows.append(row)
@@ -51,7 +62,8 @@ def crop_rows() -> list[dict]:
     reference = depth.mean(dim=(1, 2))
     weight = torch.randn(16, 1, 9, 9, device="cuda") * 0.1
     taps = F.pad(weight.reshape(16, 81).t(), (0, 0, 0, 128 - 81)).contiguous()
-    exact = F.conv2d((depth - reference[:, None, None]).double()[:, None], weight.double()).permute(0, 2, 3, 1)
+    exact = F.conv2d((depth - reference[:, None, None]).double()[:, None], weight.double())
+    exact = exact.permute(0, 2, 3, 1)
     for precision in ("tf32x3", "ieee"):
         got = first_conv(depth, reference, taps, 9, precision)
         row = {
@@ -68,7 +80,11 @@ def top_k_rows() -> list[dict]:
     scores = torch.rand(1, 16 * 74 * 106, device="cuda")
     expected = scores.topk(16, dim=1).values
     rows = [
-        {"top_k": "triton", "us": _us(lambda: top_k(scores, 16)), "equal": bool(torch.equal(top_k(scores, 16)[0], expected))},
+        {
+            "top_k": "triton",
+            "us": _us(lambda: top_k(scores, 16)),
+            "equal": bool(torch.equal(top_k(scores, 16)[0], expected)),
+        },
         {"top_k": "torch.topk", "us": _us(lambda: scores.topk(16, dim=1)), "equal": True},
     ]
     print(json.dumps(rows), flush=True)

@@ -254,7 +254,8 @@ def _output_tile(OUT_H, OUT_W, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
 
 
 def _tiles(out_h: int, out_w: int, meta: dict) -> int:
-    """Programs along axis 0 for an output of out_h x out_w pixels in ``meta``'s tiles (:func:`_output_tile`)."""
+    """Programs along axis 0 for an output of out_h x out_w pixels in ``meta``'s tiles
+    (:func:`_output_tile`)."""
     if meta["TILE_H"] == 1:
         return triton.cdiv(out_h * out_w, meta["TILE_W"])
     return triton.cdiv(out_h, meta["TILE_H"]) * triton.cdiv(out_w, meta["TILE_W"])
@@ -471,10 +472,12 @@ def _head_kernel(
 _HEAD_CONFIGS = [
     triton.Config({"TAPS": taps, "TILE_H": h, "TILE_W": w}, num_warps=warps, num_stages=stages)
     for taps in (4, 8)
-    for h, w in ((1, 64), (2, 32), (1, 128), (2, 64), (4, 32), (1, 256), (2, 128))
-    for warps, stages in ((4, 3), (8, 3), (8, 2))
-    if (h * w == 64 and stages == 3) or (h * w == 128 and (warps, stages) == (8, 3)) or (h * w == 256 and stages == 2)
+    for h, w in ((1, 64), (2, 32), (1, 128), (2, 64), (4, 32))
+    for warps, stages in ((4, 3), (8, 3))
+    if h * w == 64 or warps == 8
 ]
+"""The head's tiles and pipelines. Tiles of 256 cells (8 warps, 2 stages) took 470-720 us against 326 for a
+batch-1 plan on an H200, and 2 taps per step never won (2026-12-04)."""
 _INTERPRETER_HEAD_TILE = {"TAPS": 4, "TILE_H": 1, "TILE_W": 32}
 _tuned_head_kernel = triton.autotune(_HEAD_CONFIGS, key=["H", "W"])(_head_kernel)
 
@@ -498,16 +501,48 @@ def block_rows(weight: torch.Tensor) -> torch.Tensor:
     return kernel_rows(blocks.flatten(0, 2))
 
 
-def _block_output(x: torch.Tensor, weight: torch.Tensor, pool: bool) -> torch.Tensor:
-    """The uninitialised output of :func:`conv_blocks_relu`; raises ValueError for inputs that do not fit."""
+def _conv_output(x: torch.Tensor, weight: torch.Tensor, pool: bool, blocks: bool) -> torch.Tensor:
+    """The uninitialised output of :func:`conv5x5_relu` (``blocks`` False) or :func:`conv_blocks_relu`;
+    raises ValueError for inputs that do not fit."""
     count, height, width, in_channels = x.shape
-    patch, out_channels = weight.shape[0], weight.shape[-1] // 4
-    if weight.shape != (patch, patch * in_channels, 4 * out_channels):
-        raise ValueError(f"block weight {tuple(weight.shape)} does not fit input channels {in_channels}")
-    out_h, out_w = height - patch + 2, width - patch + 2
+    rows, columns = weight.shape[0], weight.shape[-1]
+    if weight.shape != (rows, rows * in_channels, columns) or (blocks and columns % 4):
+        raise ValueError(f"weight {tuple(weight.shape)} does not fit input channels {in_channels}")
+    k = rows - 1 if blocks else rows
+    out_h, out_w = height - k + 1, width - k + 1
     if pool:
         out_h, out_w = -(-out_h // 2), -(-out_w // 2)
-    return x.new_empty(count, out_h, out_w, out_channels, dtype=weight.dtype)
+    return x.new_empty(count, out_h, out_w, columns // 4 if blocks else columns, dtype=weight.dtype)
+
+
+def _convolve(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: bool, precision: str, blocks: bool
+) -> torch.Tensor:
+    """:func:`conv5x5_relu` (``blocks`` False) or :func:`conv_blocks_relu`."""
+    y = _conv_output(x, weight, pool, blocks)
+    count, stored_h, stored_w, out_channels = y.shape
+    if count == 0:
+        return y
+    _, height, width, in_channels = x.shape
+    k = weight.shape[0] - 1 if blocks else weight.shape[0]
+    out_h, out_w = height - k + 1, width - k + 1
+    x, weight = x.contiguous(), weight.contiguous()
+    if blocks:
+        kernels = (_tuned_block_conv_kernel, _block_conv_kernel, _INTERPRETER_BLOCK_TILE)
+    else:
+        kernels = (_tuned_conv_kernel, _conv_kernel, _INTERPRETER_TILE)
+
+    def grid(meta: dict) -> tuple[int, int]:
+        if blocks:
+            return _tiles(triton.cdiv(out_h, 2), triton.cdiv(out_w, 2), meta), count
+        return _tiles(out_h, out_w, meta), count
+
+    _launch(
+        kernels, x.device, grid, x, weight, bias, y, height, width, out_h, out_w, stored_h, stored_w,
+        C_IN=in_channels, C_OUT=out_channels, K=k, POOL=pool,
+        PRECISION=precision if x.dtype == torch.float32 else "tf32",
+    )  # fmt: skip
+    return y
 
 
 @torch.library.custom_op("dexrl::conv_blocks_relu", mutates_args=())
@@ -529,42 +564,12 @@ def conv_blocks_relu(
     Returns:
         (N, H', W', O) in the input's dtype, H' = H - K + 1 (halved, rounding up, if ``pool``), W' likewise.
     """
-    y = _block_output(x, weight, pool)
-    count, stored_h, stored_w, out_channels = y.shape
-    if count == 0:
-        return y
-    _, height, width, in_channels = x.shape
-    k = weight.shape[0] - 1
-    out_h, out_w = height - k + 1, width - k + 1
-    x, weight = x.contiguous(), weight.contiguous()
-
-    def grid(meta: dict) -> tuple[int, int]:
-        return _tiles(triton.cdiv(out_h, 2), triton.cdiv(out_w, 2), meta), count
-
-    _launch(
-        (_tuned_block_conv_kernel, _block_conv_kernel, _INTERPRETER_BLOCK_TILE), x.device, grid,
-        x, weight, bias, y, height, width, out_h, out_w, stored_h, stored_w,
-        C_IN=in_channels, C_OUT=out_channels, K=k, POOL=pool,
-        PRECISION=precision if x.dtype == torch.float32 else "tf32",
-    )  # fmt: skip
-    return y
+    return _convolve(x, weight, bias, pool, precision, blocks=True)
 
 
 @conv_blocks_relu.register_fake
-def _(x, weight, bias, pool, precision="tf32x3"):
-    return _block_output(x, weight, pool)
-
-
-def _output(x: torch.Tensor, weight: torch.Tensor, pool: bool) -> torch.Tensor:
-    """The uninitialised output of :func:`conv5x5_relu`; raises ValueError for inputs that do not fit."""
-    count, height, width, in_channels = x.shape
-    k, out_channels = weight.shape[0], weight.shape[-1]
-    if weight.shape != (k, k * in_channels, out_channels):
-        raise ValueError(f"weight {tuple(weight.shape)} does not fit input channels {in_channels}")
-    out_h, out_w = height - k + 1, width - k + 1
-    if pool:
-        out_h, out_w = -(-out_h // 2), -(-out_w // 2)
-    return x.new_empty(count, out_h, out_w, out_channels, dtype=weight.dtype)
+def _(x, weight, bias, pool, precision="tf32x3"):  # shapes for torch.compile, to which the kernels are opaque
+    return _conv_output(x, weight, pool, blocks=True)
 
 
 @torch.library.custom_op("dexrl::conv5x5_relu", mutates_args=())
@@ -584,32 +589,12 @@ def conv5x5_relu(
     Returns:
         (N, H', W', O) in the input's dtype, H' = H - K + 1 (halved, rounding up, if ``pool``), W' likewise.
     """
-    y = _output(x, weight, pool)
-    count, stored_h, stored_w, out_channels = y.shape
-    if count == 0:
-        return y
-    _, height, width, in_channels = x.shape
-    k = weight.shape[0]
-    out_h, out_w = height - k + 1, width - k + 1
-    x, weight = x.contiguous(), weight.contiguous()
-
-    def grid(meta: dict) -> tuple[int, int]:
-        return _tiles(out_h, out_w, meta), count
-
-    _launch(
-        (_tuned_conv_kernel, _conv_kernel, _INTERPRETER_TILE), x.device, grid,
-        x, weight, bias, y, height, width, out_h, out_w, stored_h, stored_w,
-        C_IN=in_channels, C_OUT=out_channels, K=k, POOL=pool,
-        PRECISION=precision if x.dtype == torch.float32 else "tf32",
-    )  # fmt: skip
-    return y
+    return _convolve(x, weight, bias, pool, precision, blocks=False)
 
 
 @conv5x5_relu.register_fake
-def _(
-    x, weight, bias, pool, precision="tf32x3"
-):  # shapes for torch.compile, to which the kernels are opaque operators
-    return _output(x, weight, pool)
+def _(x, weight, bias, pool, precision="tf32x3"):
+    return _conv_output(x, weight, pool, blocks=False)
 
 
 def _launch(kernels: tuple, device: torch.device, grid, *args, **constants) -> None:
@@ -633,7 +618,9 @@ _FIRST_CONV_CONFIGS = [
     for h, w in ((4, 16), (8, 16), (8, 32), (16, 16))
     for warps in (4, 8)
 ]
-_tuned_first_conv_kernel = triton.autotune(_FIRST_CONV_CONFIGS, key=["H", "W", "PRECISION"])(_first_conv_kernel)
+_tuned_first_conv_kernel = triton.autotune(_FIRST_CONV_CONFIGS, key=["H", "W", "PRECISION"])(
+    _first_conv_kernel
+)
 _INTERPRETER_FIRST_CONV_TILE = {"TILE_H": 4, "TILE_W": 16}
 _FIRST_CONV_TAPS = 128
 """conv1_1's 81 taps padded to a power of two (the matrix product's reduction)."""
@@ -647,7 +634,11 @@ def _first_conv_output(depth: torch.Tensor, taps: torch.Tensor, kernel_size: int
 
 @torch.library.custom_op("dexrl::first_conv", mutates_args=())
 def first_conv(
-    depth: torch.Tensor, reference: torch.Tensor, taps: torch.Tensor, kernel_size: int, precision: str = "tf32x3"
+    depth: torch.Tensor,
+    reference: torch.Tensor,
+    taps: torch.Tensor,
+    kernel_size: int,
+    precision: str = "tf32x3",
 ) -> torch.Tensor:
     """A valid one-channel K x K convolution of depth - reference, without bias, channels-last: the
     depth-independent part of conv1_1 (:class:`SharedFirstConv`). Float32. Use :class:`SharedFirstConv` to lay
