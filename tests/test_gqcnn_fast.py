@@ -12,14 +12,15 @@ from dexrl.gqcnn.fast import (
     RowUnfoldedConv,
     SpectralConv,
     TrunkShapes,
+    cell_crops,
     cpu_has_native_bf16,
     live_depth_bins,
     window_of_cells,
 )
-from dexrl.gqcnn.grid import CROP_SIZE, grid_mask
+from dexrl.gqcnn.grid import CROP_SIZE, cell_centers, grid_mask, output_size
 from dexrl.gqcnn.model import FCGQCNN, GQCNN
 from dexrl.gqcnn.policy import FCGQCNNPlanner, PlannerOptions
-from dexrl.gqcnn.preprocess import inpaint
+from dexrl.gqcnn.preprocess import extract_crops, inpaint
 from dexrl.grasp import CameraIntrinsics
 
 ROWS, COLS = slice(90, 290), slice(120, 400)  # a 200 x 280 piece of the bench's bin: heaps, no walls
@@ -64,6 +65,21 @@ def test_window_of_cells_is_the_bounding_box_over_the_batch():
     cells[0, 4:7, 10:12] = True
     cells[2, 9, 3] = True
     assert window_of_cells(cells).tolist() == [4, 10, 3, 12]
+
+
+def test_cell_crops_are_the_crops_at_the_cells_centres():
+    depth = torch.rand(2, 386, 516)
+    rows, cols = output_size(386, 516)
+    cells = grid_mask(torch.ones(2, 386, 516, dtype=torch.bool))
+    # admissible cells at the corners of the admissible block and inside it, per image
+    first, last = cells[0].nonzero()[0], cells[0].nonzero()[-1]
+    row = torch.tensor([[first[0], last[0], 30], [last[0], first[0], 5]])
+    col = torch.tensor([[first[1], last[1], 50], [first[1], last[1], 99]])
+    expected = extract_crops(depth, cell_centers(row, col))
+    assert torch.equal(cell_crops(depth, row, col), expected)
+    assert (rows, cols) == (74, 106) and last[0] < rows - 1  # the grid's last row is not admissible ...
+    edge = cell_crops(depth, torch.tensor([[rows - 1]] * 2), torch.tensor([[cols - 1]] * 2))
+    assert edge.shape == (2, 1, 96, 96)  # ... and takes the nearest crop inside the image
 
 
 def test_live_depth_bins_follow_the_deepest_surface_the_jaw_tips_may_reach():
