@@ -79,7 +79,9 @@ def test_cell_crops_are_the_crops_at_the_cells_centres():
     assert torch.equal(cell_crops(depth, row, col), expected)
     assert (rows, cols) == (74, 106) and last[0] < rows - 1  # the grid's last row is not admissible ...
     edge = cell_crops(depth, torch.tensor([[rows - 1]] * 2), torch.tensor([[cols - 1]] * 2))
-    assert edge.shape == (2, 1, 96, 96)  # ... and takes the nearest crop inside the image
+    one_row_up = cell_centers(torch.tensor([[rows - 2]] * 2), torch.tensor([[cols - 1]] * 2))
+    nearest = extract_crops(depth, one_row_up)
+    assert torch.equal(edge, nearest)  # ... and takes the nearest crop inside the image (one row up)
 
 
 def test_live_depth_bins_follow_the_deepest_surface_the_jaw_tips_may_reach():
