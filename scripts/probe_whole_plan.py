@@ -1,9 +1,10 @@
 """Where a small-batch plan's time goes on a GPU: the whole-plan CUDA graph's replay alone (device time, CUDA
 events) against the whole ``plan()`` call (host time: request checks, input copies, replay, the one
-synchronisation, output copies), per batch, plus the trunk alone on the whole grid (eager, and as a graph) and
-the whole plan without rescoring (as a graph). Synthetic bins, random
-seeded weights, defaults otherwise. With ``--profile``, the GPU kernels of five eager passes of the same work
-per batch, largest total first, and the operators with their input shapes (which step each kernel serves).
+synchronisation, output copies), per batch, plus the trunk alone on the plan's window of cells (eager, and as
+a graph) and on the whole grid (as a graph), and the whole plan without rescoring (as a graph). Synthetic
+bins, random seeded weights, defaults otherwise. With ``--profile``, the GPU kernels of five eager passes of the
+same work per batch, largest total first, and the operators with their input shapes (which step each kernel
+serves).
 Writes ``whole_plan.json`` (with the Triton kernels' autotuned configurations) and
 ``whole_plan_profile_B.txt`` to ``$OUT``.
 
@@ -13,6 +14,7 @@ Writes ``whole_plan.json`` (with the Triton kernels' autotuned configurations) a
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -69,19 +71,23 @@ def main() -> None:
     rows = []
     for batch in args.batch:
         images, masks, cameras = depth[:batch], mask[:batch], [PHOXI_S] * batch
-        planner.plan(images, cameras, masks)  # captures the graph
-        replay = planner._whole_plans[(1, False)]
+        for _ in range(2):  # the first plan learns the mask's window, the second captures its graph
+            planner.plan(images, cameras, masks)
+        window = planner._plan_windows[tuple(images.shape)]
+        replay = planner._whole_plans[(1, False, window)]
         params = camera_parameters(cameras, device)
         grasp_depth = torch.linspace(0.6, 0.7, 16, device=device).expand(batch, 16).contiguous()
-        cells = torch.ones(batch, 74, 106, dtype=torch.bool, device=device)
+        box = torch.tensor([window[0][0], window[0][1], window[1][0], window[1][1]], device=device)
         row = {
             "batch": batch,
+            "window": window,
             "plan_ms": _host_ms(lambda: planner.plan(images, cameras, masks), args.reps),
             "graph_replay_device_ms": _device_ms(lambda: replay(images, masks, params), args.reps),
-            "trunk_whole_grid_eager_device_ms": _device_ms(
-                lambda: planner._fast.quality_whole_grid(images, cells, grasp_depth), max(5, args.reps // 5)
+            "trunk_window_eager_device_ms": _device_ms(
+                lambda: planner._fast.quality_whole_grid(images, grasp_depth, box, window),
+                max(5, args.reps // 5),
             ),
-            **_replays_in_parts(planner, no_rescoring, images, masks, cameras, cells, grasp_depth, args.reps),
+            **_replays_in_parts(planner, no_rescoring, images, masks, cameras, box, grasp_depth, args.reps),
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -89,7 +95,7 @@ def main() -> None:
             activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
             with torch.profiler.profile(activities=activities, record_shapes=True) as profile:
                 for _ in range(5):
-                    planner._plan_on_device(images, masks, params, k=1, return_q_map=False)
+                    planner._plan_on_device(images, masks, params, k=1, return_q_map=False, window=window)
                 torch.cuda.synchronize()
             averages = profile.key_averages()
             kernels = averages.table(sort_by="self_cuda_time_total", row_limit=40, max_name_column_width=70)
@@ -105,17 +111,25 @@ def main() -> None:
     )
 
 
-def _replays_in_parts(planner, no_rescoring, images, masks, cameras, cells, grasp_depth, reps: int) -> dict:
-    """Device time of graphs of parts of the pass: the whole plan without rescoring, and the trunk alone on the
-    whole grid (its inputs copied in first, as every graph's are)."""
-    no_rescoring.plan(images, cameras, masks)  # captures its graph
+def _replays_in_parts(planner, no_rescoring, images, masks, cameras, box, grasp_depth, reps: int) -> dict:
+    """Device time of graphs of parts of the pass: the whole plan without rescoring, and the trunk alone on
+    the plan's window and on the whole grid (its inputs copied in first, as every graph's are)."""
+    for _ in range(2):
+        no_rescoring.plan(images, cameras, masks)  # learns the window, then captures its graph
     params = camera_parameters(cameras, images.device)
-    without = no_rescoring._whole_plans[(1, False)]
-    trunk = GraphReplayer(planner._fast.quality_whole_grid, images.device)
-    trunk(images, cells, grasp_depth)  # captures
+    window = no_rescoring._plan_windows[tuple(images.shape)]
+    without = no_rescoring._whole_plans[(1, False, window)]
+    trunk = planner._fast.quality_whole_grid
+    on_window = GraphReplayer(functools.partial(trunk, window=window), images.device)
+    whole_grid = GraphReplayer(trunk, images.device)
+    on_window(images, grasp_depth, box)  # capture
+    whole_grid(images, grasp_depth, box)
     return {
         "graph_replay_without_rescoring_device_ms": _device_ms(lambda: without(images, masks, params), reps),
-        "graph_replay_trunk_whole_grid_device_ms": _device_ms(lambda: trunk(images, cells, grasp_depth), reps),
+        "graph_replay_trunk_window_device_ms": _device_ms(lambda: on_window(images, grasp_depth, box), reps),
+        "graph_replay_trunk_whole_grid_device_ms": _device_ms(
+            lambda: whole_grid(images, grasp_depth, box), reps
+        ),
     }
 
 

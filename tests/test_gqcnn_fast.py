@@ -8,13 +8,16 @@ import torch.nn.functional as F
 from dexrl.gqcnn import bench
 from dexrl.gqcnn.agreement import agreement
 from dexrl.gqcnn.fast import (
+    PLAN_WINDOW_QUANTUM,
     WINDOW_QUANTUM,
     RowUnfoldedConv,
     SpectralConv,
     TrunkShapes,
     cell_crops,
     cpu_has_native_bf16,
+    holds,
     live_depth_bins,
+    plan_window,
     window_of_cells,
 )
 from dexrl.gqcnn.grid import CROP_SIZE, cell_centers, grid_mask, output_size
@@ -65,6 +68,16 @@ def test_window_of_cells_is_the_bounding_box_over_the_batch():
     cells[0, 4:7, 10:12] = True
     cells[2, 9, 3] = True
     assert window_of_cells(cells).tolist() == [4, 10, 3, 12]
+
+
+def test_a_plan_window_holds_its_box_in_whole_quanta_and_only_grows():
+    window = plan_window([5, 14, 3, 12], (74, 106))
+    assert window == ((5, 5 + 3 * PLAN_WINDOW_QUANTUM), (3, 3 + 3 * PLAN_WINDOW_QUANTUM))
+    assert holds(window, [5, 14, 3, 12]) and not holds(window, [5, 14, 2, 12])
+    grown = plan_window([40, 45, 100, 106], (74, 106), window)
+    assert holds(grown, [40, 45, 100, 106]) and holds(grown, [5, 17, 3, 15])
+    assert (grown[0][1] - grown[0][0]) % PLAN_WINDOW_QUANTUM == 0 and grown[1] == (2, 106)  # kept in the map
+    assert plan_window([71, 74, 0, 106], (74, 106)) == ((70, 74), (0, 106))
 
 
 def test_cell_crops_are_the_crops_at_the_cells_centres():
@@ -206,6 +219,28 @@ def test_fast_path_top_k_equals_the_reference_on_seeded_heaps(network, seed, fc3
     for field in ("center", "angle", "depth"):
         assert torch.equal(getattr(rescored.grasps, field), getattr(expected.grasps, field))
     torch.testing.assert_close(rescored.grasps.q, expected.grasps.q, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 5, 40])
+def test_the_top_k_of_the_rescored_pairs_is_the_top_k_of_the_whole_grid(network, k):
+    depth, mask = _heaps(2, seed=9)
+    planner = _fast(network, rescore_top=3, jaw_clearance=0.005, jaws_inside_mask=True)
+    quality = planner.evaluate(depth, CAMERA, mask)
+    admissible = planner.passing(quality)
+    assert admissible.shape[2] > 1  # the jaw filters depend on the angle
+    scores = planner._pair_scores(quality.q, admissible)
+    torch.testing.assert_close(scores, torch.where(admissible, quality.q, -3.0).amax(dim=2), rtol=0, atol=0)
+    pairs = planner._fast.rescore(scores, quality.depth, quality.grasp_depth, max(3, k))
+    # the whole grid ranked: float32-rescored grasps first, then the others by their bfloat16 q
+    q = quality.q.clone()
+    rescored = pairs.write_into(q)
+    ranking = torch.where(admissible, torch.where(rescored, q, q - 2.0), -3.0)
+    expected_values, expected_flat = ranking.flatten(1).topk(k, dim=1)
+    values, flat = planner._top_k_rescored(pairs, admissible, k, quality.q.shape)
+    valid = expected_values > -3.0
+    assert valid[:, 0].all() and (expected_values[valid] >= 0).all()  # every valid one was rescored
+    assert torch.equal(values[valid], expected_values[valid]) and torch.equal(flat[valid], expected_flat[valid])
+    assert torch.equal(values > -3.0, valid)
 
 
 def test_rescored_grasps_rank_above_the_bfloat16_ones(network):

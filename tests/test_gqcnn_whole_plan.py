@@ -8,6 +8,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from dexrl.gqcnn import bench
+from dexrl.gqcnn.fast import holds, window_of_cells
+from dexrl.gqcnn.grid import grid_mask
 from dexrl.gqcnn.policy import WHOLE_PLAN_INPAINT_ROUNDS, FCGQCNNPlanner, PlannerOptions
 from dexrl.gqcnn.preprocess import inpaint, inpaint_rounds
 from dexrl.grasp import NoValidGrasps, PlannerInputError, camera_parameters
@@ -76,6 +78,28 @@ def test_a_whole_plan_returns_the_step_by_step_grasps(network, options):
     assert torch.equal(result.q_map == 0, expected.q_map == 0)
 
 
+def test_a_whole_plan_runs_the_trunk_on_the_window_of_the_last_mask(network):
+    depth, mask = _heaps(2, seed=11)
+    step_by_step, whole = _planners(network)
+    whole.plan(depth, CAMERA, mask, k=3)  # on the whole grid: learns the mask's window
+    window = whole._plan_windows[tuple(depth.shape)]
+    box = window_of_cells(grid_mask(mask)).tolist()
+    assert holds(window, box) and window != ((0, 27), (0, 47))  # less than the 27 x 47 grid
+    result = whole.plan(depth, CAMERA, mask, k=3)
+    assert (3, False, window) in whole._whole_plans
+    assert torch.equal(result.grasps.center, step_by_step.plan(depth, CAMERA, mask, k=3).grasps.center)
+    # admissible cells outside the window: planned again on a window that holds them
+    moved = torch.zeros_like(mask)
+    moved[:, :, :90] = True
+    assert not holds(window, window_of_cells(grid_mask(moved)).tolist())
+    result = whole.plan(depth, CAMERA, moved, k=3)
+    expected = step_by_step.plan(depth, CAMERA, moved, k=3)
+    assert torch.equal(result.grasps.center, expected.grasps.center)
+    torch.testing.assert_close(result.grasps.q, expected.grasps.q, rtol=0, atol=1e-6)
+    grown = whole._plan_windows[tuple(depth.shape)]
+    assert holds(grown, window_of_cells(grid_mask(moved)).tolist()) and holds(grown, box) and grown != window
+
+
 def test_a_whole_plan_never_waits_for_the_device(network):
     depth, mask = _heaps(2, seed=5)
     step_by_step, whole = _planners(network, jaw_clearance=0.005, min_distance_px=20)
@@ -97,7 +121,7 @@ def test_faulty_images_get_the_step_by_step_errors(network):
     with pytest.raises(NoValidGrasps, match="leaves no grasp centre"):
         whole.plan(depth, CAMERA, torch.zeros_like(mask))
     params = camera_parameters([CAMERA, CAMERA])
-    *_, faults = whole._plan_on_device(nan_depth, mask, params, k=1, return_q_map=False)
+    *_, faults, _ = whole._plan_on_device(nan_depth, mask, params, k=1, return_q_map=False)
     assert faults.tolist() == [False, True]  # flagged per image
 
 

@@ -40,28 +40,35 @@ import functools
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 
-from .grid import CROP_SIZE, STRIDE
+from .grid import CROP_SIZE, STRIDE, output_size
 from .model import FCGQCNN
 
 if TYPE_CHECKING:
     from .policy import PlannerOptions
 
 __all__ = [
+    "PLAN_WINDOW_QUANTUM",
+    "CellWindow",
     "FastQuality",
     "Precision",
+    "RescoredPairs",
     "RowUnfoldedConv",
+    "SideStream",
     "SpectralConv",
     "TrunkShapes",
     "cell_crops",
     "cpu_has_native_bf16",
     "cuda_fp32_precision",
+    "holds",
     "live_depth_bins",
+    "plan_window",
     "window_of_cells",
 ]
 
@@ -136,6 +143,35 @@ class TrunkShapes:
         size = max(1 << (live - 1).bit_length(), bins, self._pairs.get(available, 0))
         self._pairs[available] = size = min(size, available)
         return size
+
+
+CellWindow = tuple[tuple[int, int], tuple[int, int]]
+"""Rows and columns [first, end) of a window of output cells."""
+
+PLAN_WINDOW_QUANTUM = 4
+"""Cells: a whole plan's window (:func:`plan_window`) grows in steps of this many cells per side."""
+
+
+def plan_window(box: list[int], map_size: tuple[int, int], previous: CellWindow | None = None) -> CellWindow:
+    """The window of output cells on which a whole plan runs its trunk (only the mask's box, as the
+    step-by-step path): the smallest that holds the admissible cells' ``box`` (first row, end row, first
+    column, end column) and the ``previous`` window, its lengths whole :data:`PLAN_WINDOW_QUANTUM` cells (or
+    the map's). It only grows, so the plans of moving masks capture a few graphs, not one per call."""
+    spans = []
+    for axis, size in enumerate(map_size):
+        first, end = box[2 * axis], box[2 * axis + 1]
+        if previous is not None:
+            first, end = min(first, previous[axis][0]), max(end, previous[axis][1])
+        length = min(size, -(-(end - first) // PLAN_WINDOW_QUANTUM) * PLAN_WINDOW_QUANTUM)
+        start = min(first, size - length)
+        spans.append((start, start + length))
+    return spans[0], spans[1]
+
+
+def holds(window: CellWindow, box: list[int]) -> bool:
+    """Whether ``window`` holds the cells of ``box`` (first row, end row, first column, end column)."""
+    (first_row, end_row), (first_col, end_col) = window
+    return first_row <= box[0] and box[1] <= end_row and first_col <= box[2] and box[3] <= end_col
 
 
 def cell_crops(depth: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
@@ -229,6 +265,33 @@ class GraphReplayer:
             static_output = self.function(*static_inputs)
         self._pool = graph.pool()
         return static_inputs, static_output, graph
+
+
+class SideStream:
+    """Device work queued beside the current CUDA stream, also inside a CUDA graph (as a parallel branch): the
+    work under ``with side.fork():`` starts after what the current stream has queued so far, and
+    :meth:`join` makes the current stream wait for it. On other devices both do nothing."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    @contextmanager
+    def fork(self) -> Iterator[None]:
+        if self.stream is None:
+            yield
+            return
+        self.stream.wait_stream(torch.cuda.current_stream(self.stream.device))
+        with torch.cuda.stream(self.stream):
+            yield
+
+    def join(self, *outputs: torch.Tensor) -> None:
+        """Wait for the side's work on the current stream, which will use its ``outputs``."""
+        if self.stream is None:
+            return
+        current = torch.cuda.current_stream(self.stream.device)
+        current.wait_stream(self.stream)
+        for tensor in outputs:  # their memory is not reused before the current stream is done with them
+            tensor.record_stream(current)
 
 
 class SpectralConv:
@@ -488,29 +551,50 @@ class FastQuality:
 
     @torch.inference_mode()
     def quality_whole_grid(
-        self, depth: torch.Tensor, cells: torch.Tensor, grasp_depth: torch.Tensor
+        self,
+        depth: torch.Tensor,
+        grasp_depth: torch.Tensor,
+        box: torch.Tensor,
+        window: CellWindow | None = None,
     ) -> torch.Tensor:
         """q (B, D, A, h, w) as :meth:`quality` gives it with every depth bin live, without a host
-        synchronisation (for a CUDA graph of a whole plan): every depth bin of every image on the whole grid,
-        through the trunk itself (not its own graphs); 0 outside the admissible cells' box, as there.
+        synchronisation (for a CUDA graph of a whole plan): every depth bin of every image on a window of
+        cells that the host chose before (the whole grid if None), through the trunk itself (not its own
+        graphs); 0 outside the admissible cells' box, as there.
 
         Args:
-            depth: (B, H, W) filled depth [m]. cells: (B, h, w) admissible cells. grasp_depth: (B, D) [m].
+            depth: (B, H, W) filled depth [m]. grasp_depth: (B, D) [m].
+            box: (4,) long, the admissible cells' box on the device (:func:`window_of_cells`). Cells of the
+                box outside the window get q = 0: the caller checks that the window holds the box.
+            window: rows and columns [first, end) of the cells to evaluate (:func:`plan_window`).
         """
         batch, bins = grasp_depth.shape
+        rows, cols = output_size(*depth.shape[1:])
+        (first_row, end_row), (first_col, end_col) = window or ((0, rows), (0, cols))
+        images = depth[
+            :,
+            None,
+            first_row * STRIDE : (end_row - 1) * STRIDE + CROP_SIZE,
+            first_col * STRIDE : (end_col - 1) * STRIDE + CROP_SIZE,
+        ]
         group = max(1, min(self.options.group_images, batch))
         reference = grasp_depth.mean(dim=1)
         shifts = self.model.first_conv_shifts(grasp_depth, reference).flatten(0, 1)  # (B * D, 16)
-        images = depth[:, None]
         q = [
             self._trunk(images[start:stop], reference[start:stop], shifts[start * bins : stop * bins])
             for start, stop in ((start, start + group) for start in range(0, batch, group))
         ]
-        first_row, end_row, first_col, end_col = window_of_cells(cells)  # device scalars: no synchronisation
-        rows = torch.arange(cells.shape[1], device=cells.device)
-        cols = torch.arange(cells.shape[2], device=cells.device)
-        box = ((rows >= first_row) & (rows < end_row))[:, None] & ((cols >= first_col) & (cols < end_col))
-        return (q[0] if len(q) == 1 else torch.cat(q)).unflatten(0, (batch, bins)) * box
+        window_rows = torch.arange(first_row, end_row, device=depth.device)
+        window_cols = torch.arange(first_col, end_col, device=depth.device)
+        in_box = ((window_rows >= box[0]) & (window_rows < box[1]))[:, None] & (
+            (window_cols >= box[2]) & (window_cols < box[3])
+        )
+        q_window = (q[0] if len(q) == 1 else torch.cat(q)).unflatten(0, (batch, bins)) * in_box
+        if q_window.shape[-2:] == (rows, cols):
+            return q_window
+        q = q_window.new_zeros(*q_window.shape[:3], rows, cols)
+        q[..., first_row:end_row, first_col:end_col] = q_window
+        return q
 
     def _exact_q(self, crops: torch.Tensor, crop_depth: torch.Tensor) -> torch.Tensor:
         """q (N, A) of the float32 network at the centres of crops (N, 1, 96, 96) [m], at grasp depths (N, 1)
@@ -528,27 +612,19 @@ class FastQuality:
 
     @torch.inference_mode()
     def rescore(
-        self,
-        q: torch.Tensor,
-        scores: torch.Tensor,
-        depth: torch.Tensor,
-        grasp_depth: torch.Tensor,
-        count: int,
-    ) -> torch.Tensor:
+        self, pair_scores: torch.Tensor, depth: torch.Tensor, grasp_depth: torch.Tensor, count: int
+    ) -> RescoredPairs:
         """Evaluate the ``count`` best (depth bin, cell) pairs per image again, all angle bins, in float32 (on
-        their 96x96 crops), and write their q into ``q``.
+        their 96x96 crops).
 
         Args:
-            q: (B, D, A, h, w) the trunk's q, updated in place. scores: (B, D, A, h, w) q where a grasp is admissible, below 0
-                elsewhere. depth: (B, H, W) filled depth [m]. grasp_depth: (B, D) [m].
-            count: pairs rescored per image.
-
-        Returns:
-            (B, D, 1, h, w) bool: the rescored pairs (admissible ones only).
+            pair_scores: (B, D, h, w) each pair's best q over the angle bins where a grasp is admissible, below 0
+                where none is. depth: (B, H, W) filled depth [m]. grasp_depth: (B, D) [m].
+            count: pairs rescored per image (at most D * h * w are).
         """
-        batch, bins, _, rows, cols = q.shape
-        pair_scores = scores.amax(dim=2).flatten(1)  # (B, D * h * w)
-        values, flat = self._pair_top_k(pair_scores, min(count, pair_scores.shape[1]))
+        batch, _, rows, cols = pair_scores.shape
+        flat_scores = pair_scores.flatten(1)
+        scores, flat = self._pair_top_k(flat_scores, min(count, flat_scores.shape[1]))
         depth_bin, row, col = flat // (rows * cols), flat // cols % rows, flat % cols
         crops = cell_crops(depth, row, col).flatten(0, 1)[:, None]  # (B * N, 1, 96, 96)
         crop_depth = grasp_depth.gather(1, depth_bin).flatten()[:, None]  # (B * N, 1)
@@ -559,12 +635,35 @@ class FastQuality:
                     for i in range(0, len(crops), _RESCORE_CHUNK)
                 ]
             ).unflatten(0, (batch, -1))  # (B, N, A)
-        # Written where admissible, kept elsewhere (the top-k pairs are distinct): no boolean indexing, whose
-        # result size the host would have to wait for.
-        admissible = (values >= 0)[..., None]  # (B, N, 1)
-        index = (torch.arange(batch, device=q.device)[:, None], depth_bin, row, col)
+        return RescoredPairs(scores, depth_bin, row, col, exact)
+
+
+@dataclass
+class RescoredPairs:
+    """The best (depth bin, cell) pairs of each image, as :meth:`FastQuality.rescore` evaluated them again.
+
+    Attributes:
+        scores: (B, N) their scores before (below 0: no admissible grasp).
+        depth_bin, row, col: (B, N) long, where they lie on the (D, h, w) grid.
+        q: (B, N, A) the float32 network's q per angle bin.
+    """
+
+    scores: torch.Tensor
+    depth_bin: torch.Tensor
+    row: torch.Tensor
+    col: torch.Tensor
+    q: torch.Tensor
+
+    def write_into(self, q: torch.Tensor) -> torch.Tensor:
+        """Write the admissible pairs' float32 q into the trunk's q (B, D, A, h, w), in place; returns the
+        pairs written, (B, D, 1, h, w) bool."""
+        batch, bins, _, rows, cols = q.shape
+        # where admissible, kept elsewhere (the pairs are distinct): no boolean indexing, whose result size the
+        # host would have to wait for
+        admissible = (self.scores >= 0)[..., None]  # (B, N, 1)
+        index = (torch.arange(batch, device=q.device)[:, None], self.depth_bin, self.row, self.col)
         by_pair = q.permute(0, 1, 3, 4, 2)  # (B, D, h, w, A) view
-        by_pair[index] = torch.where(admissible, exact, by_pair[index])
-        rescored = torch.zeros(batch, bins, 1, rows, cols, dtype=torch.bool, device=q.device)
-        rescored.permute(0, 1, 3, 4, 2)[index] = admissible
-        return rescored
+        by_pair[index] = torch.where(admissible, self.q, by_pair[index])
+        written = torch.zeros(batch, bins, 1, rows, cols, dtype=torch.bool, device=q.device)
+        written.permute(0, 1, 3, 4, 2)[index] = admissible
+        return written

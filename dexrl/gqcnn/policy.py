@@ -38,14 +38,20 @@ from dexrl.grasp import (
 from dexrl.grasp.baseline import validate_planner_input, validate_planner_request
 
 from .fast import (
+    CellWindow,
     FastQuality,
     GraphReplayer,
     Precision,
+    RescoredPairs,
+    SideStream,
     cpu_has_native_bf16,
     cuda_fp32_precision,
+    holds,
     live_depth_bins,
+    plan_window,
+    window_of_cells,
 )
-from .grid import CROP_SIZE, STRIDE, bin_to_angle, cell_centers, grid_mask
+from .grid import CROP_SIZE, STRIDE, bin_to_angle, cell_centers, grid_mask, output_size
 from .model import FCGQCNN
 from .preprocess import TRITON_AVAILABLE, inpaint, inpaint_rounds
 from .weights import ModelCard
@@ -242,7 +248,9 @@ class FCGQCNNPlanner:
         )
         self.model = model.to(self.device, memory_format=memory_format).eval()
         self._fast = FastQuality(self.model, self.device, self.options) if fast else None
-        self._whole_plans: dict[tuple[int, bool], Callable[..., tuple[torch.Tensor, ...]]] = {}
+        self._whole_plans: dict[tuple, Callable[..., tuple[torch.Tensor, ...]]] = {}
+        self._plan_windows: dict[tuple[int, ...], CellWindow] = {}  # per input shape (B, H, W)
+        self._side = SideStream(self.device)
         self._last_cameras: tuple[tuple | None, torch.Tensor | None] = (None, None)
         self._network = (
             self.model
@@ -342,7 +350,7 @@ class FCGQCNNPlanner:
                 result.timings["total"] = self._elapsed(start)
                 return result
         quality = self.evaluate(depth, intrinsics, mask)
-        grasps, valid, positions = self._select(quality, k)
+        grasps, valid, positions = self._select(quality, k, exact_in_q=return_q_map)
         no_grasp = ~valid[:, 0]
         if no_grasp.any():
             raise NoValidGrasps(
@@ -354,23 +362,58 @@ class FCGQCNNPlanner:
         timings["select"] = timings["total"] - timings["network"] - timings["preprocess"]
         return PlanResult(grasps, valid, positions, q_map, timings, q_map_grid=(STRIDE, CROP_SIZE // 2))
 
-    def _select(self, quality: GraspQuality, k: int) -> tuple[ImageGrasps, torch.Tensor, torch.Tensor]:
+    def _select(
+        self, quality: GraspQuality, k: int, exact_in_q: bool = False
+    ) -> tuple[ImageGrasps, torch.Tensor, torch.Tensor]:
         """Step 4 of the policy: the top k grasps per image (B, k) (on the fast path, the best pairs rescored
         in float32 first), which of them are valid (B, k) bool, and their positions (B, k, 3) in the camera
-        frame [m]."""
+        frame [m]. ``exact_in_q``: the rescored pairs' float32 q is also written into ``quality.q`` (for the
+        q-map)."""
         admissible = self.passing(quality)
-        ranking = torch.where(admissible, quality.q, _NONE)
-        if self._fast is not None and self.options.rescore_top > 0:
-            rescored = self._fast.rescore(
-                quality.q, ranking, quality.depth, quality.grasp_depth, max(self.options.rescore_top, k)
+        if self._fast is None or self.options.rescore_top <= 0:
+            values, flat = self._top_k(torch.where(admissible, quality.q, _NONE), k)
+        else:
+            pairs = self._fast.rescore(
+                self._pair_scores(quality.q, admissible),
+                quality.depth,
+                quality.grasp_depth,
+                max(self.options.rescore_top, k),
             )
-            # float32-rescored grasps rank above all others, whose q moves to [-2, -1]
-            ranking = torch.where(admissible, torch.where(rescored, quality.q, quality.q - 2.0), _NONE)
-        values, flat = self._top_k(ranking, k)
+            if exact_in_q or self.options.min_distance_px > 0:
+                rescored = pairs.write_into(quality.q)
+            if self.options.min_distance_px > 0:
+                # float32-rescored grasps rank above all others, whose q moves to [-2, -1]
+                q = quality.q
+                values, flat = self._top_k(torch.where(admissible, torch.where(rescored, q, q - 2.0), _NONE), k)
+                values = torch.where(values < -1.5, values + 2.0, values)
+            else:
+                values, flat = self._top_k_rescored(pairs, admissible, k, quality.q.shape)
         valid = values > _NONE
-        values = torch.where(values < -1.5, values + 2.0, values)
         grasps, positions = self._grasps(values, flat, valid, quality)
         return grasps, valid, positions
+
+    @staticmethod
+    def _pair_scores(q: torch.Tensor, admissible: torch.Tensor) -> torch.Tensor:
+        """Each (depth bin, cell) pair's best q over the angle bins where admissible (B, D, h, w), ``_NONE``
+        where no grasp of the pair is."""
+        if admissible.shape[2] == 1:  # no filter depends on the angle: one pass over q, not three
+            return torch.where(admissible[:, :, 0], q.amax(dim=2), _NONE)
+        return torch.where(admissible, q, _NONE).amax(dim=2)
+
+    def _top_k_rescored(
+        self, pairs: RescoredPairs, admissible: torch.Tensor, k: int, shape: torch.Size
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_top_k` of the grasps, without a minimum distance, taken among the rescored pairs' admissible
+        grasps alone: that is exact, because the N >= k pairs rescored are the best by the trunk's q, so
+        either they hold at least k admissible grasps (float32-rescored grasps rank first) or they hold every
+        admissible grasp. A search over N x A grasps instead of the whole (D, A, h, w) grid."""
+        _, _, angles, rows, cols = shape
+        image = torch.arange(len(pairs.q), device=pairs.q.device)[:, None]
+        passes = admissible.expand(shape)[image, pairs.depth_bin, :, pairs.row, pairs.col]  # (B, N, A)
+        values, index = self._top_k(torch.where(passes, pairs.q, _NONE), k)
+        pair, angle = index // angles, index % angles
+        depth_bin, row, col = (where.gather(1, pair) for where in (pairs.depth_bin, pairs.row, pairs.col))
+        return values, ((depth_bin * angles + angle) * rows + row) * cols + col
 
     def _plan_whole(
         self,
@@ -380,30 +423,43 @@ class FCGQCNNPlanner:
         k: int,
         return_q_map: bool,
     ) -> PlanResult | None:
-        """The plan in one pass without a host synchronisation (:meth:`_plan_on_device`), through one CUDA graph
-        per (batch, image size, k, q-map or not) on CUDA, then one synchronisation for its fault flags. None:
-        some image needs the step-by-step path (which raises what is wrong with it, or inpaints it further)."""
+        """The plan in one pass without a host synchronisation (:meth:`_plan_on_device`), through one CUDA
+        graph per (batch, image size, k, q-map or not, window) on CUDA, then one synchronisation for its fault
+        flags and the admissible cells' box. The trunk runs on the window that held the last plan's box (the whole
+        grid at first): a box outside it grows the window and plans again. None: some image needs the
+        step-by-step path (which raises what is wrong with it, or inpaints it further)."""
         cameras = validate_planner_request(depth, intrinsics, mask)
         if min(depth.shape[1:]) < CROP_SIZE:
             return None
         params = self._camera_parameters(cameras)
         depth = depth.to(self.device, torch.float32)
         mask = torch.ones_like(depth, dtype=torch.bool) if mask is None else mask.to(self.device)
-        key = (k, return_q_map)
-        if key not in self._whole_plans:
-            body = functools.partial(self._packed_plan_on_device, k=k, return_q_map=return_q_map)
-            graphs = self.options.cuda_graphs and self.device.type == "cuda"
-            self._whole_plans[key] = GraphReplayer(body, self.device) if graphs else body
-        values, valid, q_map, any_fault = self._whole_plans[key](depth, mask, params)
-        if any_fault:
-            return None
-        # copies: a graph's outputs are overwritten by its next replay
-        values, valid = values.clone(), valid.clone()
+        map_size = output_size(*depth.shape[1:])
+        while True:
+            window = self._plan_windows.get(tuple(depth.shape))
+            key = (k, return_q_map, window)
+            if key not in self._whole_plans:
+                body = functools.partial(
+                    self._packed_plan_on_device, k=k, return_q_map=return_q_map, window=window
+                )
+                graphs = self.options.cuda_graphs and self.device.type == "cuda"
+                self._whole_plans[key] = GraphReplayer(body, self.device) if graphs else body
+            values, valid, q_map, status = self._whole_plans[key](depth, mask, params)
+            # copies queued before the wait: a graph's outputs are overwritten by its next replay
+            values, valid = values.clone(), valid.clone()
+            q_map = q_map.clone() if return_q_map else None
+            any_fault, *box = status.tolist()
+            if any_fault:  # no fault depends on the window
+                return None
+            if window is not None and holds(window, box):
+                break
+            self._plan_windows[tuple(depth.shape)] = plan_window(box, map_size, window)
+            if window is None:  # planned on the whole grid: the result holds
+                break
         center, angle, grasp_depth, width, q, positions = values.split((2, 1, 1, 1, 1, 3), dim=2)
         grasps = ImageGrasps(
             center=center, angle=angle[..., 0], depth=grasp_depth[..., 0], width=width[..., 0], q=q[..., 0]
         )
-        q_map = q_map.clone() if return_q_map else None
         return PlanResult(grasps, valid, positions, q_map, {}, q_map_grid=(STRIDE, CROP_SIZE // 2))
 
     def _camera_parameters(self, cameras: list[CameraIntrinsics]) -> torch.Tensor:
@@ -415,48 +471,72 @@ class FCGQCNNPlanner:
         return self._last_cameras[1]
 
     def _packed_plan_on_device(
-        self, depth: torch.Tensor, mask: torch.Tensor, cameras: torch.Tensor, *, k: int, return_q_map: bool
+        self,
+        depth: torch.Tensor,
+        mask: torch.Tensor,
+        cameras: torch.Tensor,
+        *,
+        k: int,
+        return_q_map: bool,
+        window: CellWindow | None,
     ) -> tuple[torch.Tensor, ...]:
-        """:meth:`_plan_on_device` with its float outputs in one tensor, so that a plan's results take two
-        copies, not eight: the grasps' center, angle, depth, width, q and positions (B, k, 9); then valid
-        (B, k), the q-map and whether any image has a fault (a 0-d bool)."""
-        center, angle, grasp_depth, width, q, valid, positions, q_map, faults = self._plan_on_device(
-            depth, mask, cameras, k=k, return_q_map=return_q_map
+        """:meth:`_plan_on_device` with its outputs in few tensors, so that a plan's results take few copies
+        and one read: the grasps' center, angle, depth, width, q and positions (B, k, 9); valid (B, k); the
+        q-map; and the status (5,) long: whether any image has a fault, then the admissible cells' box."""
+        center, angle, grasp_depth, width, q, valid, positions, q_map, faults, box = self._plan_on_device(
+            depth, mask, cameras, k=k, return_q_map=return_q_map, window=window
         )
         values = torch.cat((center, torch.stack((angle, grasp_depth, width, q), dim=2), positions), dim=2)
-        return values, valid, q_map, faults.any()
+        return values, valid, q_map, torch.cat((faults.any().long()[None], box))
 
     @torch.inference_mode()
     def _plan_on_device(
-        self, depth: torch.Tensor, mask: torch.Tensor, cameras: torch.Tensor, *, k: int, return_q_map: bool
+        self,
+        depth: torch.Tensor,
+        mask: torch.Tensor,
+        cameras: torch.Tensor,
+        *,
+        k: int,
+        return_q_map: bool,
+        window: CellWindow | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """The fast path's plan of depth (B, H, W) [m], mask (B, H, W) bool and cameras (B, 4) as device work
         alone, so that one CUDA graph can hold it: each check becomes a per-image fault flag, inpainting runs
-        :data:`WHOLE_PLAN_INPAINT_ROUNDS` rounds, and the trunk evaluates every depth bin on the whole grid
-        (:meth:`FastQuality.quality_whole_grid`). Where no flag is set, the grasps equal :meth:`plan`'s.
+        :data:`WHOLE_PLAN_INPAINT_ROUNDS` rounds, and the trunk evaluates every depth bin on the given window
+        of cells (:meth:`FastQuality.quality_whole_grid`; None: the whole grid). Where no flag is set and the
+        window holds the returned box, the grasps equal :meth:`plan`'s.
 
         Returns:
             The grasps' center (B, k, 2), angle, depth, width and q (B, k), valid (B, k), positions (B, k, 3),
-            the q-map (B, A, h, w) (empty without ``return_q_map``), and faults (B,) bool: images with bad
-            depth, no admissible cell, no valid depth in the mask, holes left, or no grasp.
+            the q-map (B, A, h, w) (empty without ``return_q_map``), faults (B,) bool: images with bad depth,
+            no admissible cell, no valid depth in the mask, holes left, or no grasp; and the admissible cells'
+            box over the batch (4,) long (:func:`~dexrl.gqcnn.fast.window_of_cells`).
         """
-        faults = ~torch.isfinite(depth).flatten(1).all(dim=1) | ~(depth > 0).flatten(1).any(dim=1)
-        cells = grid_mask(mask)
-        faults |= ~cells.flatten(1).any(dim=1)
-        if self.options.inpaint:
+        with self._side.fork():  # the checks and the grid's cells, beside inpainting and the depth bins
+            faults = ~torch.isfinite(depth).flatten(1).all(dim=1) | ~(depth > 0).flatten(1).any(dim=1)
+            cells = grid_mask(mask)
+            faults |= ~cells.flatten(1).any(dim=1)
+            box = window_of_cells(cells)
+        unfinished = None
+        if self.options.inpaint:  # a new tensor: the side's work reads the input
             depth, unfinished = inpaint_rounds(depth, WHOLE_PLAN_INPAINT_ROUNDS)
-            faults |= unfinished
         grasp_depth, empty = _depth_bins(depth, mask, self.options.depth_bins)
         live = live_depth_bins(depth, mask, grasp_depth, self.options)
+        self._side.join(faults, cells, box)
+        if unfinished is not None:
+            faults |= unfinished
         with cuda_fp32_precision(self.device, self.options.precision):
-            q = self._fast.quality_whole_grid(depth, cells, grasp_depth)
+            q = self._fast.quality_whole_grid(depth, grasp_depth, box, window)
         if self.options.jaw_clearance is not None:  # else every bin is live
             q = q * live[:, :, None, None, None]
         quality = GraspQuality(q, grasp_depth, cells, live, depth, mask, cameras, {})
-        grasps, valid, positions = self._select(quality, k)
+        grasps, valid, positions = self._select(quality, k, exact_in_q=return_q_map)
         faults |= empty | ~valid[:, 0]
         q_map = q.amax(dim=1) if return_q_map else q.new_empty(0)
-        return grasps.center, grasps.angle, grasps.depth, grasps.width, grasps.q, valid, positions, q_map, faults
+        return (
+            *(grasps.center, grasps.angle, grasps.depth, grasps.width, grasps.q),
+            *(valid, positions, q_map, faults, box),
+        )
 
     def _elapsed(self, start: float) -> float:
         if self.device.type == "cuda":
