@@ -4,19 +4,23 @@ synchronisation, output copies), per batch, plus the trunk alone on the plan's w
 a graph) and on the whole grid (as a graph), and the whole plan without rescoring (as a graph). Synthetic
 bins, random seeded weights, defaults otherwise. With ``--profile``, the GPU kernels of five eager passes of the
 same work per batch, largest total first, and the operators with their input shapes (which step each kernel
-serves).
-Writes ``whole_plan.json`` (with the Triton kernels' autotuned configurations) and
-``whole_plan_profile_B.txt`` to ``$OUT``.
+serves). With ``--host-profile``, Python's profile of plan() calls. Writes ``whole_plan.json`` (with the
+Triton kernels' autotuned configurations), ``whole_plan_profile_B.txt`` and ``host_profile_B.txt`` to
+``$OUT``.
 
     PYTHONPATH=. python3 scripts/probe_whole_plan.py [--batch 1 16] [--rescore-top 16] [--reps 50] [--profile]
+        [--host-profile] [--no-fuse]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import functools
+import io
 import json
 import os
+import pstats
 import statistics
 import time
 from pathlib import Path
@@ -24,6 +28,7 @@ from pathlib import Path
 import torch
 
 from dexrl.gqcnn.bench import _options, _random_network, bin_images
+from dexrl.gqcnn import fast
 from dexrl.gqcnn.fast import GraphReplayer
 from dexrl.gqcnn.policy import FCGQCNNPlanner
 from dexrl.grasp import PHOXI_S, camera_parameters
@@ -59,7 +64,12 @@ def main() -> None:
     parser.add_argument("--rescore-top", type=int, default=16)
     parser.add_argument("--reps", type=int, default=50)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--host-profile", action="store_true", help="also profile plan() calls on the host")
+    parser.add_argument(
+        "--no-fuse", action="store_true", help="leave the small steps eager (fast.FUSE_SMALL_STEPS = False)"
+    )
     args = parser.parse_args()
+    fast.FUSE_SMALL_STEPS = not args.no_fuse
     out = Path(os.environ.get("OUT", "out"))
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda:0")
@@ -91,6 +101,8 @@ def main() -> None:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if args.host_profile:
+            _host_profile(lambda: planner.plan(images, cameras, masks), out / f"host_profile_{batch}.txt")
         if args.profile:
             activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
             with torch.profiler.profile(activities=activities, record_shapes=True) as profile:
@@ -105,10 +117,28 @@ def main() -> None:
             )
             (out / f"whole_plan_profile_{batch}.txt").write_text(kernels + "\n" + operators)
             print(operators[:12000])
-    report = {"device": torch.cuda.get_device_name(device), "rescore_top": args.rescore_top, "rows": rows}
+    report = {
+        "device": torch.cuda.get_device_name(device),
+        "rescore_top": args.rescore_top,
+        "fused_small_steps": fast.FUSE_SMALL_STEPS,
+        "rows": rows,
+    }
     (out / "whole_plan.json").write_text(
         json.dumps({**report, "triton_configs": _triton_configs()}, indent=2)
     )
+
+
+def _host_profile(call, path: Path, calls: int = 500) -> None:
+    """Where the host's time goes in ``calls`` calls (Python's profiler; it slows the calls down, so this
+    shows shares, not times), largest own time first."""
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(calls):
+        call()
+    profile.disable()
+    text = io.StringIO()
+    pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(40)
+    path.write_text(text.getvalue())
 
 
 def _replays_in_parts(planner, no_rescoring, images, masks, cameras, box, grasp_depth, reps: int) -> dict:

@@ -236,10 +236,13 @@ def test_the_top_k_of_the_rescored_pairs_is_the_top_k_of_the_whole_grid(network,
     rescored = pairs.write_into(q)
     ranking = torch.where(admissible, torch.where(rescored, q, q - 2.0), -3.0)
     expected_values, expected_flat = ranking.flatten(1).topk(k, dim=1)
-    values, flat = planner._top_k_rescored(pairs, admissible, k, quality.q.shape)
+    values, flat = planner._top_k_rescored(
+        pairs.q, pairs.depth_bin, pairs.row, pairs.col, admissible, k, quality.q.shape
+    )
     valid = expected_values > -3.0
     assert valid[:, 0].all() and (expected_values[valid] >= 0).all()  # every valid one was rescored
-    assert torch.equal(values[valid], expected_values[valid]) and torch.equal(flat[valid], expected_flat[valid])
+    assert torch.equal(values[valid], expected_values[valid])
+    assert torch.equal(flat[valid], expected_flat[valid])
     assert torch.equal(values > -3.0, valid)
 
 

@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from dexrl.gqcnn import bench
 from dexrl.gqcnn.fast import holds, window_of_cells
 from dexrl.gqcnn.grid import grid_mask
-from dexrl.gqcnn.policy import WHOLE_PLAN_INPAINT_ROUNDS, FCGQCNNPlanner, PlannerOptions
+from dexrl.gqcnn.policy import WHOLE_PLAN_INPAINT_ROUNDS, FCGQCNNPlanner, PlannerOptions, _depth_range
 from dexrl.gqcnn.preprocess import inpaint, inpaint_rounds
 from dexrl.grasp import NoValidGrasps, PlannerInputError, camera_parameters
 
@@ -98,6 +98,43 @@ def test_a_whole_plan_runs_the_trunk_on_the_window_of_the_last_mask(network):
     torch.testing.assert_close(result.grasps.q, expected.grasps.q, rtol=0, atol=1e-6)
     grown = whole._plan_windows[tuple(depth.shape)]
     assert holds(grown, window_of_cells(grid_mask(moved)).tolist()) and holds(grown, box) and grown != window
+
+
+def test_the_steps_fused_on_cuda_trace_whole_and_compute_the_same(network):
+    depth, mask = _heaps(2, seed=12)
+    step_by_step, whole = _planners(network, rescore_top=4)
+    quality = step_by_step.evaluate(depth, CAMERA, mask)
+    admissible = step_by_step.passing(quality)
+    pairs = step_by_step._fast.rescore(
+        step_by_step._pair_scores(quality.q, admissible), quality.depth, quality.grasp_depth, 4
+    )
+    q = quality.q[..., 2:20, 3:40]
+    box = torch.tensor([4, 15, 5, 30])
+    calls = [  # (function, arguments, keyword arguments) as the whole plan calls them
+        (_depth_range, (quality.depth, mask), {}),
+        (step_by_step._fast._shifts, (quality.grasp_depth,), {}),
+        (step_by_step._fast._on_grid, (q, box), {"window": ((2, 20), (3, 40)), "size": (27, 47)}),
+        (step_by_step._pair_scores, (quality.q, admissible), {}),
+        (
+            step_by_step._fast._pair_cells,
+            (pairs.depth_bin * 27 * 47 + 5, quality.grasp_depth),
+            {"rows": 27, "cols": 47},
+        ),
+        (
+            step_by_step._best_rescored_grasps,
+            (pairs.q, pairs.depth_bin, pairs.row, pairs.col, admissible, quality.grasp_depth, quality.cameras),
+            {"k": 3, "shape": quality.q.shape},
+        ),
+    ]
+    for function, args, kwargs in calls:
+        torch._dynamo.reset()
+        traced = torch.compile(function, backend="eager", fullgraph=True)  # raises on a graph break
+        for expected, fused in zip(function(*args, **kwargs), traced(*args, **kwargs), strict=True):
+            assert torch.equal(expected, fused), function.__name__
+    on_grid = step_by_step._fast._on_grid(q, box, window=((2, 20), (3, 40)), size=(27, 47))
+    assert on_grid.shape == quality.q.shape
+    assert (on_grid[..., :4, :] == 0).all() and (on_grid[..., 30:] == 0).all()
+    torch.testing.assert_close(on_grid[..., 4:15, 5:30], quality.q[..., 4:15, 5:30], rtol=0, atol=0)
 
 
 def test_a_whole_plan_never_waits_for_the_device(network):

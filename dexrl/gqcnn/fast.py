@@ -66,6 +66,7 @@ __all__ = [
     "cell_crops",
     "cpu_has_native_bf16",
     "cuda_fp32_precision",
+    "fused_on_cuda",
     "holds",
     "live_depth_bins",
     "plan_window",
@@ -267,6 +268,19 @@ class GraphReplayer:
         return static_inputs, static_output, graph
 
 
+FUSE_SMALL_STEPS = True
+"""Whether :func:`fused_on_cuda` compiles (read when a planner is made)."""
+
+
+def fused_on_cuda(function: Callable[..., Any], device: torch.device) -> Callable[..., Any]:
+    """``function`` compiled by Inductor on CUDA (static shapes, no graph breaks allowed), as is elsewhere: for
+    chains of small steps on small tensors, which compile into a few fused kernels (inside a CUDA graph each
+    kernel costs a few microseconds, however little it does). Compiled on first call, per input shape."""
+    if device.type != "cuda" or not FUSE_SMALL_STEPS:
+        return function
+    return torch.compile(function, dynamic=False, fullgraph=True)
+
+
 class SideStream:
     """Device work queued beside the current CUDA stream, also inside a CUDA graph (as a parallel branch): the
     work under ``with side.fork():`` starts after what the current stream has queued so far, and
@@ -431,6 +445,13 @@ class FastQuality:
             trunk = torch.compile(trunk, mode=options.compile_mode, dynamic=False)
         self._run = GraphReplayer(trunk, device) if options.cuda_graphs and device.type == "cuda" else trunk
         self._shapes = TrunkShapes()
+        self._fused_shifts = fused_on_cuda(self._shifts, device)
+        self._fused_on_grid = fused_on_cuda(self._on_grid, device)
+        self._fused_pair_cells = fused_on_cuda(self._pair_cells, device)
+        # each rescored crop is taken at its own grasp depth: its conv1_1 shift is the same for every crop
+        with torch.no_grad():
+            zero = torch.zeros(1, 1, device=device)
+            self._crop_shift = model.first_conv_shifts(zero, zero[:, 0])[0]  # (1, 16)
 
     def _trunk(
         self,
@@ -578,23 +599,34 @@ class FastQuality:
             first_col * STRIDE : (end_col - 1) * STRIDE + CROP_SIZE,
         ]
         group = max(1, min(self.options.group_images, batch))
-        reference = grasp_depth.mean(dim=1)
-        shifts = self.model.first_conv_shifts(grasp_depth, reference).flatten(0, 1)  # (B * D, 16)
+        reference, shifts = self._fused_shifts(grasp_depth)
         q = [
             self._trunk(images[start:stop], reference[start:stop], shifts[start * bins : stop * bins])
             for start, stop in ((start, start + group) for start in range(0, batch, group))
         ]
-        window_rows = torch.arange(first_row, end_row, device=depth.device)
-        window_cols = torch.arange(first_col, end_col, device=depth.device)
-        in_box = ((window_rows >= box[0]) & (window_rows < box[1]))[:, None] & (
-            (window_cols >= box[2]) & (window_cols < box[3])
-        )
-        q_window = (q[0] if len(q) == 1 else torch.cat(q)).unflatten(0, (batch, bins)) * in_box
-        if q_window.shape[-2:] == (rows, cols):
-            return q_window
-        q = q_window.new_zeros(*q_window.shape[:3], rows, cols)
-        q[..., first_row:end_row, first_col:end_col] = q_window
-        return q
+        q = (q[0] if len(q) == 1 else torch.cat(q)).unflatten(0, (batch, bins))
+        window = ((first_row, end_row), (first_col, end_col))
+        return self._fused_on_grid(q, box, window=window, size=(rows, cols))
+
+    def _shifts(self, grasp_depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reference depths (B,) [m] of depth bins (B, D) [m] and each (image, depth bin) pair's conv1_1 shift
+        (B * D, 16) (:meth:`FCGQCNN.first_conv_shifts`); fused on CUDA (``_fused_shifts``)."""
+        reference = grasp_depth.mean(dim=1)
+        return reference, self.model.first_conv_shifts(grasp_depth, reference).flatten(0, 1)
+
+    @staticmethod
+    def _on_grid(
+        q: torch.Tensor, box: torch.Tensor, *, window: CellWindow, size: tuple[int, int]
+    ) -> torch.Tensor:
+        """q (B, D, A, h', w') of a window of cells on the whole grid of ``size`` (h, w), 0 outside the
+        admissible cells' box (4,) (first row, end row, first column, end column); fused on CUDA
+        (``_fused_on_grid``)."""
+        (first_row, end_row), (first_col, end_col) = window
+        rows = torch.arange(first_row, end_row, device=q.device)
+        cols = torch.arange(first_col, end_col, device=q.device)
+        in_box = ((rows >= box[0]) & (rows < box[1]))[:, None] & ((cols >= box[2]) & (cols < box[3]))
+        padding = (first_col, size[1] - end_col, first_row, size[0] - end_row)
+        return F.pad(q * in_box, padding)
 
     def _exact_q(self, crops: torch.Tensor, crop_depth: torch.Tensor) -> torch.Tensor:
         """q (N, A) of the float32 network at the centres of crops (N, 1, 96, 96) [m], at grasp depths (N, 1)
@@ -603,9 +635,8 @@ class FastQuality:
         if self._exact_stream is None:
             logits = self.model(crops, crop_depth, share_first_conv=False)[:, 0, :, :, 0, 0]  # (N, A, 2)
         else:
-            reference = crop_depth[:, 0]
-            shared = self._shared_first_layer(crops, reference)
-            shifts = self.model.first_conv_shifts(crop_depth, reference)[:, 0]  # (N, 16)
+            shared = self._shared_first_layer(crops, crop_depth[:, 0])
+            shifts = self._crop_shift.expand(len(crops), -1)  # (N, 16)
             features = self._exact_stream(shared, shifts, torch.arange(len(crops), device=crops.device))
             logits = self.model.quality_logits(features.permute(0, 3, 1, 2))[:, :, 0, 0].unflatten(1, (-1, 2))
         return torch.softmax(logits, dim=2)[..., 1]
@@ -625,17 +656,24 @@ class FastQuality:
         batch, _, rows, cols = pair_scores.shape
         flat_scores = pair_scores.flatten(1)
         scores, flat = self._pair_top_k(flat_scores, min(count, flat_scores.shape[1]))
-        depth_bin, row, col = flat // (rows * cols), flat // cols % rows, flat % cols
+        depth_bin, row, col, crop_depth = self._fused_pair_cells(flat, grasp_depth, rows=rows, cols=cols)
         crops = cell_crops(depth, row, col).flatten(0, 1)[:, None]  # (B * N, 1, 96, 96)
-        crop_depth = grasp_depth.gather(1, depth_bin).flatten()[:, None]  # (B * N, 1)
         with cuda_fp32_precision(self.device, "fp32"):
-            exact = torch.cat(
-                [
-                    self._exact_q(crops[i : i + _RESCORE_CHUNK], crop_depth[i : i + _RESCORE_CHUNK])
-                    for i in range(0, len(crops), _RESCORE_CHUNK)
-                ]
-            ).unflatten(0, (batch, -1))  # (B, N, A)
+            exact = [
+                self._exact_q(crops[i : i + _RESCORE_CHUNK], crop_depth[i : i + _RESCORE_CHUNK])
+                for i in range(0, len(crops), _RESCORE_CHUNK)
+            ]
+        exact = (exact[0] if len(exact) == 1 else torch.cat(exact)).unflatten(0, (batch, -1))  # (B, N, A)
         return RescoredPairs(scores, depth_bin, row, col, exact)
+
+    @staticmethod
+    def _pair_cells(
+        flat: torch.Tensor, grasp_depth: torch.Tensor, *, rows: int, cols: int
+    ) -> tuple[torch.Tensor, ...]:
+        """Depth bin, row and column (B, N) of pairs given by flat indices (B, N) into (D, h, w), and their
+        grasp depths (B * N, 1) [m] from the depth bins (B, D) [m]; fused on CUDA (``_fused_pair_cells``)."""
+        depth_bin, row, col = flat // (rows * cols), flat // cols % rows, flat % cols
+        return depth_bin, row, col, grasp_depth.gather(1, depth_bin).flatten()[:, None]
 
 
 @dataclass

@@ -42,10 +42,10 @@ from .fast import (
     FastQuality,
     GraphReplayer,
     Precision,
-    RescoredPairs,
     SideStream,
     cpu_has_native_bf16,
     cuda_fp32_precision,
+    fused_on_cuda,
     holds,
     live_depth_bins,
     plan_window,
@@ -56,7 +56,14 @@ from .model import FCGQCNN
 from .preprocess import TRITON_AVAILABLE, inpaint, inpaint_rounds
 from .weights import ModelCard
 
-__all__ = ["FCGQCNNPlanner", "GraspQuality", "PlannerOptions", "depth_bin_centers"]
+__all__ = [
+    "GRASP_FIELDS",
+    "FCGQCNNPlanner",
+    "GraspQuality",
+    "PlannerOptions",
+    "depth_bin_centers",
+    "unpack_grasps",
+]
 
 InferencePath = Literal["auto", "plain", "fast"]
 WHOLE_PLAN_INPAINT_ROUNDS = 8
@@ -181,12 +188,27 @@ def depth_bin_centers(depth: torch.Tensor, mask: torch.Tensor, bins: int) -> tor
 def _depth_bins(depth: torch.Tensor, mask: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`depth_bin_centers` without its check: the centres, and (B,) bool images whose mask holds no
     valid depth (their centres are not finite)."""
+    nearest, farthest, empty = _depth_range(depth, mask)
+    return _bin_centers(nearest, farthest, _bin_fractions(bins, depth.device, depth.dtype)), empty
+
+
+def _depth_range(depth: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The nearest valid depth inside each image's mask (inf where none) and its farthest depth (B,) [m], and
+    (B,) bool images whose mask holds no valid depth."""
     inside = mask & (depth > 0)
-    empty = ~inside.flatten(1).any(dim=1)
     nearest = torch.where(inside, depth, torch.inf).flatten(1).amin(dim=1)
-    farthest = depth.flatten(1).amax(dim=1)
-    fractions = (torch.arange(bins, device=depth.device, dtype=depth.dtype) + 0.5) / bins
-    return nearest[:, None] + fractions * (farthest - nearest)[:, None], empty
+    return nearest, depth.flatten(1).amax(dim=1), ~inside.flatten(1).any(dim=1)
+
+
+def _bin_fractions(bins: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Where the centres of ``bins`` equal bins lie between a range's ends (bins,), from 0 to 1."""
+    return (torch.arange(bins, device=device, dtype=dtype) + 0.5) / bins
+
+
+def _bin_centers(nearest: torch.Tensor, farthest: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+    """Centres (B, bins) [m] of equal bins between depths (B,) [m] at :func:`_bin_fractions`. Not fused by a
+    compiler, whose multiply-adds could round differently from the reference path's."""
+    return nearest[:, None] + fractions * (farthest - nearest)[:, None]
 
 
 @dataclass
@@ -251,6 +273,13 @@ class FCGQCNNPlanner:
         self._whole_plans: dict[tuple, Callable[..., tuple[torch.Tensor, ...]]] = {}
         self._plan_windows: dict[tuple[int, ...], CellWindow] = {}  # per input shape (B, H, W)
         self._side = SideStream(self.device)
+        self._fused_rescored_grasps = fused_on_cuda(self._best_rescored_grasps, self.device)
+        self._fused_pair_scores = fused_on_cuda(self._pair_scores, self.device)
+        self._fused_depth_range = fused_on_cuda(_depth_range, self.device)
+        self._bin_fractions = _bin_fractions(self.options.depth_bins, self.device, torch.float32)
+        # angles looked up, not computed in fused code, so that they equal the reference path's to the bit
+        angles = self.model.angle_bins
+        self._angles = bin_to_angle(torch.arange(angles, device=self.device), angles)
         self._last_cameras: tuple[tuple | None, torch.Tensor | None] = (None, None)
         self._network = (
             self.model
@@ -346,11 +375,12 @@ class FCGQCNNPlanner:
             raise PlannerInputError(f"k must be at least 1, got {k}")
         if self._fast is not None and depth.dim() == 3 and len(depth) <= self.options.whole_plan_images:
             result = self._plan_whole(depth, intrinsics, mask, k, return_q_map)
-            if result is not None:
-                result.timings["total"] = self._elapsed(start)
+            if result is not None:  # it has waited for the device
+                result.timings["total"] = time.perf_counter() - start
                 return result
         quality = self.evaluate(depth, intrinsics, mask)
-        grasps, valid, positions = self._select(quality, k, exact_in_q=return_q_map)
+        packed, valid = self._select(quality, k, exact_in_q=return_q_map)
+        grasps, positions = unpack_grasps(packed)
         no_grasp = ~valid[:, 0]
         if no_grasp.any():
             raise NoValidGrasps(
@@ -364,33 +394,36 @@ class FCGQCNNPlanner:
 
     def _select(
         self, quality: GraspQuality, k: int, exact_in_q: bool = False
-    ) -> tuple[ImageGrasps, torch.Tensor, torch.Tensor]:
-        """Step 4 of the policy: the top k grasps per image (B, k) (on the fast path, the best pairs rescored
-        in float32 first), which of them are valid (B, k) bool, and their positions (B, k, 3) in the camera
-        frame [m]. ``exact_in_q``: the rescored pairs' float32 q is also written into ``quality.q`` (for the
-        q-map)."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step 4 of the policy: the top k grasps per image (on the fast path, the best pairs rescored in
+        float32 first), packed (B, k, 9) (:func:`unpack_grasps`; rows past the valid ones are 0), and which of
+        them are valid (B, k) bool. ``exact_in_q``: the rescored pairs' float32 q is also written into
+        ``quality.q`` (for the q-map)."""
         admissible = self.passing(quality)
+        decode = functools.partial(
+            self._grasps, grasp_depth=quality.grasp_depth, cameras=quality.cameras, shape=quality.q.shape
+        )
         if self._fast is None or self.options.rescore_top <= 0:
-            values, flat = self._top_k(torch.where(admissible, quality.q, _NONE), k)
-        else:
-            pairs = self._fast.rescore(
-                self._pair_scores(quality.q, admissible),
-                quality.depth,
-                quality.grasp_depth,
-                max(self.options.rescore_top, k),
+            return decode(*self._top_k(torch.where(admissible, quality.q, _NONE), k))
+        pairs = self._fast.rescore(
+            self._fused_pair_scores(quality.q, admissible),
+            quality.depth,
+            quality.grasp_depth,
+            max(self.options.rescore_top, k),
+        )
+        if exact_in_q or self.options.min_distance_px > 0:
+            rescored = pairs.write_into(quality.q)
+        if self.options.min_distance_px <= 0:
+            return self._fused_rescored_grasps(
+                *(pairs.q, pairs.depth_bin, pairs.row, pairs.col),
+                *(admissible, quality.grasp_depth, quality.cameras),
+                k=k,
+                shape=quality.q.shape,
             )
-            if exact_in_q or self.options.min_distance_px > 0:
-                rescored = pairs.write_into(quality.q)
-            if self.options.min_distance_px > 0:
-                # float32-rescored grasps rank above all others, whose q moves to [-2, -1]
-                q = quality.q
-                values, flat = self._top_k(torch.where(admissible, torch.where(rescored, q, q - 2.0), _NONE), k)
-                values = torch.where(values < -1.5, values + 2.0, values)
-            else:
-                values, flat = self._top_k_rescored(pairs, admissible, k, quality.q.shape)
-        valid = values > _NONE
-        grasps, positions = self._grasps(values, flat, valid, quality)
-        return grasps, valid, positions
+        # float32-rescored grasps rank above all others, whose q moves to [-2, -1]
+        q = quality.q
+        values, flat = self._top_k(torch.where(admissible, torch.where(rescored, q, q - 2.0), _NONE), k)
+        return decode(torch.where(values < -1.5, values + 2.0, values), flat)
 
     @staticmethod
     def _pair_scores(q: torch.Tensor, admissible: torch.Tensor) -> torch.Tensor:
@@ -400,19 +433,46 @@ class FCGQCNNPlanner:
             return torch.where(admissible[:, :, 0], q.amax(dim=2), _NONE)
         return torch.where(admissible, q, _NONE).amax(dim=2)
 
+    def _best_rescored_grasps(
+        self,
+        pair_q: torch.Tensor,
+        depth_bin: torch.Tensor,
+        row: torch.Tensor,
+        col: torch.Tensor,
+        admissible: torch.Tensor,
+        grasp_depth: torch.Tensor,
+        cameras: torch.Tensor,
+        *,
+        k: int,
+        shape: torch.Size,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_grasps` of :meth:`_top_k_rescored` (fused into a few kernels on CUDA:
+        ``_fused_rescored_grasps``)."""
+        values, flat = self._top_k_rescored(pair_q, depth_bin, row, col, admissible, k, shape)
+        return self._grasps(values, flat, grasp_depth, cameras, shape)
+
     def _top_k_rescored(
-        self, pairs: RescoredPairs, admissible: torch.Tensor, k: int, shape: torch.Size
+        self,
+        pair_q: torch.Tensor,
+        depth_bin: torch.Tensor,
+        row: torch.Tensor,
+        col: torch.Tensor,
+        admissible: torch.Tensor,
+        k: int,
+        shape: torch.Size,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`_top_k` of the grasps, without a minimum distance, taken among the rescored pairs' admissible
-        grasps alone: that is exact, because the N >= k pairs rescored are the best by the trunk's q, so
-        either they hold at least k admissible grasps (float32-rescored grasps rank first) or they hold every
-        admissible grasp. A search over N x A grasps instead of the whole (D, A, h, w) grid."""
+        grasps alone (:class:`~dexrl.gqcnn.fast.RescoredPairs`: q (B, N, A), depth bin, row and column (B, N)
+        of each pair on a grid of ``shape`` (B, D, A, h, w)). That is exact, because the N >= k pairs rescored
+        are the best by the trunk's q, so either they hold at least k admissible grasps (float32-rescored
+        grasps rank first) or they hold every admissible grasp. A search over N x A grasps instead of the
+        whole grid."""
         _, _, angles, rows, cols = shape
-        image = torch.arange(len(pairs.q), device=pairs.q.device)[:, None]
-        passes = admissible.expand(shape)[image, pairs.depth_bin, :, pairs.row, pairs.col]  # (B, N, A)
-        values, index = self._top_k(torch.where(passes, pairs.q, _NONE), k)
+        image = torch.arange(len(pair_q), device=pair_q.device)[:, None]
+        passes = admissible.expand(shape)[image, depth_bin, :, row, col]  # (B, N, A)
+        values, index = self._top_k(torch.where(passes, pair_q, _NONE), k)
         pair, angle = index // angles, index % angles
-        depth_bin, row, col = (where.gather(1, pair) for where in (pairs.depth_bin, pairs.row, pairs.col))
+        depth_bin, row, col = (where.gather(1, pair) for where in (depth_bin, row, col))
         return values, ((depth_bin * angles + angle) * rows + row) * cols + col
 
     def _plan_whole(
@@ -456,10 +516,7 @@ class FCGQCNNPlanner:
             self._plan_windows[tuple(depth.shape)] = plan_window(box, map_size, window)
             if window is None:  # planned on the whole grid: the result holds
                 break
-        center, angle, grasp_depth, width, q, positions = values.split((2, 1, 1, 1, 1, 3), dim=2)
-        grasps = ImageGrasps(
-            center=center, angle=angle[..., 0], depth=grasp_depth[..., 0], width=width[..., 0], q=q[..., 0]
-        )
+        grasps, positions = unpack_grasps(values)
         return PlanResult(grasps, valid, positions, q_map, {}, q_map_grid=(STRIDE, CROP_SIZE // 2))
 
     def _camera_parameters(self, cameras: list[CameraIntrinsics]) -> torch.Tensor:
@@ -480,14 +537,12 @@ class FCGQCNNPlanner:
         return_q_map: bool,
         window: CellWindow | None,
     ) -> tuple[torch.Tensor, ...]:
-        """:meth:`_plan_on_device` with its outputs in few tensors, so that a plan's results take few copies
-        and one read: the grasps' center, angle, depth, width, q and positions (B, k, 9); valid (B, k); the
-        q-map; and the status (5,) long: whether any image has a fault, then the admissible cells' box."""
-        center, angle, grasp_depth, width, q, valid, positions, q_map, faults, box = self._plan_on_device(
+        """:meth:`_plan_on_device` with its checks in one status (5,) long, so that a plan's results take one
+        read: whether any image has a fault, then the admissible cells' box."""
+        packed, valid, q_map, faults, box = self._plan_on_device(
             depth, mask, cameras, k=k, return_q_map=return_q_map, window=window
         )
-        values = torch.cat((center, torch.stack((angle, grasp_depth, width, q), dim=2), positions), dim=2)
-        return values, valid, q_map, torch.cat((faults.any().long()[None], box))
+        return packed, valid, q_map, torch.cat((faults.any().long()[None], box))
 
     @torch.inference_mode()
     def _plan_on_device(
@@ -507,10 +562,10 @@ class FCGQCNNPlanner:
         window holds the returned box, the grasps equal :meth:`plan`'s.
 
         Returns:
-            The grasps' center (B, k, 2), angle, depth, width and q (B, k), valid (B, k), positions (B, k, 3),
-            the q-map (B, A, h, w) (empty without ``return_q_map``), faults (B,) bool: images with bad depth,
-            no admissible cell, no valid depth in the mask, holes left, or no grasp; and the admissible cells'
-            box over the batch (4,) long (:func:`~dexrl.gqcnn.fast.window_of_cells`).
+            The grasps packed (B, k, 9) (:func:`unpack_grasps`), valid (B, k), the q-map (B, A, h, w) (empty
+            without ``return_q_map``), faults (B,) bool: images with bad depth, no admissible cell, no valid
+            depth in the mask, holes left, or no grasp; and the admissible cells' box over the batch (4,) long
+            (:func:`~dexrl.gqcnn.fast.window_of_cells`).
         """
         with self._side.fork():  # the checks and the grid's cells, beside inpainting and the depth bins
             faults = ~torch.isfinite(depth).flatten(1).all(dim=1) | ~(depth > 0).flatten(1).any(dim=1)
@@ -520,7 +575,8 @@ class FCGQCNNPlanner:
         unfinished = None
         if self.options.inpaint:  # a new tensor: the side's work reads the input
             depth, unfinished = inpaint_rounds(depth, WHOLE_PLAN_INPAINT_ROUNDS)
-        grasp_depth, empty = _depth_bins(depth, mask, self.options.depth_bins)
+        nearest, farthest, empty = self._fused_depth_range(depth, mask)
+        grasp_depth = _bin_centers(nearest, farthest, self._bin_fractions)
         live = live_depth_bins(depth, mask, grasp_depth, self.options)
         self._side.join(faults, cells, box)
         if unfinished is not None:
@@ -530,13 +586,10 @@ class FCGQCNNPlanner:
         if self.options.jaw_clearance is not None:  # else every bin is live
             q = q * live[:, :, None, None, None]
         quality = GraspQuality(q, grasp_depth, cells, live, depth, mask, cameras, {})
-        grasps, valid, positions = self._select(quality, k, exact_in_q=return_q_map)
+        packed, valid = self._select(quality, k, exact_in_q=return_q_map)
         faults |= empty | ~valid[:, 0]
         q_map = q.amax(dim=1) if return_q_map else q.new_empty(0)
-        return (
-            *(grasps.center, grasps.angle, grasps.depth, grasps.width, grasps.q),
-            *(valid, positions, q_map, faults, box),
-        )
+        return packed, valid, q_map, faults, box
 
     def _elapsed(self, start: float) -> float:
         if self.device.type == "cuda":
@@ -558,15 +611,15 @@ class FCGQCNNPlanner:
     def passing(self, quality: GraspQuality) -> torch.Tensor:
         """Grasps (B, D, A, h, w) bool that the policy may return: centre cell admissible, depth bin
         evaluated, and through the optional jaw filters."""
-        live = quality.live_bins[:, :, None, None, None]
-        return quality.admissible[:, None, None] & live & self._jaw_filters(quality)
+        passes = quality.admissible[:, None, None] & quality.live_bins[:, :, None, None, None]
+        if self.options.jaws_inside_mask or self.options.jaw_clearance is not None:
+            passes = passes & self._jaw_filters(quality)
+        return passes
 
     def _jaw_filters(self, quality: GraspQuality) -> torch.Tensor:
-        """The optional jaw filters, broadcastable to (B, D, A, h, w); True where a grasp passes."""
+        """The optional jaw filters (at least one on), (B, D, A, h, w); True where a grasp passes."""
         options = self.options
         passes = torch.ones((), dtype=torch.bool, device=self.device)
-        if not options.jaws_inside_mask and options.jaw_clearance is None:
-            return passes
         depth, grasp_depth = quality.depth, quality.grasp_depth
         batch, height, width = depth.shape
         fx = quality.cameras[:, 0]
@@ -632,22 +685,38 @@ class FCGQCNNPlanner:
         return torch.stack(values, dim=1), torch.stack(indices, dim=1)
 
     def _grasps(
-        self, values: torch.Tensor, flat: torch.Tensor, valid: torch.Tensor, quality: GraspQuality
-    ) -> tuple[ImageGrasps, torch.Tensor]:
-        """Decode flat indices into (depth bin, angle bin, cell) grasps of quality ``values``; rows past the
-        valid ones are 0."""
-        _, angles, rows, cols = quality.q.shape[1:]
+        self,
+        values: torch.Tensor,
+        flat: torch.Tensor,
+        grasp_depth: torch.Tensor,
+        cameras: torch.Tensor,
+        shape: torch.Size,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode the top k scores ``values`` (B, k) and their flat indices into a grid of ``shape`` (B, D, A,
+        h, w) into grasps, packed (B, k, 9) (:func:`unpack_grasps`; 0 past the valid ones), and valid
+        (B, k)."""
+        _, _, angles, rows, cols = shape
         # unravel_index by hand: torch.unravel_index copies the shape to the device (a synchronising copy)
         depth_bin, angle_bin = flat // (angles * rows * cols), flat // (rows * cols) % angles
-        row, col = flat // cols % rows, flat % cols
-        keep = valid.to(torch.float32)
-        center = cell_centers(row, col) * keep[..., None]
-        depth = quality.grasp_depth.gather(1, depth_bin) * keep
-        grasps = ImageGrasps(
-            center=center,
-            angle=bin_to_angle(angle_bin, angles) * keep,
-            depth=depth,
-            width=torch.full_like(depth, self.options.gripper_width) * keep,
-            q=values * keep,
+        center = cell_centers(flat // cols % rows, flat % cols)
+        depth = grasp_depth.gather(1, depth_bin)
+        columns = (self._angles[angle_bin], depth, torch.full_like(depth, self.options.gripper_width), values)
+        packed = torch.cat(
+            (center, torch.stack(columns, dim=2), deproject_per_camera(cameras, center, depth)), dim=2
         )
-        return grasps, deproject_per_camera(quality.cameras, center, depth) * keep[..., None]
+        valid = values > _NONE
+        return packed * valid[..., None], valid
+
+
+GRASP_FIELDS = (2, 1, 1, 1, 1, 3)
+"""Widths of the fields of a packed grasp (:func:`unpack_grasps`)."""
+
+
+def unpack_grasps(packed: torch.Tensor) -> tuple[ImageGrasps, torch.Tensor]:
+    """Grasps (B, k) and their positions (B, k, 3) in the camera frame [m] from packed grasps (B, k, 9): centre
+    (u, v) [px], angle [rad], depth [m], width [m], q, position (x, y, z) [m]. Views, no copies."""
+    center, angle, depth, width, q, positions = packed.split(GRASP_FIELDS, dim=2)
+    grasps = ImageGrasps(
+        center=center, angle=angle[..., 0], depth=depth[..., 0], width=width[..., 0], q=q[..., 0]
+    )
+    return grasps, positions
