@@ -158,7 +158,8 @@ def test_faulty_images_get_the_step_by_step_errors(network):
     with pytest.raises(NoValidGrasps, match="leaves no grasp centre"):
         whole.plan(depth, CAMERA, torch.zeros_like(mask))
     params = camera_parameters([CAMERA, CAMERA])
-    *_, faults, _ = whole._plan_on_device(nan_depth, mask, params, k=1, return_q_map=False)
+    *_, faults, status = whole._plan_on_device(nan_depth, mask, params, k=1, return_q_map=False)
+    assert status[0] == 1 and status[1:].tolist() == window_of_cells(grid_mask(mask)).tolist()
     assert faults.tolist() == [False, True]  # flagged per image
 
 

@@ -448,6 +448,7 @@ class FastQuality:
         self._fused_shifts = fused_on_cuda(self._shifts, device)
         self._fused_on_grid = fused_on_cuda(self._on_grid, device)
         self._fused_pair_cells = fused_on_cuda(self._pair_cells, device)
+        self._pair_image_cache: dict[tuple[int, int], torch.Tensor] = {}
         # each rescored crop is taken at its own grasp depth: its conv1_1 shift is the same for every crop
         with torch.no_grad():
             zero = torch.zeros(1, 1, device=device)
@@ -473,13 +474,23 @@ class FastQuality:
             features = self._trunk_model.image_stream.after_first_conv(first)
         else:  # channels-last tensors in and out, as NHWC
             if pair_image is None:
-                pair_image = torch.arange(len(shared), device=shared.device)
-                pair_image = pair_image.repeat_interleave(len(shifts) // len(shared))
+                pair_image = self._pair_images(len(shared), len(shifts) // len(shared))
             features = self._stream_convs(shared, shifts, pair_image).permute(0, 3, 1, 2)
         if self._quality_head is not None:
             return self._quality_head(features.permute(0, 2, 3, 1))
         logits = self._head(features).float()
         return torch.softmax(logits.unflatten(1, (-1, 2)), dim=2)[:, :, 1]
+
+    def _pair_images(self, images: int, per_image: int) -> torch.Tensor:
+        """Each pair's image (images * per_image,) long, pairs image-major. Kept per size, so that a CUDA graph
+        reads it rather than computing it (not kept while capturing: it would live in the graph's memory)."""
+        key = (images, per_image)
+        pair_image = self._pair_image_cache.get(key)
+        if pair_image is None:
+            pair_image = torch.arange(images, device=self.device).repeat_interleave(per_image)
+            if self.device.type != "cuda" or not torch.cuda.is_current_stream_capturing():
+                self._pair_image_cache[key] = pair_image
+        return pair_image
 
     def _shared_first_layer(self, depth: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """conv1_1's depth-independent part (:meth:`FCGQCNN.shared_first_conv`) of depth images (G, 1, H, W) [m]
@@ -637,7 +648,7 @@ class FastQuality:
         else:
             shared = self._shared_first_layer(crops, crop_depth[:, 0])
             shifts = self._crop_shift.expand(len(crops), -1)  # (N, 16)
-            features = self._exact_stream(shared, shifts, torch.arange(len(crops), device=crops.device))
+            features = self._exact_stream(shared, shifts, self._pair_images(len(crops), 1))
             logits = self.model.quality_logits(features.permute(0, 3, 1, 2))[:, :, 0, 0].unflatten(1, (-1, 2))
         return torch.softmax(logits, dim=2)[..., 1]
 

@@ -276,6 +276,7 @@ class FCGQCNNPlanner:
         self._fused_rescored_grasps = fused_on_cuda(self._best_rescored_grasps, self.device)
         self._fused_pair_scores = fused_on_cuda(self._pair_scores, self.device)
         self._fused_depth_range = fused_on_cuda(_depth_range, self.device)
+        self._fused_status = fused_on_cuda(self._status, self.device)
         self._bin_fractions = _bin_fractions(self.options.depth_bins, self.device, torch.float32)
         # angles looked up, not computed in fused code, so that they equal the reference path's to the bit
         angles = self.model.angle_bins
@@ -500,11 +501,11 @@ class FCGQCNNPlanner:
             key = (k, return_q_map, window)
             if key not in self._whole_plans:
                 body = functools.partial(
-                    self._packed_plan_on_device, k=k, return_q_map=return_q_map, window=window
+                    self._plan_on_device, k=k, return_q_map=return_q_map, window=window
                 )
                 graphs = self.options.cuda_graphs and self.device.type == "cuda"
                 self._whole_plans[key] = GraphReplayer(body, self.device) if graphs else body
-            values, valid, q_map, status = self._whole_plans[key](depth, mask, params)
+            values, valid, q_map, _, status = self._whole_plans[key](depth, mask, params)
             # copies queued before the wait: a graph's outputs are overwritten by its next replay
             values, valid = values.clone(), valid.clone()
             q_map = q_map.clone() if return_q_map else None
@@ -527,23 +528,6 @@ class FCGQCNNPlanner:
             self._last_cameras = (values, camera_parameters(cameras, self.device))
         return self._last_cameras[1]
 
-    def _packed_plan_on_device(
-        self,
-        depth: torch.Tensor,
-        mask: torch.Tensor,
-        cameras: torch.Tensor,
-        *,
-        k: int,
-        return_q_map: bool,
-        window: CellWindow | None,
-    ) -> tuple[torch.Tensor, ...]:
-        """:meth:`_plan_on_device` with its checks in one status (5,) long, so that a plan's results take one
-        read: whether any image has a fault, then the admissible cells' box."""
-        packed, valid, q_map, faults, box = self._plan_on_device(
-            depth, mask, cameras, k=k, return_q_map=return_q_map, window=window
-        )
-        return packed, valid, q_map, torch.cat((faults.any().long()[None], box))
-
     @torch.inference_mode()
     def _plan_on_device(
         self,
@@ -564,8 +548,8 @@ class FCGQCNNPlanner:
         Returns:
             The grasps packed (B, k, 9) (:func:`unpack_grasps`), valid (B, k), the q-map (B, A, h, w) (empty
             without ``return_q_map``), faults (B,) bool: images with bad depth, no admissible cell, no valid
-            depth in the mask, holes left, or no grasp; and the admissible cells' box over the batch (4,) long
-            (:func:`~dexrl.gqcnn.fast.window_of_cells`).
+            depth in the mask, holes left, or no grasp; and the status (5,) long: whether any image has a
+            fault, then the admissible cells' box over the batch (:func:`~dexrl.gqcnn.fast.window_of_cells`).
         """
         with self._side.fork():  # the checks and the grid's cells, beside inpainting and the depth bins
             faults = ~torch.isfinite(depth).flatten(1).all(dim=1) | ~(depth > 0).flatten(1).any(dim=1)
@@ -587,9 +571,19 @@ class FCGQCNNPlanner:
             q = q * live[:, :, None, None, None]
         quality = GraspQuality(q, grasp_depth, cells, live, depth, mask, cameras, {})
         packed, valid = self._select(quality, k, exact_in_q=return_q_map)
-        faults |= empty | ~valid[:, 0]
+        faults, status = self._fused_status(faults, empty, valid, box)
         q_map = q.amax(dim=1) if return_q_map else q.new_empty(0)
-        return packed, valid, q_map, faults, box
+        return packed, valid, q_map, faults, status
+
+    @staticmethod
+    def _status(
+        faults: torch.Tensor, empty: torch.Tensor, valid: torch.Tensor, box: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole plan's faults (B,) bool, with images without valid depth in the mask or without a grasp, and
+        its status (5,) long: whether any image has a fault, then the admissible cells' box (4,), so that the
+        host reads them at once. Fused on CUDA (``_fused_status``)."""
+        faults = faults | empty | ~valid[:, 0]
+        return faults, torch.cat((faults.any().long()[None], box))
 
     def _elapsed(self, start: float) -> float:
         if self.device.type == "cuda":
@@ -609,9 +603,11 @@ class FCGQCNNPlanner:
         )
 
     def passing(self, quality: GraspQuality) -> torch.Tensor:
-        """Grasps (B, D, A, h, w) bool that the policy may return: centre cell admissible, depth bin
-        evaluated, and through the optional jaw filters."""
-        passes = quality.admissible[:, None, None] & quality.live_bins[:, :, None, None, None]
+        """Grasps that the policy may return, bool, broadcastable to (B, D, A, h, w): centre cell admissible,
+        depth bin evaluated, and through the optional jaw filters."""
+        passes = quality.admissible[:, None, None]
+        if self.options.jaw_clearance is not None:  # else every depth bin is live
+            passes = passes & quality.live_bins[:, :, None, None, None]
         if self.options.jaws_inside_mask or self.options.jaw_clearance is not None:
             passes = passes & self._jaw_filters(quality)
         return passes

@@ -87,12 +87,12 @@ def _shifted_relu_kernel(
 
 @triton.jit
 def _first_conv_kernel(
-    depth_ptr,  # (G, H, W) float32
+    depth_ptr,  # (G, H, W) float32, columns contiguous
     reference_ptr,  # (G,) float32
     w_ptr,  # (PADDED_TAPS, C_OUT) float32: the K x K taps row-major, then zero rows
     out_ptr,  # (G, OUT_H, OUT_W, C_OUT) float32
-    H,
-    W,
+    IMAGE_STRIDE,  # of depth, in elements
+    ROW_STRIDE,
     OUT_H,
     OUT_W,
     K: tl.constexpr,
@@ -106,9 +106,9 @@ def _first_conv_kernel(
     row, col, valid = _output_tile(OUT_H, OUT_W, TILE_H, TILE_W)
     tap, c_out = tl.arange(0, PADDED_TAPS), tl.arange(0, C_OUT)
     # each pixel's K x K patch as one row of a matrix product: pixels x taps times taps x channels
-    offsets = (row[:, None] + tap[None, :] // K) * W + col[:, None] + tap[None, :] % K
+    offsets = (row[:, None] + tap[None, :] // K) * ROW_STRIDE + col[:, None] + tap[None, :] % K
     taken = valid[:, None] & (tap < K * K)[None, :]
-    patches = tl.load(depth_ptr + image * H * W + offsets, mask=taken, other=0.0)
+    patches = tl.load(depth_ptr + image * IMAGE_STRIDE + offsets, mask=taken, other=0.0)
     patches = tl.where(taken, patches - tl.load(reference_ptr + image), 0.0)
     acc = tl.dot(patches, tl.load(w_ptr + tap[:, None] * C_OUT + c_out[None, :]), input_precision=PRECISION)
     out_offsets = image * OUT_H * OUT_W * C_OUT + (row * OUT_W + col)[:, None] * C_OUT + c_out[None, :]
@@ -619,7 +619,7 @@ _FIRST_CONV_CONFIGS = [
     for h, w in ((4, 16), (8, 16), (8, 32), (16, 16))
     for warps in (4, 8)
 ]
-_tuned_first_conv_kernel = triton.autotune(_FIRST_CONV_CONFIGS, key=["H", "W", "PRECISION"])(
+_tuned_first_conv_kernel = triton.autotune(_FIRST_CONV_CONFIGS, key=["OUT_H", "OUT_W", "PRECISION"])(
     _first_conv_kernel
 )
 _INTERPRETER_FIRST_CONV_TILE = {"TILE_H": 4, "TILE_W": 16}
@@ -646,7 +646,8 @@ def first_conv(
     out the weights.
 
     Args:
-        depth: (G, H, W) float32 [m]. reference: (G,) float32 [m], subtracted from each image first.
+        depth: (G, H, W) float32 [m] (a view of whole images' windows is read in place). reference: (G,)
+            float32 [m], subtracted from each image first.
         taps: (128, O) float32: the K x K weights row-major, then zero rows.
         kernel_size: K.
         precision: of the products on the GPU (Triton's ``input_precision``): ``tf32x3`` (three TF32
@@ -663,9 +664,11 @@ def first_conv(
     def grid(meta: dict) -> tuple[int, int]:
         return _tiles(out_h, out_w, meta), count
 
+    if depth.stride(2) != 1:
+        depth = depth.contiguous()
     _launch(
         (_tuned_first_conv_kernel, _first_conv_kernel, _INTERPRETER_FIRST_CONV_TILE), depth.device, grid,
-        depth.contiguous(), reference.contiguous(), taps, out, depth.shape[1], depth.shape[2], out_h, out_w,
+        depth, reference.contiguous(), taps, out, depth.stride(0), depth.stride(1), out_h, out_w,
         K=kernel_size, PADDED_TAPS=len(taps), C_OUT=out_channels, PRECISION=precision,
     )  # fmt: skip
     return out
