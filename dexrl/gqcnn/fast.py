@@ -27,6 +27,11 @@ float32 network:
    as two Triton kernels (:func:`dexrl.gqcnn.triton_convs.top_k`).
 7. Images in groups of fixed size, (image, depth bin) pairs padded to powers of two, each shape run through
    one captured CUDA graph (optionally of a ``torch.compile``-d trunk).
+8. Small batches as one pass of device work, one CUDA graph per shape (``PlannerOptions.whole_plan_images``,
+   :meth:`FCGQCNNPlanner._plan_on_device <dexrl.gqcnn.policy.FCGQCNNPlanner._plan_on_device>`): the trunk on
+   the window that held the last plan's mask box (:func:`plan_window`), the small steps around it fused
+   (:func:`fused_on_cuda`), the input checks on a second stream (:class:`SideStream`), and the top k taken
+   among the rescored pairs alone (exact: they hold the best admissible grasps).
 
 No step loops over images. The network step synchronises with the host once per batch (the window and the
 live pairs per group); the planner's input checks, inpainting and timings add a few more per batch, none
@@ -49,6 +54,7 @@ import torch.nn.functional as F
 
 from .grid import CROP_SIZE, STRIDE, output_size
 from .model import FCGQCNN
+from .preprocess import TRITON_AVAILABLE
 
 if TYPE_CHECKING:
     from .policy import PlannerOptions
@@ -273,10 +279,12 @@ FUSE_SMALL_STEPS = True
 
 
 def fused_on_cuda(function: Callable[..., Any], device: torch.device) -> Callable[..., Any]:
-    """``function`` compiled by Inductor on CUDA (static shapes, no graph breaks allowed), as is elsewhere: for
-    chains of small steps on small tensors, which compile into a few fused kernels (inside a CUDA graph each
-    kernel costs a few microseconds, however little it does). Compiled on first call, per input shape."""
-    if device.type != "cuda" or not FUSE_SMALL_STEPS:
+    """``function`` compiled by Inductor on CUDA with Triton (static shapes, no graph breaks allowed), as is
+    elsewhere: for chains of small steps on small tensors, which compile into a few fused kernels (inside a
+    CUDA graph each kernel costs a few microseconds, however little it does). Compiled on its first call, per
+    input shape. Its multiply-adds may round differently from PyTorch's (by an ulp): values that must equal
+    the reference path's to the bit (grasp depths, angles) are computed outside."""
+    if device.type != "cuda" or not TRITON_AVAILABLE or not FUSE_SMALL_STEPS:
         return function
     return torch.compile(function, dynamic=False, fullgraph=True)
 

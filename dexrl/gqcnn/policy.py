@@ -116,9 +116,13 @@ class PlannerOptions:
             with it, fft on CPUs.
         whole_plan_images: fast path: plan batches of at most this many images in one pass of device work
             without a host synchronisation (:meth:`FCGQCNNPlanner._plan_on_device`), replayed on CUDA (with
-            ``cuda_graphs``) as one captured graph per (batch, image size, k): at batch 1 a step-by-step plan
-            spends most of its time launching small kernels and waiting for the device. The pass evaluates the
-            whole grid, not only the mask's box, and every depth bin. 0: never; None: 16 on CUDA without
+            ``cuda_graphs``) as one captured graph per (batch, image size, k, window): at batch 1 a
+            step-by-step plan spends most of its time launching small kernels and waiting for the device. The
+            pass evaluates every depth bin on the window of cells that held the last plan's mask box (the whole
+            grid at first; a box outside it grows the window and the plan runs again:
+            :func:`~dexrl.gqcnn.fast.plan_window`); its small steps are fused by ``torch.compile`` on CUDA
+            (:func:`~dexrl.gqcnn.fast.fused_on_cuda`: the first plan of each shape compiles them) and its
+            checks run beside the trunk on a second stream. 0: never; None: 16 on CUDA without
             ``compile_mode``, else 0.
         stream_convs: fast path: the image stream (the shared conv1_1, each pair's shifted first layer,
             conv1_2, conv2_1, conv2_2 with their ReLUs and pools), in the trunk and in the rescoring of the best
