@@ -236,14 +236,17 @@ def test_the_top_k_of_the_rescored_pairs_is_the_top_k_of_the_whole_grid(network,
     rescored = pairs.write_into(q)
     ranking = torch.where(admissible, torch.where(rescored, q, q - 2.0), -3.0)
     expected_values, expected_flat = ranking.flatten(1).topk(k, dim=1)
-    values, flat = planner._top_k_rescored(
-        pairs.q, pairs.depth_bin, pairs.row, pairs.col, admissible, k, quality.q.shape
+    assert (expected_values[:, 0] >= 0).all()
+    assert ((expected_values >= 0) | (expected_values == -3.0)).all()  # every valid one was rescored
+    expected = planner._grasps(expected_values, expected_flat, quality.grasp_depth, quality.cameras, q.shape)
+    grasps = planner._best_rescored_grasps(
+        *(pairs.q, pairs.depth_bin, pairs.row, pairs.col),
+        *(admissible, quality.grasp_depth, quality.cameras),
+        k=k,
+        shape=q.shape,
     )
-    valid = expected_values > -3.0
-    assert valid[:, 0].all() and (expected_values[valid] >= 0).all()  # every valid one was rescored
-    assert torch.equal(values[valid], expected_values[valid])
-    assert torch.equal(flat[valid], expected_flat[valid])
-    assert torch.equal(values > -3.0, valid)
+    assert torch.equal(grasps[1], expected[1])  # valid
+    assert torch.equal(grasps[0], expected[0])  # packed: 0 past the valid ones
 
 
 def test_rescored_grasps_rank_above_the_bfloat16_ones(network):

@@ -451,34 +451,20 @@ class FCGQCNNPlanner:
         k: int,
         shape: torch.Size,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`_grasps` of :meth:`_top_k_rescored` (fused into a few kernels on CUDA:
-        ``_fused_rescored_grasps``)."""
-        values, flat = self._top_k_rescored(pair_q, depth_bin, row, col, admissible, k, shape)
-        return self._grasps(values, flat, grasp_depth, cameras, shape)
-
-    def _top_k_rescored(
-        self,
-        pair_q: torch.Tensor,
-        depth_bin: torch.Tensor,
-        row: torch.Tensor,
-        col: torch.Tensor,
-        admissible: torch.Tensor,
-        k: int,
-        shape: torch.Size,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`_top_k` of the grasps, without a minimum distance, taken among the rescored pairs' admissible
-        grasps alone (:class:`~dexrl.gqcnn.fast.RescoredPairs`: q (B, N, A), depth bin, row and column (B, N)
-        of each pair on a grid of ``shape`` (B, D, A, h, w)). That is exact, because the N >= k pairs rescored
-        are the best by the trunk's q, so either they hold at least k admissible grasps (float32-rescored
-        grasps rank first) or they hold every admissible grasp. A search over N x A grasps instead of the
-        whole grid."""
+        """:meth:`_grasps` of the top k grasps, without a minimum distance, taken among the rescored pairs'
+        admissible grasps alone (:class:`~dexrl.gqcnn.fast.RescoredPairs`: q (B, N, A), depth bin, row and
+        column (B, N) of each pair on a grid of ``shape`` (B, D, A, h, w)). That is exact, because the N >= k
+        pairs rescored are the best by the trunk's q, so either they hold at least k admissible grasps
+        (float32-rescored grasps rank first) or they hold every admissible grasp. A search over N x A grasps
+        instead of the whole grid; fused into a few kernels on CUDA (``_fused_rescored_grasps``)."""
         _, _, angles, rows, cols = shape
         image = torch.arange(len(pair_q), device=pair_q.device)[:, None]
         passes = admissible.expand(shape)[image, depth_bin, :, row, col]  # (B, N, A)
         values, index = self._top_k(torch.where(passes, pair_q, _NONE), k)
         pair, angle = index // angles, index % angles
         depth_bin, row, col = (where.gather(1, pair) for where in (depth_bin, row, col))
-        return values, ((depth_bin * angles + angle) * rows + row) * cols + col
+        flat = ((depth_bin * angles + angle) * rows + row) * cols + col
+        return self._grasps(values, flat, grasp_depth, cameras, shape)
 
     def _plan_whole(
         self,
