@@ -476,8 +476,8 @@ class FCGQCNNPlanner:
     ) -> PlanResult | None:
         """The plan in one pass without a host synchronisation (:meth:`_plan_on_device`), through one CUDA
         graph per (batch, image size, k, q-map or not, window) on CUDA, then one synchronisation for its fault
-        flags and the admissible cells' box. The trunk runs on the window that held the last plan's box (the whole
-        grid at first): a box outside it grows the window and plans again. None: some image needs the
+        flags and the admissible cells' box. The trunk runs on the window that held the last plan's box (the
+        whole grid at first): a box outside it grows the window and plans again. None: some image needs the
         step-by-step path (which raises what is wrong with it, or inpaints it further)."""
         cameras = validate_planner_request(depth, intrinsics, mask)
         if min(depth.shape[1:]) < CROP_SIZE:
@@ -490,9 +490,7 @@ class FCGQCNNPlanner:
             window = self._plan_windows.get(tuple(depth.shape))
             key = (k, return_q_map, window)
             if key not in self._whole_plans:
-                body = functools.partial(
-                    self._plan_on_device, k=k, return_q_map=return_q_map, window=window
-                )
+                body = functools.partial(self._plan_on_device, k=k, return_q_map=return_q_map, window=window)
                 graphs = self.options.cuda_graphs and self.device.type == "cuda"
                 self._whole_plans[key] = GraphReplayer(body, self.device) if graphs else body
             values, valid, q_map, _, status = self._whole_plans[key](depth, mask, params)
