@@ -281,7 +281,7 @@ class FCGQCNNPlanner:
         self._fused_pair_scores = fused_on_cuda(self._pair_scores, self.device)
         self._fused_depth_range = fused_on_cuda(_depth_range, self.device)
         self._fused_status = fused_on_cuda(self._status, self.device)
-        self._bin_fractions = _bin_fractions(self.options.depth_bins, self.device, torch.float32)
+        self._depth_fractions = _bin_fractions(self.options.depth_bins, self.device, torch.float32)
         # angles looked up, not computed in fused code, so that they equal the reference path's to the bit
         angles = self.model.angle_bins
         self._angles = bin_to_angle(torch.arange(angles, device=self.device), angles)
@@ -548,7 +548,7 @@ class FCGQCNNPlanner:
         if self.options.inpaint:  # a new tensor: the side's work reads the input
             depth, unfinished = inpaint_rounds(depth, WHOLE_PLAN_INPAINT_ROUNDS)
         nearest, farthest, empty = self._fused_depth_range(depth, mask)
-        grasp_depth = _bin_centers(nearest, farthest, self._bin_fractions)
+        grasp_depth = _bin_centers(nearest, farthest, self._depth_fractions)
         live = live_depth_bins(depth, mask, grasp_depth, self.options)
         self._side.join(faults, cells, box)
         if unfinished is not None:
