@@ -9,7 +9,7 @@ Triton kernels' autotuned configurations), ``whole_plan_profile_B.txt`` and ``ho
 ``$OUT``.
 
     PYTHONPATH=. python3 scripts/probe_whole_plan.py [--batch 1 16] [--rescore-top 16] [--reps 50] [--profile]
-        [--host-profile] [--no-fuse] [--written-first-layer]
+        [--host-profile] [--no-fuse]
 """
 
 from __future__ import annotations
@@ -68,11 +68,6 @@ def main() -> None:
     parser.add_argument(
         "--no-fuse", action="store_true", help="leave the small steps eager (fast.FUSE_SMALL_STEPS = False)"
     )
-    parser.add_argument(
-        "--written-first-layer",
-        action="store_true",
-        help="write each pair's ReLU(conv1_1) out for conv1_2 (StreamConvs.fuse_first_layer = False)",
-    )
     args = parser.parse_args()
     fast.FUSE_SMALL_STEPS = not args.no_fuse
     out = Path(os.environ.get("OUT", "out"))
@@ -81,8 +76,6 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     planner = FCGQCNNPlanner(_random_network(0), device, _options("fast", args.rescore_top))
     no_rescoring = FCGQCNNPlanner(_random_network(0), device, _options("fast", 0))
-    for stream in (planner._fast._stream_convs, planner._fast._exact_stream, no_rescoring._fast._stream_convs):
-        stream.fuse_first_layer = not args.written_first_layer
     depth, mask = bin_images(max(args.batch), 0)
     depth, mask = depth.to(device), mask.to(device)
     rows = []
@@ -128,7 +121,6 @@ def main() -> None:
         "device": torch.cuda.get_device_name(device),
         "rescore_top": args.rescore_top,
         "fused_small_steps": fast.FUSE_SMALL_STEPS,
-        "fused_first_layer": not args.written_first_layer,
         "rows": rows,
     }
     (out / "whole_plan.json").write_text(

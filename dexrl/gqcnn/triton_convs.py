@@ -45,7 +45,6 @@ __all__ = [
     "inpaint_round",
     "kernel_rows",
     "quality_head",
-    "shifted_conv_relu",
     "shifted_relu",
     "top_k",
 ]
@@ -56,8 +55,9 @@ _TILE_CONFIGS = [
     for warps, stages in ((2, 2), (4, 2), (4, 3))
 ]
 """Tiles and pipelines the autotuner tries for the convolutions one tap per product, which the rescored
-crops' float32 layers use (bfloat16 layers go by blocks): 16 crops of a batch-1 plan are small images (conv2_1
-has 38 x 38 outputs: 80 programs in 8 x 64 tiles for the H200's 132 SMs), so small tiles are among them."""
+crops' float32 layers use (bfloat16 layers go by blocks). The 16 crops of a batch-1 plan are small images:
+conv2_1's 38 x 38 outputs are 80 programs in 8 x 64 tiles for the H200's 132 SMs. On an H200 (2026-12-04) the
+autotuner chose 4 x 32, 8 x 16 and 4 x 16 tiles for conv1_2, conv2_1 and conv2_2 of the crops."""
 _INTERPRETER_TILE = {"TILE_H": 16, "TILE_W": 32}
 _SHIFT_BLOCK = 256
 """Pixels per program of the shift kernel."""
@@ -268,7 +268,6 @@ def _accumulate_kernel_rows(
     acc,
     x_base,
     w_ptr,  # (K, K * C, OUT): each kernel row's taps x channels
-    shift_ptr,  # (C,) float32, read if SHIFTED
     row,
     col,
     valid,
@@ -280,35 +279,32 @@ def _accumulate_kernel_rows(
     TAPS: tl.constexpr,
     PRECISION: tl.constexpr,
     BOUNDED: tl.constexpr,
-    SHIFTED: tl.constexpr,
 ):
     """``acc`` (pixels, OUT) plus a K x K correlation of the (H, W, C) image at ``x_base`` with the window
     at (row, col) for each of the tile's pixels, in float32. A step reduces over TAPS neighbouring taps of
     one kernel row: TAPS x C values that lie next to each other in channels-last memory (tap j // C, channel
     j % C), one matrix product without copying the rows out (with C = 16, one tap per product is a
     reduction of 16 only). A row's last K % TAPS taps take one step each. ``BOUNDED``: windows of valid
-    pixels may reach past the image (read as zeros), not only those of pixels past the output. ``SHIFTED``:
-    the image is a float32 shared conv1_1, and the values multiplied are ReLU(image + shift) rounded to the
-    weights' dtype (:func:`shifted_relu`'s, without writing them out)."""
+    pixels may reach past the image (read as zeros), not only those of pixels past the output."""
     whole: tl.constexpr = K // TAPS
     rest: tl.constexpr = K % TAPS
     out = tl.arange(0, OUT)
     for step in tl.range(K * whole):
         dy, first_tap = step // whole, (step % whole) * TAPS
-        acc = _row_step(acc, x_base, w_ptr, shift_ptr, row, col, valid, H, W, dy, first_tap,
-                        tl.arange(0, TAPS * C), out, C, K, OUT, PRECISION, BOUNDED, SHIFTED)  # fmt: skip
+        acc = _row_step(acc, x_base, w_ptr, row, col, valid, H, W, dy, first_tap, tl.arange(0, TAPS * C), out,
+                        C, K, OUT, PRECISION, BOUNDED)  # fmt: skip
     if rest > 0:
         for step in tl.range(K * rest):
             dy, tap = step // rest, whole * TAPS + step % rest
-            acc = _row_step(acc, x_base, w_ptr, shift_ptr, row, col, valid, H, W, dy, tap, tl.arange(0, C),
-                            out, C, K, OUT, PRECISION, BOUNDED, SHIFTED)  # fmt: skip
+            acc = _row_step(acc, x_base, w_ptr, row, col, valid, H, W, dy, tap, tl.arange(0, C), out,
+                            C, K, OUT, PRECISION, BOUNDED)  # fmt: skip
     return acc
 
 
 @triton.jit
 def _row_step(
-    acc, x_base, w_ptr, shift_ptr, row, col, valid, H, W, dy, first_tap, j, out, C, K, OUT,
-    PRECISION: tl.constexpr, BOUNDED: tl.constexpr, SHIFTED: tl.constexpr,
+    acc, x_base, w_ptr, row, col, valid, H, W, dy, first_tap, j, out, C, K, OUT,
+    PRECISION: tl.constexpr, BOUNDED: tl.constexpr,
 ):  # fmt: skip
     """``acc`` plus one matrix product: the values j (tap first_tap + j // C of kernel row dy, channel j % C)
     under each of the tile's pixels, times their weights."""
@@ -317,28 +313,15 @@ def _row_step(
     if BOUNDED:
         taken &= (row + dy < H)[:, None] & ((col + first_tap)[:, None] + j[None, :] // C < W)
     a = tl.load(x_base + offsets, mask=taken, other=0.0)
-    if SHIFTED:  # added in float32 (the two terms nearly cancel) and rounded once; values past the image
-        # (ReLU(shift), finite) only meet zero weights or outputs that are not stored
-        a = tl.maximum(a + tl.load(shift_ptr + j % C)[None, :], 0.0).to(w_ptr.dtype.element_ty)
     w = tl.load(w_ptr + ((dy * K + first_tap) * C + j[:, None]) * OUT + out[None, :])
     return tl.dot(a, w, acc, input_precision=PRECISION)
 
 
 @triton.jit
-def _input(x_ptr, image_ptr, n, IMAGE_SIZE, SHIFTED: tl.constexpr):
-    """Where output n's input image begins: x's image n, or if SHIFTED its image image_ptr[n]."""
-    if SHIFTED:
-        return x_ptr + tl.load(image_ptr + n).to(tl.int64) * IMAGE_SIZE
-    return x_ptr + n * IMAGE_SIZE
-
-
-@triton.jit
 def _conv_kernel(
-    x_ptr,  # (N, H, W, C_IN); if SHIFTED (G, H, W, C_IN) float32, the images' shared conv1_1
+    x_ptr,  # (N, H, W, C_IN)
     w_ptr,  # (K, K * C_IN, C_OUT)
     b_ptr,  # (C_OUT,)
-    shift_ptr,  # (N, C_IN) float32 if SHIFTED: each output's conv1_1 shift
-    image_ptr,  # (N,) if SHIFTED: each output's image in x
     y_ptr,  # (N, Y_H, Y_W, C_OUT)
     H,
     W,
@@ -351,7 +334,6 @@ def _conv_kernel(
     K: tl.constexpr,
     POOL: tl.constexpr,
     PRECISION: tl.constexpr,  # of float32 products: tf32, tf32x3 or ieee
-    SHIFTED: tl.constexpr,  # the input is ReLU(x[image] + shift), the first layer of each pair
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
 ):
@@ -363,9 +345,8 @@ def _conv_kernel(
     # one tap per product: steps of 2 or 4 taps (as the head takes them) lost to it for all three layers
     # (autotuned on an H200, 2026-12-04)
     acc = _accumulate_kernel_rows(
-        acc, _input(x_ptr, image_ptr, n, H * W * C_IN, SHIFTED), w_ptr, shift_ptr + n * C_IN, row, col, valid,
-        H, W, C_IN, K, C_OUT, 1, PRECISION, False, SHIFTED,
-    )  # fmt: skip
+        acc, x_ptr + n * H * W * C_IN, w_ptr, row, col, valid, H, W, C_IN, K, C_OUT, 1, PRECISION, False
+    )
 
     if POOL:  # max over each 2x2 block of the tile; pixels past the edge never win
         acc = tl.where(valid[:, None], acc, float("-inf"))
@@ -386,11 +367,9 @@ _tuned_conv_kernel = triton.autotune(_TILE_CONFIGS, key=["H", "W", "POOL", "PREC
 
 @triton.jit
 def _block_conv_kernel(
-    x_ptr,  # (N, H, W, C_IN); if SHIFTED (G, H, W, C_IN) float32, the images' shared conv1_1
+    x_ptr,  # (N, H, W, C_IN)
     w_ptr,  # (K + 1, (K + 1) * C_IN, 4 * C_OUT): block_rows
     b_ptr,  # (C_OUT,)
-    shift_ptr,  # (N, C_IN) float32 if SHIFTED: each output's conv1_1 shift
-    image_ptr,  # (N,) if SHIFTED: each output's image in x
     y_ptr,  # (N, Y_H, Y_W, C_OUT)
     H,
     W,
@@ -403,7 +382,6 @@ def _block_conv_kernel(
     K: tl.constexpr,
     POOL: tl.constexpr,
     PRECISION: tl.constexpr,  # of float32 products: tf32, tf32x3 or ieee
-    SHIFTED: tl.constexpr,  # the input is ReLU(x[image] + shift), the first layer of each pair
     TAPS: tl.constexpr,  # patch pixels of one row per reduction step
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
@@ -414,8 +392,8 @@ def _block_conv_kernel(
     # the 4 pixels x C_OUT columns of block_rows, row by row of the patch
     acc = tl.zeros((TILE_H * TILE_W, 4 * C_OUT), dtype=tl.float32)
     acc = _accumulate_kernel_rows(
-        acc, _input(x_ptr, image_ptr, n, H * W * C_IN, SHIFTED), w_ptr, shift_ptr + n * C_IN,
-        2 * block_row, 2 * block_col, valid, H, W, C_IN, K + 1, 4 * C_OUT, TAPS, PRECISION, True, SHIFTED,
+        acc, x_ptr + n * H * W * C_IN, w_ptr, 2 * block_row, 2 * block_col, valid, H, W,
+        C_IN, K + 1, 4 * C_OUT, TAPS, PRECISION, True,
     )  # fmt: skip
 
     column = tl.arange(0, 4 * C_OUT)  # block pixel (column // (2 C_OUT), column // C_OUT % 2), channel
@@ -472,7 +450,7 @@ def _head_kernel(
     f = tl.arange(0, F)
     acc = tl.zeros((TILE_H * TILE_W, F), dtype=tl.float32)
     acc = _accumulate_kernel_rows(
-        acc, x_ptr + n * H * W * C, w3_ptr, b3_ptr, row, col, valid, H, W, C, K, F, TAPS, "tf32", False, False
+        acc, x_ptr + n * H * W * C, w3_ptr, row, col, valid, H, W, C, K, F, TAPS, "tf32", False
     )  # bfloat16 operands: the precision of float32 products does not apply
 
     # fc4, fc5 and the softmax on the tile in registers, rounding where the layers' outputs would be stored.
@@ -525,12 +503,10 @@ def block_rows(weight: torch.Tensor) -> torch.Tensor:
     return kernel_rows(blocks.flatten(0, 2))
 
 
-def _conv_output(
-    x: torch.Tensor, weight: torch.Tensor, pool: bool, blocks: bool, count: int | None = None
-) -> torch.Tensor:
-    """The uninitialised output of :func:`conv5x5_relu` (``blocks`` False) or :func:`conv_blocks_relu`, of
-    ``count`` images (x's by default); raises ValueError for inputs that do not fit."""
-    images, height, width, in_channels = x.shape
+def _conv_output(x: torch.Tensor, weight: torch.Tensor, pool: bool, blocks: bool) -> torch.Tensor:
+    """The uninitialised output of :func:`conv5x5_relu` (``blocks`` False) or :func:`conv_blocks_relu`;
+    raises ValueError for inputs that do not fit."""
+    count, height, width, in_channels = x.shape
     rows, columns = weight.shape[0], weight.shape[-1]
     if weight.shape != (rows, rows * in_channels, columns) or (blocks and columns % 4):
         raise ValueError(f"weight {tuple(weight.shape)} does not fit input channels {in_channels}")
@@ -538,24 +514,14 @@ def _conv_output(
     out_h, out_w = height - k + 1, width - k + 1
     if pool:
         out_h, out_w = -(-out_h // 2), -(-out_w // 2)
-    count = images if count is None else count
     return x.new_empty(count, out_h, out_w, columns // 4 if blocks else columns, dtype=weight.dtype)
 
 
 def _convolve(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    pool: bool,
-    precision: str,
-    blocks: bool,
-    shift: torch.Tensor | None = None,
-    pair_image: torch.Tensor | None = None,
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: bool, precision: str, blocks: bool
 ) -> torch.Tensor:
-    """:func:`conv5x5_relu` (``blocks`` False) or :func:`conv_blocks_relu`; of each pair's shifted first
-    layer if ``shift`` is given (:func:`shifted_conv_relu`)."""
-    shifted = shift is not None
-    y = _conv_output(x, weight, pool, blocks, len(shift) if shifted else None)
+    """:func:`conv5x5_relu` (``blocks`` False) or :func:`conv_blocks_relu`."""
+    y = _conv_output(x, weight, pool, blocks)
     count, stored_h, stored_w, out_channels = y.shape
     if count == 0:
         return y
@@ -563,10 +529,6 @@ def _convolve(
     k = weight.shape[0] - 1 if blocks else weight.shape[0]
     out_h, out_w = height - k + 1, width - k + 1
     x, weight = x.contiguous(), weight.contiguous()
-    if shifted:
-        shift, pair_image = shift.contiguous(), pair_image.contiguous()
-    else:  # not read
-        shift = pair_image = bias
     if blocks:
         kernels = (_tuned_block_conv_kernel, _block_conv_kernel, _INTERPRETER_BLOCK_TILE)
     else:
@@ -578,10 +540,9 @@ def _convolve(
         return _tiles(out_h, out_w, meta), count
 
     _launch(
-        kernels, x.device, grid, x, weight, bias, shift, pair_image, y,
-        height, width, out_h, out_w, stored_h, stored_w,
+        kernels, x.device, grid, x, weight, bias, y, height, width, out_h, out_w, stored_h, stored_w,
         C_IN=in_channels, C_OUT=out_channels, K=k, POOL=pool,
-        PRECISION=precision if x.dtype == torch.float32 else "tf32", SHIFTED=shifted,
+        PRECISION=precision if x.dtype == torch.float32 else "tf32",
     )  # fmt: skip
     return y
 
@@ -636,38 +597,6 @@ def conv5x5_relu(
 @conv5x5_relu.register_fake
 def _(x, weight, bias, pool, precision="tf32x3"):
     return _conv_output(x, weight, pool, blocks=False)
-
-
-@torch.library.custom_op("dexrl::shifted_conv_relu", mutates_args=())
-def shifted_conv_relu(
-    shared: torch.Tensor,
-    shift: torch.Tensor,
-    pair_image: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    pool: bool,
-    blocks: bool,
-    precision: str = "tf32x3",
-) -> torch.Tensor:
-    """:func:`conv_blocks_relu` (``blocks``) or :func:`conv5x5_relu` of each pair's first layer,
-    ``shifted_relu(shared, shift, pair_image, weight.dtype)``, without writing that layer out: each value is
-    shifted, ReLU'd and rounded as the convolution loads it (the same values, so the same result).
-
-    Args:
-        shared: (G, H, W, C) float32, channels-last: the images' shared conv1_1. shift: (N, C) float32.
-            pair_image: (N,) int, each pair's image in ``shared``.
-        weight, bias, pool, precision: as :func:`conv_blocks_relu` or :func:`conv5x5_relu`, the weight in
-            the dtype the first layer is rounded to.
-
-    Returns:
-        (N, H', W', O) in the weight's dtype.
-    """
-    return _convolve(shared, weight, bias, pool, precision, blocks, shift, pair_image)
-
-
-@shifted_conv_relu.register_fake
-def _(shared, shift, pair_image, weight, bias, pool, blocks, precision="tf32x3"):
-    return _conv_output(shared, weight, pool, blocks, len(shift))
 
 
 def _launch(kernels: tuple, device: torch.device, grid, *args, **constants) -> None:
@@ -906,10 +835,9 @@ class QualityHead:
 
 
 class StreamConvs:
-    """An image stream after the shared conv1_1 (:meth:`FCGQCNN.shared_first_conv`): conv1_2, conv2_1 and
-    conv2_2, each with its ReLU and the pool where it has one, through :func:`conv_blocks_relu` or
-    :func:`conv5x5_relu`; conv1_2 reads each pair's ReLU(conv1_1) from the shared layer as it goes
-    (:func:`shifted_conv_relu`), or from :func:`shifted_relu`'s output if ``fuse_first_layer`` is False.
+    """An image stream after the shared conv1_1 (:meth:`FCGQCNN.shared_first_conv`): each pair's
+    ReLU(conv1_1) through :func:`shifted_relu`, then conv1_2, conv2_1 and conv2_2, each with its ReLU and the
+    pool where it has one, through :func:`conv_blocks_relu` or :func:`conv5x5_relu`.
 
     Args:
         stream: an image stream: the trunk's in bfloat16, or the float32 network's (the fast path's
@@ -920,17 +848,15 @@ class StreamConvs:
             against 461 us one tap per product, and the 16 rescored crops' float32 layers in 225 us against
             205 us (``scripts/probe_block_convs.py``): with three TF32 products each, the 1.44 times the
             multiply-adds cost more than the wider products gain.
-        fuse_first_layer: conv1_2 computes its input from the shared conv1_1.
     """
 
-    def __init__(
-        self, stream: torch.nn.Module, blocks: bool | None = None, fuse_first_layer: bool = True
-    ) -> None:
+    def __init__(self, stream: torch.nn.Module, blocks: bool | None = None) -> None:
         _require_cuda_or_interpreter(stream.conv1_2.weight.device)
         self.dtype = stream.conv1_2.weight.dtype
-        self.blocks = self.dtype == torch.bfloat16 if blocks is None else blocks
-        self.fuse_first_layer = fuse_first_layer
-        layout = block_rows if self.blocks else kernel_rows
+        if blocks is None:
+            blocks = self.dtype == torch.bfloat16
+        self.convolution = conv_blocks_relu if blocks else conv5x5_relu
+        layout = block_rows if blocks else kernel_rows
         self.layers = [
             (layout(conv.weight), conv.bias.detach().float())
             for conv in (stream.conv1_2, stream.conv2_1, stream.conv2_2)
@@ -939,14 +865,9 @@ class StreamConvs:
     def __call__(self, shared: torch.Tensor, shifts: torch.Tensor, pair_image: torch.Tensor) -> torch.Tensor:
         """Features (N, H2, W2, 16) of N pairs from the images' shared first layer (G, H, W, 16) float32, the
         pairs' shifts (N, 16) float32 (:meth:`FCGQCNN.first_conv_shifts`) and images (N,) in ``shared``."""
-        convolution = conv_blocks_relu if self.blocks else conv5x5_relu
-        (weight, bias), *later = self.layers
-        if self.fuse_first_layer:
-            features = shifted_conv_relu(shared, shifts, pair_image, weight, bias, True, self.blocks)
-        else:
-            features = convolution(self.first_layer(shared, shifts, pair_image), weight, bias, True)
-        for (weight, bias), pool in zip(later, (False, True), strict=True):
-            features = convolution(features, weight, bias, pool)
+        features = self.first_layer(shared, shifts, pair_image)
+        for (weight, bias), pool in zip(self.layers, (True, False, True), strict=True):
+            features = self.convolution(features, weight, bias, pool)
         return features
 
     def first_layer(self, shared: torch.Tensor, shifts: torch.Tensor, pair_image: torch.Tensor) -> torch.Tensor:
