@@ -171,6 +171,7 @@ def _triton_configs() -> dict[str, str]:
         "conv": triton_convs._tuned_conv_kernel,
         "blocks": triton_convs._tuned_block_conv_kernel,
         "head": triton_convs._tuned_head_kernel,
+        "first_conv": triton_convs._tuned_first_conv_kernel,
     }
     return {
         f"{name} {key}": str(config) for name, kernel in tuned.items() for key, config in kernel.cache.items()

@@ -110,7 +110,10 @@ def test_the_steps_fused_on_cuda_trace_whole_and_compute_the_same(network):
     )
     q = quality.q[..., 2:20, 3:40]
     box = torch.tensor([4, 15, 5, 30])
+    faulty = depth.clone()
+    faulty[1, 7, 9] = float("nan")
     calls = [  # (function, arguments, keyword arguments) as the whole plan calls them
+        (step_by_step._input_checks, (faulty, mask), {}),
         (_depth_range, (quality.depth, mask), {}),
         (step_by_step._fast._shifts, (quality.grasp_depth,), {}),
         (step_by_step._fast._on_grid, (q, box), {"window": ((2, 20), (3, 40)), "size": (27, 47)}),

@@ -281,6 +281,7 @@ class FCGQCNNPlanner:
         self._fused_pair_scores = fused_on_cuda(self._pair_scores, self.device)
         self._fused_depth_range = fused_on_cuda(_depth_range, self.device)
         self._fused_status = fused_on_cuda(self._status, self.device)
+        self._fused_input_checks = fused_on_cuda(self._input_checks, self.device)
         self._depth_fractions = _bin_fractions(self.options.depth_bins, self.device, torch.float32)
         # angles looked up, not computed in fused code, so that they equal the reference path's to the bit
         angles = self.model.angle_bins
@@ -540,10 +541,7 @@ class FCGQCNNPlanner:
             fault, then the admissible cells' box over the batch (:func:`~dexrl.gqcnn.fast.window_of_cells`).
         """
         with self._side.fork():  # the checks and the grid's cells, beside inpainting and the depth bins
-            faults = ~torch.isfinite(depth).flatten(1).all(dim=1) | ~(depth > 0).flatten(1).any(dim=1)
-            cells = grid_mask(mask)
-            faults |= ~cells.flatten(1).any(dim=1)
-            box = window_of_cells(cells)
+            faults, cells, box = self._fused_input_checks(depth, mask)
         unfinished = None
         if self.options.inpaint:  # a new tensor: the side's work reads the input
             depth, unfinished = inpaint_rounds(depth, WHOLE_PLAN_INPAINT_ROUNDS)
@@ -562,6 +560,18 @@ class FCGQCNNPlanner:
         faults, status = self._fused_status(faults, empty, valid, box)
         q_map = q.amax(dim=1) if return_q_map else q.new_empty(0)
         return packed, valid, q_map, faults, status
+
+    @staticmethod
+    def _input_checks(
+        depth: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A whole plan's checks of depth (B, H, W) [m] and masks (B, H, W): images with a non-finite depth,
+        no valid depth or no admissible cell (B,) bool; the admissible cells (B, h, w) (:func:`grid_mask`);
+        and their box over the batch (4,) long (:func:`~dexrl.gqcnn.fast.window_of_cells`). Fused on CUDA
+        (``_fused_input_checks``: a few kernels where PyTorch runs about 20)."""
+        faults = ~torch.isfinite(depth).flatten(1).all(dim=1) | ~(depth > 0).flatten(1).any(dim=1)
+        cells = grid_mask(mask)
+        return faults | ~cells.flatten(1).any(dim=1), cells, window_of_cells(cells)
 
     @staticmethod
     def _status(

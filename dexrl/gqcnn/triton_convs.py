@@ -100,18 +100,25 @@ def _first_conv_kernel(
     PADDED_TAPS: tl.constexpr,
     C_OUT: tl.constexpr,
     PRECISION: tl.constexpr,
+    STEP: tl.constexpr,  # taps per reduction step
     TILE_H: tl.constexpr,
     TILE_W: tl.constexpr,
 ):
     image = tl.program_id(1).to(tl.int64)
     row, col, valid = _output_tile(OUT_H, OUT_W, TILE_H, TILE_W)
-    tap, c_out = tl.arange(0, PADDED_TAPS), tl.arange(0, C_OUT)
-    # each pixel's K x K patch as one row of a matrix product: pixels x taps times taps x channels
-    offsets = (row[:, None] + tap[None, :] // K) * ROW_STRIDE + col[:, None] + tap[None, :] % K
-    taken = valid[:, None] & (tap < K * K)[None, :]
-    patches = tl.load(depth_ptr + image * IMAGE_STRIDE + offsets, mask=taken, other=0.0)
-    patches = tl.where(taken, patches - tl.load(reference_ptr + image), 0.0)
-    acc = tl.dot(patches, tl.load(w_ptr + tap[:, None] * C_OUT + c_out[None, :]), input_precision=PRECISION)
+    c_out = tl.arange(0, C_OUT)
+    reference = tl.load(reference_ptr + image)
+    # each pixel's K x K patch as one row of a matrix product: pixels x taps times taps x channels, STEP taps
+    # at a time (the whole patch at once holds TILE_H * TILE_W * PADDED_TAPS values in registers)
+    acc = tl.zeros((TILE_H * TILE_W, C_OUT), dtype=tl.float32)
+    for first in tl.static_range(0, PADDED_TAPS, STEP):
+        tap = first + tl.arange(0, STEP)
+        offsets = (row[:, None] + tap[None, :] // K) * ROW_STRIDE + col[:, None] + tap[None, :] % K
+        taken = valid[:, None] & (tap < K * K)[None, :]
+        patches = tl.load(depth_ptr + image * IMAGE_STRIDE + offsets, mask=taken, other=0.0)
+        patches = tl.where(taken, patches - reference, 0.0)
+        w = tl.load(w_ptr + tap[:, None] * C_OUT + c_out[None, :])
+        acc = tl.dot(patches, w, acc, input_precision=PRECISION)
     out_offsets = image * OUT_H * OUT_W * C_OUT + (row * OUT_W + col)[:, None] * C_OUT + c_out[None, :]
     tl.store(out_ptr + out_offsets, acc, mask=valid[:, None])
 
@@ -616,14 +623,15 @@ def _require_cuda_or_interpreter(device: torch.device) -> None:
 
 
 _FIRST_CONV_CONFIGS = [
-    triton.Config({"TILE_H": h, "TILE_W": w}, num_warps=warps)
+    triton.Config({"STEP": step, "TILE_H": h, "TILE_W": w}, num_warps=warps)
+    for step in (32, 64, 128)
     for h, w in ((4, 16), (8, 16), (8, 32), (16, 16))
     for warps in (4, 8)
 ]
 _tuned_first_conv_kernel = triton.autotune(_FIRST_CONV_CONFIGS, key=["OUT_H", "OUT_W", "PRECISION"])(
     _first_conv_kernel
 )
-_INTERPRETER_FIRST_CONV_TILE = {"TILE_H": 4, "TILE_W": 16}
+_INTERPRETER_FIRST_CONV_TILE = {"STEP": 32, "TILE_H": 4, "TILE_W": 16}
 _FIRST_CONV_TAPS = 128
 """conv1_1's 81 taps padded to a power of two (the matrix product's reduction)."""
 
