@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from dexrl.gqcnn.model import FCGQCNN
 from dexrl.gqcnn.policy import FCGQCNNPlanner, PlannerOptions
 from dexrl.gqcnn.triton_convs import (
-    CellQualityHead,
     QualityHead,
     SharedFirstConv,
     StreamConvs,
@@ -119,16 +118,6 @@ def head_error(network: FCGQCNN) -> float:
         return (QualityHead(network)(features) - expected).abs().max().item()
 
 
-def cell_head_error(network: FCGQCNN) -> float:
-    """fc3 to the softmax at one cell of each of 19 crops' features (17 x 17: two programs' blocks of cells,
-    the second partial) against the network's layers, in float32."""
-    features = torch.randn(19, 17, 17, 16).relu()
-    with torch.no_grad():
-        logits = network.quality_logits(features.permute(0, 3, 1, 2))[:, :, 0, 0].unflatten(1, (-1, 2))
-        expected = torch.softmax(logits, dim=2)[..., 1]
-        return (CellQualityHead(network)(features) - expected).abs().max().item()
-
-
 def head_refuses_other_widths() -> bool:
     """A network of 8 angle bins (fc5's 16 outputs: 8 per logit, too narrow for the kernel's products)."""
     try:
@@ -164,8 +153,8 @@ def planner_errors(network: FCGQCNN) -> dict[str, float]:
 
 def rescoring_errors(network: FCGQCNN) -> dict[str, float]:
     """The top 3 grasps' q, every grasp rescored on its crop through the Triton stream's kernels with the
-    network's float32 weights (and through the Triton head's too), against the same with PyTorch's stream and
-    head. fc5 is scaled down so that q lies near 0.5, where a wrongly rescored crop shows."""
+    network's float32 weights, against the same with PyTorch's stream. fc5 is scaled down so that q lies
+    near 0.5, where a wrongly rescored crop shows."""
     network = copy.deepcopy(network)
     network.fc5.weight.data *= 0.01
     depth = torch.full((1, 112, 124), 0.70)
@@ -173,17 +162,14 @@ def rescoring_errors(network: FCGQCNN) -> dict[str, float]:
     camera = CameraIntrinsics(fx=552.5, fy=552.5, cx=61.5, cy=55.5, width=124, height=112)
     q = [
         FCGQCNNPlanner(
-            network,
-            "cpu",
-            PlannerOptions(path="fast", precision="fp32", depth_bins=3, stream_convs=stream, fc3=fc3),
+            network, "cpu", PlannerOptions(path="fast", precision="fp32", depth_bins=3, stream_convs=stream)
         )
         .plan(depth, camera, k=3)
         .grasps.q
-        for stream, fc3 in (("torch", "conv"), ("triton", "conv"), ("triton", "triton"))
+        for stream in ("torch", "triton")
     ]
     return {
         "rescoring": (q[1] - q[0]).abs().max().item(),
-        "rescoring_triton_head": (q[2] - q[0]).abs().max().item(),
         "rescoring_q_from_half": (q[0] - 0.5).abs().max().item(),
     }
 
@@ -215,7 +201,6 @@ def main() -> None:
     torch.manual_seed(0)
     network = FCGQCNN().eval()
     errors = {**kernel_errors(), **stream_errors(network), "head": head_error(network)}
-    errors["cell_head"] = cell_head_error(network)
     errors["inpaint_round"] = inpaint_round_error()
     errors["first_conv"] = first_conv_error(network)
     errors.update(rescoring_errors(network))

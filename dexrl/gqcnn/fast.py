@@ -444,13 +444,10 @@ class FastQuality:
             self._stream_convs = StreamConvs(self._trunk_model.image_stream)
             self._exact_stream = StreamConvs(model.image_stream)
         self._quality_head: Callable[[torch.Tensor], torch.Tensor] | None = None  # None: PyTorch's head
-        self._exact_head: Callable[[torch.Tensor], torch.Tensor] | None = None  # the same for the rescoring
         if options.fc3 == "triton":
-            from .triton_convs import CellQualityHead, QualityHead  # noqa: PLC0415
+            from .triton_convs import QualityHead  # noqa: PLC0415
 
             self._quality_head = QualityHead(self._trunk_model)
-            if self._exact_stream is not None:  # whose features are channels-last
-                self._exact_head = CellQualityHead(model)
         trunk: Callable[..., torch.Tensor] = self._trunk
         if options.compile_mode is not None:
             trunk = torch.compile(trunk, mode=options.compile_mode, dynamic=False)
@@ -653,16 +650,13 @@ class FastQuality:
     def _exact_q(self, crops: torch.Tensor, crop_depth: torch.Tensor) -> torch.Tensor:
         """q (N, A) of the float32 network at the centres of crops (N, 1, 96, 96) [m], at grasp depths (N, 1)
         [m]. With the Triton stream, conv1_1 to conv2_2 run through its kernels with float32 products as three
-        TF32 products each (cuDNN's float32 convolutions took 0.2 ms for 16 crops on an H200, 2026-12-04), and
-        with the Triton head too, fc3 to the softmax (:class:`~dexrl.gqcnn.triton_convs.CellQualityHead`)."""
+        TF32 products each (cuDNN's float32 convolutions took 0.2 ms for 16 crops on an H200, 2026-12-04)."""
         if self._exact_stream is None:
             logits = self.model(crops, crop_depth, share_first_conv=False)[:, 0, :, :, 0, 0]  # (N, A, 2)
         else:
             shared = self._shared_first_layer(crops, crop_depth[:, 0])
             shifts = self._crop_shift.expand(len(crops), -1)  # (N, 16)
             features = self._exact_stream(shared, shifts, self._pair_images(len(crops), 1))
-            if self._exact_head is not None:
-                return self._exact_head(features)
             logits = self.model.quality_logits(features.permute(0, 3, 1, 2))[:, :, 0, 0].unflatten(1, (-1, 2))
         return torch.softmax(logits, dim=2)[..., 1]
 

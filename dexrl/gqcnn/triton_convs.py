@@ -2,7 +2,7 @@
 (``PlannerOptions(stream_convs="triton")``: the shared conv1_1, :class:`SharedFirstConv`; each pair's
 ReLU(conv1_1) in one pass; then conv1_2, conv2_1 and conv2_2 as one kernel each, :class:`StreamConvs`) and
 the head (``fc3="triton"``: fc3, fc4, fc5 and the softmax as one kernel,
-:class:`QualityHead`; at one cell per crop for the rescored crops, :class:`CellQualityHead`).
+:class:`QualityHead`).
 
 cuDNN runs FC-GQ-CNN's 16 -> 16 channel 5x5 convolutions at about 51 TFLOP/s on an H200 in bfloat16, a few
 percent of the matrix units' rate: with 16 channels each tap's reduction is too short for its kernels. Here
@@ -18,8 +18,6 @@ conv1_1's output at each pair's grasp depth, ReLU(shared + shift) rounded to bfl
 one-pass kernel (PyTorch's broadcast add into bfloat16 and in-place ReLU took 4.5 ms per 256 pairs at the
 rendered heaps' window on an H200). Adding the shift inside conv1_2's kernel instead was slower (8.7 ms
 against 4.6 ms, 2026-12-03): the kernel reads each input pixel for 25 taps, and would add its shift 25 times.
-By 2x2 blocks, which read each pixel 9 times, it was still slower: 226 against 163 us for a batch-1 plan's 16
-pairs (2026-12-04, commit 0de730c), and keeping chunks of the written layer in L2 gained nothing.
 
 One more kernel serves the pre-processing: a round of inpainting's hole filling in one pass
 (:func:`inpaint_round`), where PyTorch took two 1-channel cuDNN convolutions and about eight elementwise
@@ -37,12 +35,10 @@ import triton
 import triton.language as tl
 
 __all__ = [
-    "CellQualityHead",
     "QualityHead",
     "SharedFirstConv",
     "StreamConvs",
     "block_rows",
-    "cell_quality",
     "conv5x5_relu",
     "conv_blocks_relu",
     "first_conv",
@@ -494,70 +490,6 @@ batch-1 plan on an H200, and 2 taps per step never won (2026-12-04)."""
 _INTERPRETER_HEAD_TILE = {"TAPS": 4, "TILE_H": 1, "TILE_W": 32}
 _tuned_head_kernel = triton.autotune(_HEAD_CONFIGS, key=["H", "W"])(_head_kernel)
 
-@triton.jit
-def _cell_fc3_kernel(
-    x_ptr,  # (N, K * K * C) float32: each cell's features, channels-last
-    w_ptr,  # (K * K * C, F): fc3 as kernel_rows lays it out
-    partial_ptr,  # (SPLITS, N, F) float32
-    N,
-    TAPS_C: tl.constexpr,  # K * K * C
-    SPLIT: tl.constexpr,  # reduction values per program
-    F: tl.constexpr,
-    STEP: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    PRECISION: tl.constexpr,
-):
-    split, first_cell = tl.program_id(0), tl.program_id(1) * BLOCK_N
-    cell, f = first_cell + tl.arange(0, BLOCK_N), tl.arange(0, F)
-    acc = tl.zeros((BLOCK_N, F), dtype=tl.float32)
-    for step in tl.range(0, SPLIT, STEP):
-        j = split * SPLIT + step + tl.arange(0, STEP)
-        taken = (cell < N)[:, None] & (j < TAPS_C)[None, :]
-        a = tl.load(x_ptr + cell.to(tl.int64)[:, None] * TAPS_C + j[None, :], mask=taken, other=0.0)
-        w = tl.load(w_ptr + j[:, None] * F + f[None, :], mask=(j < TAPS_C)[:, None], other=0.0)
-        acc = tl.dot(a, w, acc, input_precision=PRECISION)
-    offsets = (split * N + cell.to(tl.int64))[:, None] * F + f[None, :]
-    tl.store(partial_ptr + offsets, acc, mask=(cell < N)[:, None])
-
-
-@triton.jit
-def _cell_head_kernel(
-    partial_ptr,  # (SPLITS, N, F) float32
-    b3_ptr,  # (F,)
-    w4_ptr,  # (F, F), (in, out)
-    b4_ptr,  # (F,)
-    w5_ptr,  # (F, 2, A)
-    b5_ptr,  # (2, A)
-    q_ptr,  # (N, A) float32
-    N,
-    SPLITS: tl.constexpr,
-    F: tl.constexpr,
-    A: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    PRECISION: tl.constexpr,
-):
-    cell, f, angle = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N), tl.arange(0, F), tl.arange(0, A)
-    inside = (cell < N)[:, None]
-    fc3 = tl.zeros((BLOCK_N, F), dtype=tl.float32)
-    for split in tl.static_range(SPLITS):  # in a fixed order: the same sums every run
-        offsets = (split * N + cell.to(tl.int64))[:, None] * F + f[None, :]
-        fc3 += tl.load(partial_ptr + offsets, mask=inside, other=0.0)
-    fc3 = tl.maximum(fc3 + tl.load(b3_ptr + f)[None, :], 0.0)
-    fc4 = tl.dot(fc3, tl.load(w4_ptr + f[:, None] * F + f[None, :]), input_precision=PRECISION)
-    fc4 = tl.maximum(fc4 + tl.load(b4_ptr + f)[None, :], 0.0)
-    w5 = w5_ptr + f[:, None] * 2 * A + angle[None, :]
-    fail = tl.dot(fc4, tl.load(w5), input_precision=PRECISION) + tl.load(b5_ptr + angle)[None, :]
-    success = tl.dot(fc4, tl.load(w5 + A), input_precision=PRECISION) + tl.load(b5_ptr + A + angle)[None, :]
-    q = 1.0 / (1.0 + tl.exp(fail - success))  # the softmax over (fail, success), its success column
-    tl.store(q_ptr + cell.to(tl.int64)[:, None] * A + angle[None, :], q, mask=inside)
-
-
-_CELL_SPLIT = 272
-"""fc3's reduction values per program of :func:`cell_quality`: one kernel row (17 taps x 16 channels)."""
-_CELL_STEP = 16
-_CELL_BLOCK = 16
-"""Cells per program of :func:`cell_quality` (the matrix products' least height)."""
-
 
 def kernel_rows(weight: torch.Tensor) -> torch.Tensor:
     """A ``Conv2d`` weight (O, C, K, K) laid out for the kernels: (K, K * C, O), each kernel row's K taps x C
@@ -759,9 +691,7 @@ def _(depth, reference, taps, kernel_size, precision="tf32x3"):
 class SharedFirstConv:
     """:meth:`FCGQCNN.shared_first_conv <dexrl.gqcnn.model.FCGQCNN.shared_first_conv>` as one Triton kernel
     (:func:`first_conv`) that writes channels-last, as the image stream's kernels read it. Each output pixel's
-    9x9 patch is one row of a matrix product (patches x 128 taps, 81 of them used, times 128 x 16 weights),
-    taken 32, 64 or 128 taps per step (autotuned; a batch-1 plan's image: 29 us, against 38 us in one product,
-    in the whole-plan profiles of two calls on an H200, 2026-12-04).
+    9x9 patch is one row of a matrix product (patches x 128 taps, 81 of them used, times 128 x 16 weights).
     cuDNN's float32 convolution took 55 us per 386x516 image on an H200 (2026-12-04), plus a copy into
     channels-last.
 
@@ -910,72 +840,6 @@ class QualityHead:
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
         """q (N, A, H - K + 1, W - K + 1) float32 from features (N, H, W, C) channels-last."""
         return quality_head(features, *self.weights)
-
-
-def _cell_quality_output(x: torch.Tensor, fc5_weight: torch.Tensor) -> torch.Tensor:
-    return x.new_empty(len(x), fc5_weight.shape[-1], dtype=torch.float32)
-
-
-@torch.library.custom_op("dexrl::cell_quality", mutates_args=())
-def cell_quality(
-    x: torch.Tensor,
-    fc3_weight: torch.Tensor,
-    fc3_bias: torch.Tensor,
-    fc4_weight: torch.Tensor,
-    fc4_bias: torch.Tensor,
-    fc5_weight: torch.Tensor,
-    fc5_bias: torch.Tensor,
-    precision: str = "tf32x3",
-) -> torch.Tensor:
-    """:func:`quality_head` at one cell per input, for features the size of fc3's kernel (the rescored
-    crops'): fc3's reduction is split over programs, one kernel row each, whose partial sums a second kernel
-    adds in a fixed order before fc4, fc5 and the softmax. For 16 crops, cuBLAS's float32 matrix product
-    ran fc3 on two thread blocks in 10 us, and fc4, fc5, their ReLUs and the softmax took six more kernels
-    (H200, 2026-12-04).
-
-    Args:
-        x: (N, K, K, C) channels-last features, K fc3's kernel size.
-        fc3_weight ... fc5_bias: as :func:`quality_head` lays them out (:class:`QualityHead`).
-        precision: of float32 products (Triton's ``input_precision``): ``tf32x3`` (three TF32 products, about
-            float32's accuracy), ``ieee`` or ``tf32``.
-
-    Returns:
-        q (N, A) float32.
-    """
-    q = _cell_quality_output(x, fc5_weight)
-    count, kernel_size, _, channels = x.shape
-    features = fc3_weight.shape[-1]
-    if x.shape[2] != kernel_size or fc3_weight.shape != (kernel_size, kernel_size * channels, features):
-        raise ValueError(f"features {tuple(x.shape)} are not one cell of fc3 {tuple(fc3_weight.shape)}")
-    if count == 0:
-        return q
-    _require_cuda_or_interpreter(x.device)
-    reduction = kernel_size * kernel_size * channels
-    splits, blocks = triton.cdiv(reduction, _CELL_SPLIT), triton.cdiv(count, _CELL_BLOCK)
-    partial = x.new_empty(splits, count, features, dtype=torch.float32)
-    _cell_fc3_kernel[(splits, blocks)](
-        x.contiguous(), fc3_weight, partial, count, TAPS_C=reduction, SPLIT=_CELL_SPLIT, F=features,
-        STEP=_CELL_STEP, BLOCK_N=_CELL_BLOCK, PRECISION=precision,
-    )  # fmt: skip
-    _cell_head_kernel[(blocks,)](
-        partial, fc3_bias, fc4_weight, fc4_bias, fc5_weight, fc5_bias, q, count,
-        SPLITS=splits, F=features, A=q.shape[1], BLOCK_N=_CELL_BLOCK, PRECISION=precision,
-    )  # fmt: skip
-    return q
-
-
-@cell_quality.register_fake
-def _(x, fc3_weight, fc3_bias, fc4_weight, fc4_bias, fc5_weight, fc5_bias, precision="tf32x3"):
-    return _cell_quality_output(x, fc5_weight)
-
-
-class CellQualityHead(QualityHead):
-    """:class:`QualityHead` at one cell per input (:func:`cell_quality`): the fast path's rescored crops, in
-    float32 (the network's weights as they are)."""
-
-    def __call__(self, features: torch.Tensor) -> torch.Tensor:
-        """q (N, A) float32 from features (N, K, K, C) channels-last, K fc3's kernel size."""
-        return cell_quality(features, *self.weights)
 
 
 class StreamConvs:
