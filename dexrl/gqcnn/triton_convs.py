@@ -18,6 +18,8 @@ conv1_1's output at each pair's grasp depth, ReLU(shared + shift) rounded to bfl
 one-pass kernel (PyTorch's broadcast add into bfloat16 and in-place ReLU took 4.5 ms per 256 pairs at the
 rendered heaps' window on an H200). Adding the shift inside conv1_2's kernel instead was slower (8.7 ms
 against 4.6 ms, 2026-12-03): the kernel reads each input pixel for 25 taps, and would add its shift 25 times.
+By 2x2 blocks, which read each pixel 9 times, it was still slower: 226 against 163 us for a batch-1 plan's 16
+pairs (2026-12-04, commit 0de730c), and keeping chunks of the written layer in L2 gained nothing.
 
 One more kernel serves the pre-processing: a round of inpainting's hole filling in one pass
 (:func:`inpaint_round`), where PyTorch took two 1-channel cuDNN convolutions and about eight elementwise
@@ -691,7 +693,9 @@ def _(depth, reference, taps, kernel_size, precision="tf32x3"):
 class SharedFirstConv:
     """:meth:`FCGQCNN.shared_first_conv <dexrl.gqcnn.model.FCGQCNN.shared_first_conv>` as one Triton kernel
     (:func:`first_conv`) that writes channels-last, as the image stream's kernels read it. Each output pixel's
-    9x9 patch is one row of a matrix product (patches x 128 taps, 81 of them used, times 128 x 16 weights).
+    9x9 patch is one row of a matrix product (patches x 128 taps, 81 of them used, times 128 x 16 weights),
+    taken 32, 64 or 128 taps per step (autotuned; a batch-1 plan's image: 29 us, against 38 us in one product,
+    in the whole-plan profiles of two calls on an H200, 2026-12-04).
     cuDNN's float32 convolution took 55 us per 386x516 image on an H200 (2026-12-04), plus a copy into
     channels-last.
 
